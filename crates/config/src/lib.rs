@@ -1,0 +1,170 @@
+//! skein-config: the one TOML file that configures every skein process.
+//!
+//! Every binary calls [`Config::load`] with the `-c FILE` it was given (if
+//! any) and gets a fully validated [`Config`]: defaults filled in, relative
+//! paths made absolute against the working directory (so that child
+//! processes, which may run elsewhere, see the same files), domains in lower
+//! case.
+//!
+//! - **Finds** the file: the explicit path, else the `SKEIN_CONFIG`
+//!   environment variable, else the embedded default ([`DEFAULT_CONFIG`]),
+//!   which runs skein out of the current directory.
+//! - **Reads** only that file, the environment variable and the machine's
+//!   host name; it writes nothing and needs no privilege.
+//! - **Trusts** nothing in the file: unknown keys, wrong types and unusable
+//!   values are all errors ([`ConfigError`]), each naming file, line and
+//!   key, e.g. `/etc/skein.toml:12: scheduler.expiry: invalid duration "5x"
+//!   (…)`. A typo is never silently ignored, and a process never starts on
+//!   a configuration it half understood.
+//! - **Keys** honoured: all of them, documented field by field on the
+//!   structs below and for operators in `docs/configuration.md`.
+//!
+//! [`Config::to_toml`] renders the effective configuration (what `skein
+//! config check` prints); it parses back to an equal `Config`.
+
+#![warn(missing_docs)]
+
+mod clause;
+mod config;
+mod decode;
+mod domain;
+mod encode;
+mod error;
+mod net;
+mod route;
+mod units;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use clause::Clause;
+pub use config::{
+    Config, LocalConfig, RouterConfig, SchedulerConfig, SmtpConfig, SmtpdConfig, SpoolConfig,
+    TlsConfig,
+};
+pub use domain::{is_plausible_domain, system_hostname};
+pub use error::{ConfigError, ErrorKind};
+pub use net::{HostPort, IpNetwork, TlsPolicy};
+pub use route::Route;
+pub use units::{ByteSize, ValueError, format_duration, parse_duration};
+
+/// The embedded default configuration, used when no file is named. It
+/// spells out every built-in default (and so doubles as an annotated
+/// example); a test keeps the two identical.
+pub const DEFAULT_CONFIG: &str = include_str!("../default.toml");
+
+/// The environment variable that names the configuration file when no
+/// explicit path is given.
+pub const CONFIG_ENV: &str = "SKEIN_CONFIG";
+
+/// The name errors in [`DEFAULT_CONFIG`] are reported under.
+pub const EMBEDDED_NAME: &str = "(embedded default)";
+
+/// Where a loaded configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file, by absolute path, so that child processes can be handed the
+    /// same `-c` whatever their working directory.
+    File(PathBuf),
+    /// [`DEFAULT_CONFIG`].
+    Embedded,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(path) => write!(f, "{}", path.display()),
+            Source::Embedded => f.write_str(EMBEDDED_NAME),
+        }
+    }
+}
+
+/// A configuration and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The validated configuration.
+    pub config: Config,
+    /// Its origin, for logs and for passing on to child processes.
+    pub source: Source,
+}
+
+impl Config {
+    /// Loads the configuration for this process: `explicit` (from `-c`),
+    /// else the file named by `SKEIN_CONFIG`, else the embedded default.
+    /// Relative paths, including `explicit` itself, are taken against the
+    /// current working directory.
+    pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
+        let cwd = std::env::current_dir().map_err(|err| {
+            ConfigError::read(
+                "(working directory)",
+                format!("cannot determine the working directory: {err}"),
+            )
+        })?;
+        Config::load_with(explicit, std::env::var_os(CONFIG_ENV), &cwd)
+    }
+
+    /// [`Config::load`] with its inputs made explicit: `env_value` stands
+    /// for `SKEIN_CONFIG` (an empty value counts as unset) and `cwd`, which
+    /// should be absolute, for the working directory.
+    pub fn load_with(
+        explicit: Option<&Path>,
+        env_value: Option<OsString>,
+        cwd: &Path,
+    ) -> Result<Loaded, ConfigError> {
+        let named = explicit
+            .map(Path::to_path_buf)
+            .or_else(|| env_value.filter(|v| !v.is_empty()).map(PathBuf::from));
+        let Some(named) = named else {
+            return Ok(Loaded {
+                config: Config::embedded_default(cwd),
+                source: Source::Embedded,
+            });
+        };
+        // Errors name the file as the operator wrote it; the source is
+        // absolute.
+        let shown = named.display().to_string();
+        let absolute = config::resolve(cwd, &named);
+        let bytes = std::fs::read(&absolute)
+            .map_err(|err| ConfigError::read(&shown, format!("cannot read: {err}")))?;
+        let text = String::from_utf8(bytes).map_err(|err| {
+            ConfigError::read(
+                &shown,
+                format!(
+                    "not UTF-8 (invalid byte at offset {})",
+                    err.utf8_error().valid_up_to()
+                ),
+            )
+        })?;
+        Ok(Loaded {
+            config: Config::from_toml_str(&text, &shown, cwd)?,
+            source: Source::File(absolute),
+        })
+    }
+
+    /// Parses and validates configuration text. `origin` is the name errors
+    /// report (usually the file's path); relative paths in the text are
+    /// resolved against `cwd`.
+    pub fn from_toml_str(text: &str, origin: &str, cwd: &Path) -> Result<Config, ConfigError> {
+        decode::decode(text, origin, cwd)
+    }
+
+    /// The embedded default configuration, its paths under `cwd`.
+    pub fn embedded_default(cwd: &Path) -> Config {
+        // DEFAULT_CONFIG is part of the binary and a test proves it parses to
+        // exactly the built-in defaults, so the fallback is that same value
+        // rather than a panic.
+        Config::from_toml_str(DEFAULT_CONFIG, EMBEDDED_NAME, cwd)
+            .unwrap_or_else(|_| Config::builtin(cwd, system_hostname()))
+    }
+
+    /// The effective configuration as TOML: every key with its value,
+    /// defaults included, unset optional keys as `""`. Parsing it back gives
+    /// an equal `Config`.
+    pub fn to_toml(&self) -> String {
+        encode::encode(self)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,717 @@
+//! The message file: an envelope header followed by the RFC 5322 message.
+//!
+//! ```text
+//! SKEIN-MESSAGE 1
+//! id 0SV3K8Q7J1M000A4R000
+//! arrival 1764377978123456
+//! sender joe@example.org
+//! envid QQ314159            (optional)
+//! ret HDRS                  (optional)
+//! body 8BITMIME
+//! smtputf8 0
+//! origin sendmail%20uid=1000%20user=joe
+//! rcpt ann@example.net notify=SUCCESS,FAILURE orcpt=rfc822;ann@example.net
+//! rcpt bob@example.net
+//! size 00000000000000004096
+//! crc32 1c291ca3
+//! eightbit 0
+//! .
+//! <size bytes of message, CRLF line endings>
+//! ```
+//!
+//! Fields are escaped with [`crate::text::escape`]. `size`, `crc32` (of
+//! the message bytes) and `eightbit` are fixed-width so that the writer can fill them in
+//! after streaming the message; the file is only ever visible under its
+//! final name once complete, so a reader that finds a size that does not
+//! match the file, a bad checksum or an unknown keyword has found a corrupt
+//! file, not one being written.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::durable::{self, fsync_dir};
+use crate::text::{escape, unescape};
+use crate::{QueueId, SpoolError};
+
+const MAGIC: &str = "SKEIN-MESSAGE 1";
+/// The envelope header may not exceed this many bytes (a few hundred
+/// thousand recipients); a larger one is corrupt.
+pub const MAX_HEADER: u64 = 64 * 1024 * 1024;
+
+/// RET= of RFC 3461.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ret {
+    /// Return the full message in a DSN.
+    Full,
+    /// Return only the headers.
+    Headers,
+}
+
+/// BODY= of RFC 1652 / RFC 3030.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyType {
+    /// 7-bit (no BODY parameter).
+    #[default]
+    SevenBit,
+    /// BODY=8BITMIME.
+    EightBitMime,
+    /// BODY=BINARYMIME.
+    BinaryMime,
+}
+
+impl BodyType {
+    /// The keyword used in the file and in SMTP.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            BodyType::SevenBit => "7BIT",
+            BodyType::EightBitMime => "8BITMIME",
+            BodyType::BinaryMime => "BINARYMIME",
+        }
+    }
+
+    /// Parses an SMTP BODY= value (case-insensitive).
+    pub fn from_keyword(s: &str) -> Option<BodyType> {
+        match s.to_ascii_uppercase().as_str() {
+            "7BIT" => Some(BodyType::SevenBit),
+            "8BITMIME" => Some(BodyType::EightBitMime),
+            "BINARYMIME" => Some(BodyType::BinaryMime),
+            _ => None,
+        }
+    }
+}
+
+impl Ret {
+    /// The keyword used in the file and in SMTP.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Ret::Full => "FULL",
+            Ret::Headers => "HDRS",
+        }
+    }
+
+    /// Parses an SMTP RET= value (case-insensitive).
+    pub fn from_keyword(s: &str) -> Option<Ret> {
+        match s.to_ascii_uppercase().as_str() {
+            "FULL" => Some(Ret::Full),
+            "HDRS" => Some(Ret::Headers),
+            _ => None,
+        }
+    }
+}
+
+/// One envelope recipient with its DSN parameters (RFC 3461).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Recipient {
+    /// The address as given in RCPT TO (without angle brackets).
+    pub address: String,
+    /// NOTIFY= value verbatim (`NEVER` or a list of SUCCESS, FAILURE,
+    /// DELAY), when given.
+    pub notify: Option<String>,
+    /// ORCPT= value (`addr-type;xtext`), when given.
+    pub orcpt: Option<String>,
+}
+
+impl Recipient {
+    /// A recipient without DSN parameters.
+    pub fn new(address: impl Into<String>) -> Self {
+        Recipient {
+            address: address.into(),
+            notify: None,
+            orcpt: None,
+        }
+    }
+}
+
+/// Everything about a message except its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Envelope {
+    /// Reverse path; empty for the null sender (bounces).
+    pub sender: String,
+    /// Forward paths, in the order they were given.
+    pub recipients: Vec<Recipient>,
+    /// ENVID= (RFC 3461).
+    pub envid: Option<String>,
+    /// RET= (RFC 3461).
+    pub ret: Option<Ret>,
+    /// BODY= type.
+    pub body: BodyType,
+    /// SMTPUTF8 was given (RFC 6531).
+    pub smtputf8: bool,
+    /// Where the message came from, for logs and `queue show`
+    /// (e.g. `sendmail uid=1000 user=joe`, `smtp [192.0.2.1] helo=x`).
+    pub origin: String,
+}
+
+/// A message file's header, as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageInfo {
+    /// The queue id (also the file name).
+    pub id: QueueId,
+    /// When the message was accepted, microseconds since the Unix epoch.
+    pub arrival_micros: u64,
+    /// The envelope.
+    pub envelope: Envelope,
+    /// Offset of the first message byte in the file.
+    pub offset: u64,
+    /// Number of message bytes.
+    pub size: u64,
+    /// CRC-32 (IEEE) of the message bytes.
+    pub crc32: u32,
+    /// The message holds bytes above 127 (it needs 8BITMIME or SMTPUTF8
+    /// whatever its declared body type).
+    pub eightbit: bool,
+}
+
+fn check_field(what: &str, value: &str) -> Result<(), SpoolError> {
+    if value.contains(['\r', '\n', '\0']) {
+        return Err(SpoolError::Invalid(format!(
+            "{what} contains a line break or NUL: {value:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Writes the envelope lines shared by message and control files.
+pub(crate) fn render_common(env: &Envelope, h: &mut String) {
+    h.push_str(&format!("sender {}\n", escape(&env.sender)));
+    if let Some(envid) = &env.envid {
+        h.push_str(&format!("envid {}\n", escape(envid)));
+    }
+    if let Some(ret) = env.ret {
+        h.push_str(&format!("ret {}\n", ret.keyword()));
+    }
+    h.push_str(&format!(
+        "body {}\nsmtputf8 {}\norigin {}\n",
+        env.body.keyword(),
+        u8::from(env.smtputf8),
+        escape(&env.origin)
+    ));
+}
+
+/// Parses one of the envelope lines shared by message and control files
+/// into `env`. `Ok(false)` when `key` is not one of them.
+pub(crate) fn parse_common(
+    key: &str,
+    value: impl FnOnce() -> Result<String, SpoolError>,
+    env: &mut Envelope,
+    seen_sender: &mut bool,
+    seen_body: &mut bool,
+    bad: &dyn Fn(String) -> SpoolError,
+) -> Result<bool, SpoolError> {
+    match key {
+        "sender" => {
+            env.sender = value()?;
+            *seen_sender = true;
+        }
+        "envid" => env.envid = Some(value()?),
+        "ret" => {
+            let v = value()?;
+            env.ret = Some(Ret::from_keyword(&v).ok_or_else(|| bad(format!("bad ret {v:?}")))?);
+        }
+        "body" => {
+            let v = value()?;
+            env.body = BodyType::from_keyword(&v).ok_or_else(|| bad(format!("bad body {v:?}")))?;
+            *seen_body = true;
+        }
+        "smtputf8" => {
+            env.smtputf8 = match value()?.as_str() {
+                "0" => false,
+                "1" => true,
+                v => return Err(bad(format!("bad smtputf8 {v:?}"))),
+            }
+        }
+        "origin" => env.origin = value()?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+fn render_header(
+    id: &QueueId,
+    arrival: u64,
+    env: &Envelope,
+) -> Result<(String, usize), SpoolError> {
+    check_field("sender", &env.sender)?;
+    let mut h = String::with_capacity(256 + 64 * env.recipients.len());
+    h.push_str(MAGIC);
+    h.push('\n');
+    h.push_str(&format!("id {id}\narrival {arrival}\n"));
+    render_common(env, &mut h);
+    for r in &env.recipients {
+        check_field("recipient", &r.address)?;
+        h.push_str("rcpt ");
+        h.push_str(&escape(&r.address));
+        if let Some(n) = &r.notify {
+            h.push_str(" notify=");
+            h.push_str(&escape(n));
+        }
+        if let Some(o) = &r.orcpt {
+            h.push_str(" orcpt=");
+            h.push_str(&escape(o));
+        }
+        h.push('\n');
+    }
+    let size_at = h.len() + "size ".len();
+    h.push_str("size 00000000000000000000\ncrc32 00000000\neightbit 0\n.\n");
+    Ok((h, size_at))
+}
+
+/// Streams one message into `tmp/` and, on [`commit`](Self::commit), makes
+/// it durable under its final name. Dropping it without committing removes
+/// the temporary file.
+#[derive(Debug)]
+pub struct MessageWriter {
+    file: io::BufWriter<File>,
+    tmp_path: PathBuf,
+    dest_dir: PathBuf,
+    id: QueueId,
+    size_at: u64,
+    written: u64,
+    eightbit: bool,
+    hasher: crc32fast::Hasher,
+    committed: bool,
+}
+
+impl MessageWriter {
+    pub(crate) fn create(
+        tmp_dir: &Path,
+        dest_dir: &Path,
+        env: &Envelope,
+    ) -> Result<MessageWriter, SpoolError> {
+        let id = QueueId::generate();
+        let tmp_path = tmp_dir.join(format!("{}.{id}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp_path)
+            .map_err(|e| SpoolError::io("create", &tmp_path, e))?;
+        let arrival = now_micros();
+        let (header, size_at) = render_header(&id, arrival, env)?;
+        let mut w = MessageWriter {
+            file: io::BufWriter::with_capacity(64 * 1024, file),
+            tmp_path,
+            dest_dir: dest_dir.to_path_buf(),
+            id,
+            size_at: size_at as u64,
+            written: 0,
+            eightbit: false,
+            hasher: crc32fast::Hasher::new(),
+            committed: false,
+        };
+        w.file
+            .write_all(header.as_bytes())
+            .map_err(|e| SpoolError::io("write", &w.tmp_path, e))?;
+        Ok(w)
+    }
+
+    /// The id this message will have (it may change on commit in the rare
+    /// case of a name collision).
+    pub fn id(&self) -> &QueueId {
+        &self.id
+    }
+
+    /// Message bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends message bytes.
+    pub fn write_message(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
+        self.hasher.update(bytes);
+        self.eightbit = self.eightbit || !bytes.is_ascii();
+        self.written += bytes.len() as u64;
+        self.file
+            .write_all(bytes)
+            .map_err(|e| SpoolError::io("write", &self.tmp_path, e))
+    }
+
+    /// Fills in size and checksum, fsyncs the file, renames it into the
+    /// destination directory without replacing anything, and fsyncs that
+    /// directory. Only when this returns `Ok` may the message be
+    /// acknowledged.
+    pub fn commit(mut self) -> Result<QueueId, SpoolError> {
+        self.file
+            .flush()
+            .map_err(|e| SpoolError::io("write", &self.tmp_path, e))?;
+        let crc = self.hasher.clone().finalize();
+        let patch = format!(
+            "{:020}\ncrc32 {crc:08x}\neightbit {}",
+            self.written,
+            u8::from(self.eightbit)
+        );
+        let file = self.file.get_ref();
+        file.write_all_at(patch.as_bytes(), self.size_at)
+            .map_err(|e| SpoolError::io("write", &self.tmp_path, e))?;
+        file.sync_all()
+            .map_err(|e| SpoolError::io("fsync", &self.tmp_path, e))?;
+        loop {
+            let dest = self.dest_dir.join(self.id.as_str());
+            if durable::rename_noreplace(&self.tmp_path, &dest)? {
+                break;
+            }
+            // A name collision (only possible with a clock set back while an
+            // old message of the same pid remains): draw a new id and patch
+            // it into the header, which stores it at a fixed place.
+            self.id = QueueId::generate();
+            let id_at = (MAGIC.len() + 1 + "id ".len()) as u64;
+            let file = self.file.get_ref();
+            file.write_all_at(self.id.as_str().as_bytes(), id_at)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| SpoolError::io("write", &self.tmp_path, e))?;
+        }
+        self.committed = true;
+        fsync_dir(&self.dest_dir)?;
+        Ok(self.id.clone())
+    }
+}
+
+impl Write for MessageWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_message(buf)
+            .map(|()| buf.len())
+            .map_err(io::Error::other)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for MessageWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+pub(crate) fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Reads and checks a message file's header. The message bytes are not
+/// read: call [`verify_body`] (or stream them yourself from
+/// `info.offset`) to check the checksum.
+pub fn read_header(path: &Path) -> Result<(MessageInfo, File), SpoolError> {
+    let file = File::open(path).map_err(|e| SpoolError::io("open", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| SpoolError::io("stat", path, e))?
+        .len();
+    let mut reader = BufReader::new(file.take(MAX_HEADER));
+    let info = parse_header(&mut reader, path, len)?;
+    let file = reader.into_inner().into_inner();
+    Ok((info, file))
+}
+
+/// Parses a header from `reader`; `file_len` is the whole file's length.
+pub fn parse_header(
+    reader: &mut impl BufRead,
+    path: &Path,
+    file_len: u64,
+) -> Result<MessageInfo, SpoolError> {
+    let bad = |why: String| SpoolError::corrupt(path, why);
+    let mut consumed = 0u64;
+    let mut line = String::new();
+    let mut next = |line: &mut String| -> Result<bool, SpoolError> {
+        line.clear();
+        let mut raw = Vec::new();
+        let n = reader
+            .read_until(b'\n', &mut raw)
+            .map_err(|e| SpoolError::io("read", path, e))?;
+        consumed += n as u64;
+        if n == 0 || raw.last() != Some(&b'\n') {
+            return Ok(false);
+        }
+        raw.pop();
+        *line = String::from_utf8(raw).map_err(|_| bad("header is not UTF-8".into()))?;
+        Ok(true)
+    };
+    if !next(&mut line)? || line != MAGIC {
+        return Err(bad(format!(
+            "not a skein message file (first line {line:?})"
+        )));
+    }
+    let mut id = None;
+    let mut arrival = None;
+    let mut seen_sender = false;
+    let mut seen_body = false;
+    let mut env = Envelope::default();
+    let mut size = None;
+    let mut crc = None;
+    let mut eightbit = None;
+    loop {
+        if !next(&mut line)? {
+            return Err(bad("header ends before its terminating '.' line".into()));
+        }
+        if line == "." {
+            break;
+        }
+        let mut fields = line.split(' ');
+        let key = fields.next().unwrap_or("");
+        let rest: Vec<&str> = fields.collect();
+        let one = || -> Result<String, SpoolError> {
+            match rest.as_slice() {
+                [v] => unescape(v).ok_or_else(|| bad(format!("bad value in {line:?}"))),
+                _ => Err(bad(format!("{key}: expected one value in {line:?}"))),
+            }
+        };
+        if parse_common(key, one, &mut env, &mut seen_sender, &mut seen_body, &bad)? {
+            continue;
+        }
+        match key {
+            "id" => id = Some(one()?.parse::<QueueId>().map_err(|e| bad(e.to_string()))?),
+            "arrival" => {
+                arrival = Some(
+                    one()?
+                        .parse::<u64>()
+                        .map_err(|_| bad(format!("bad arrival in {line:?}")))?,
+                )
+            }
+            "rcpt" => {
+                let mut parts = rest.iter();
+                let address = parts
+                    .next()
+                    .and_then(|a| unescape(a))
+                    .ok_or_else(|| bad(format!("bad rcpt {line:?}")))?;
+                let mut r = Recipient::new(address);
+                for p in parts {
+                    let (k, v) = p
+                        .split_once('=')
+                        .ok_or_else(|| bad(format!("bad rcpt parameter {p:?}")))?;
+                    let v = unescape(v).ok_or_else(|| bad(format!("bad rcpt parameter {p:?}")))?;
+                    match k {
+                        "notify" => r.notify = Some(v),
+                        "orcpt" => r.orcpt = Some(v),
+                        _ => return Err(bad(format!("unknown rcpt parameter {p:?}"))),
+                    }
+                }
+                env.recipients.push(r);
+            }
+            "size" => {
+                size = Some(
+                    one()?
+                        .parse::<u64>()
+                        .map_err(|_| bad(format!("bad size {line:?}")))?,
+                )
+            }
+            "crc32" => {
+                crc = Some(
+                    u32::from_str_radix(&one()?, 16)
+                        .map_err(|_| bad(format!("bad crc32 {line:?}")))?,
+                )
+            }
+            "eightbit" => {
+                eightbit = Some(match one()?.as_str() {
+                    "0" => false,
+                    "1" => true,
+                    _ => return Err(bad(format!("bad eightbit {line:?}"))),
+                })
+            }
+            _ => return Err(bad(format!("unknown header line {line:?}"))),
+        }
+    }
+    let missing = |what: &str| bad(format!("header lacks {what}"));
+    let id = id.ok_or_else(|| missing("id"))?;
+    if !seen_sender {
+        return Err(missing("sender"));
+    }
+    if !seen_body {
+        return Err(missing("body"));
+    }
+    let size = size.ok_or_else(|| missing("size"))?;
+    let crc32 = crc.ok_or_else(|| missing("crc32"))?;
+    if env.recipients.is_empty() {
+        return Err(missing("recipients"));
+    }
+    if consumed.checked_add(size) != Some(file_len) {
+        return Err(bad(format!(
+            "size mismatch: header says {size} message bytes after {consumed} header bytes, file has {file_len} bytes"
+        )));
+    }
+    Ok(MessageInfo {
+        id,
+        arrival_micros: arrival.ok_or_else(|| missing("arrival"))?,
+        envelope: env,
+        offset: consumed,
+        size,
+        crc32,
+        eightbit: eightbit.ok_or_else(|| missing("eightbit"))?,
+    })
+}
+
+/// Reads the message bytes and checks them against the header's checksum.
+pub fn verify_body(info: &MessageInfo, file: &mut File, path: &Path) -> Result<(), SpoolError> {
+    file.seek(SeekFrom::Start(info.offset))
+        .map_err(|e| SpoolError::io("seek", path, e))?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| SpoolError::io("read", path, e))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    let crc = hasher.finalize();
+    if total != info.size || crc != info.crc32 {
+        return Err(SpoolError::corrupt(
+            path,
+            format!(
+                "message bytes do not match the header (size {total} vs {}, crc32 {crc:08x} vs {:08x})",
+                info.size, info.crc32
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a whole message file, checks it, and returns the header and the
+/// message bytes. For tests and tools; daemons stream instead.
+pub fn read_message(path: &Path) -> Result<(MessageInfo, Vec<u8>), SpoolError> {
+    let (info, mut file) = read_header(path)?;
+    verify_body(&info, &mut file, path)?;
+    file.seek(SeekFrom::Start(info.offset))
+        .map_err(|e| SpoolError::io("seek", path, e))?;
+    let mut bytes = Vec::with_capacity(info.size as usize);
+    file.read_to_end(&mut bytes)
+        .map_err(|e| SpoolError::io("read", path, e))?;
+    Ok((info, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Envelope {
+        Envelope {
+            sender: "joe@example.org".into(),
+            recipients: vec![
+                Recipient {
+                    address: "\"ann smith\"@example.net".into(),
+                    notify: Some("SUCCESS,FAILURE".into()),
+                    orcpt: Some("rfc822;ann@example.net".into()),
+                },
+                Recipient::new("bob@bücher.example"),
+            ],
+            envid: Some("QQ 314".into()),
+            ret: Some(Ret::Headers),
+            body: BodyType::EightBitMime,
+            smtputf8: true,
+            origin: "sendmail uid=0 user=root".into(),
+        }
+    }
+
+    fn write(dir: &Path, env: &Envelope, body: &[u8]) -> (QueueId, PathBuf) {
+        let tmp = dir.join("tmp");
+        let inc = dir.join("incoming");
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::create_dir_all(&inc).unwrap();
+        let mut w = MessageWriter::create(&tmp, &inc, env).unwrap();
+        for chunk in body.chunks(7) {
+            w.write_message(chunk).unwrap();
+        }
+        let id = w.commit().unwrap();
+        let path = inc.join(id.as_str());
+        (id, path)
+    }
+
+    #[test]
+    fn round_trip() {
+        let d = tempfile::tempdir().unwrap();
+        let body = b"Subject: hi\r\n\r\nhello\r\n.\r\n".to_vec();
+        let (id, path) = write(d.path(), &sample(), &body);
+        let (info, bytes) = read_message(&path).unwrap();
+        assert_eq!(info.id, id);
+        assert_eq!(info.envelope, sample());
+        assert_eq!(bytes, body);
+        assert_eq!(info.size, body.len() as u64);
+        assert!(!info.eightbit);
+        let (_, path) = write(d.path(), &sample(), "Subject: ü\r\n\r\n".as_bytes());
+        assert!(read_message(&path).unwrap().0.eightbit);
+        assert!(
+            std::fs::read_dir(d.path().join("tmp"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn empty_optional_fields_round_trip() {
+        let d = tempfile::tempdir().unwrap();
+        let env = Envelope {
+            recipients: vec![Recipient::new("a@b")],
+            ..Default::default()
+        };
+        let (_, path) = write(d.path(), &env, b"");
+        assert_eq!(read_message(&path).unwrap().0.envelope, env);
+    }
+
+    #[test]
+    fn dropped_writer_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let tmp = d.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let mut w = MessageWriter::create(&tmp, d.path(), &sample()).unwrap();
+        w.write_message(b"partial").unwrap();
+        drop(w);
+        assert!(std::fs::read_dir(&tmp).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn refuses_line_breaks_in_fields() {
+        let d = tempfile::tempdir().unwrap();
+        let mut env = sample();
+        env.recipients[0].address = "a@b\nrcpt evil@x".into();
+        let err = MessageWriter::create(d.path(), d.path(), &env).unwrap_err();
+        assert!(matches!(err, SpoolError::Invalid(_)), "{err}");
+    }
+
+    #[test]
+    fn detects_damage() {
+        let d = tempfile::tempdir().unwrap();
+        let body = b"Subject: x\r\n\r\nbody\r\n".to_vec();
+        let (_, path) = write(d.path(), &sample(), &body);
+        let good = std::fs::read(&path).unwrap();
+        let header_len = good.len() - body.len();
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("truncated body", good[..good.len() - 1].to_vec()),
+            ("truncated header", good[..header_len - 3].to_vec()),
+            ("extra byte", [good.clone(), b"x".to_vec()].concat()),
+            ("flipped body byte", {
+                let mut g = good.clone();
+                let last = g.len() - 3;
+                g[last] ^= 1;
+                g
+            }),
+            ("bad magic", {
+                let mut g = good.clone();
+                g[0] = b'X';
+                g
+            }),
+            ("unknown key", {
+                let s = String::from_utf8_lossy(&good).replacen("smtputf8", "smtputf9", 1);
+                s.into_bytes()
+            }),
+            ("empty", Vec::new()),
+        ];
+        for (what, bytes) in cases {
+            std::fs::write(&path, &bytes).unwrap();
+            match read_message(&path) {
+                Err(SpoolError::Corrupt { .. }) => {}
+                other => panic!("{what}: expected Corrupt, got {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! `skein-smtpd`: not built yet. This binary exists so that the workspace has its
+//! final shape; the process itself arrives with issue #5. It refuses to run
+//! rather than pretend to work.
+
+fn main() {
+    eprintln!(
+        "skein-smtpd: this process is not implemented in this build of skein (tracked in issue #5)"
+    );
+    std::process::exit(69); // EX_UNAVAILABLE
+}

@@ -1,0 +1,464 @@
+//! `skein sendmail` (also run as `sendmail`): local submission.
+//!
+//! Reads one message on standard input and writes it, with its envelope,
+//! durably into the spool's `incoming/` state; exits 0 only once the file
+//! and its directory entry are on stable storage (DESIGN.md invariant 1).
+//! It then wakes the router (best effort: the router also scans).
+//!
+//! Exit codes follow sysexits(3): EX_USAGE for a bad command line,
+//! EX_DATAERR for no recipients, an invalid address or a message over the
+//! size limit, EX_NOINPUT when standard input cannot be read, EX_TEMPFAIL
+//! when the spool cannot take the message, EX_CONFIG for a broken
+//! configuration, EX_SOFTWARE for a bug.
+//!
+//! Privilege: runs as the invoking user and needs write access to the
+//! spool's `tmp/` and `incoming/` (see docs/operations). Message headers
+//! are read only to find recipients (`-t`) and are otherwise copied.
+
+mod options;
+mod reader;
+
+use std::io::{self, BufRead};
+use std::path::Path;
+
+use skein_config::Config;
+use skein_mail::Mailbox;
+use skein_spool::{BodyType, Envelope, MessageWriter, Recipient, Ret, Spool, SpoolError};
+
+pub use options::{Options, UsageError, parse};
+use reader::{Line, LineReader};
+
+use crate::sysexits::*;
+
+/// Largest header section accepted (the body has only the size limit).
+pub const MAX_HEADER_SECTION: usize = 1024 * 1024;
+
+/// A failure with its exit code and message.
+#[derive(Debug)]
+pub struct Failure {
+    /// sysexits code.
+    pub code: u8,
+    /// What to print (after "sendmail: ").
+    pub message: String,
+}
+
+fn fail(code: u8, message: impl Into<String>) -> Failure {
+    Failure {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Runs sendmail with `args` (without argv\[0\]); `config` is the `-c` of
+/// `skein` when called as `skein -c FILE sendmail …`. Returns the exit
+/// code, having printed any error on standard error.
+pub fn main(args: &[String], config: Option<&Path>) -> u8 {
+    match run(args, config, &mut io::stdin().lock()) {
+        Ok(()) => EX_OK,
+        Err(f) => {
+            eprintln!("sendmail: {}", f.message);
+            f.code
+        }
+    }
+}
+
+/// The whole submission, reading the message from `input`.
+pub fn run(args: &[String], config: Option<&Path>, input: &mut dyn BufRead) -> Result<(), Failure> {
+    let opts = parse(args).map_err(|e| {
+        fail(
+            EX_USAGE,
+            format!("{e}\nusage: sendmail [-t] [-i] [-f sender] [-F name] [-N dsn] [-R ret] [-V envid] [-C config] [recipient ...]"),
+        )
+    })?;
+    let explicit = opts.config.as_deref().or(config);
+    let loaded = Config::load(explicit).map_err(|e| fail(EX_CONFIG, e.to_string()))?;
+    let config = loaded.config;
+    if opts.verbose {
+        for i in &opts.ignored {
+            eprintln!("sendmail: ignoring option {i}");
+        }
+    }
+    let submitter = Submitter::new(&config, &opts)?;
+    submitter.submit(input)
+}
+
+struct Submitter<'a> {
+    config: &'a Config,
+    opts: &'a Options,
+    qualify_domain: String,
+    uid: u32,
+    login: String,
+    sender: String,
+}
+
+impl<'a> Submitter<'a> {
+    fn new(config: &'a Config, opts: &'a Options) -> Result<Self, Failure> {
+        let qualify_domain = config
+            .router
+            .local_domains
+            .first()
+            .cloned()
+            .unwrap_or_else(|| config.hostname.clone());
+        let uid = nix::unistd::getuid();
+        let login = nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| format!("uid{uid}"));
+        let mut s = Submitter {
+            config,
+            opts,
+            qualify_domain,
+            uid: uid.as_raw(),
+            login: login.clone(),
+            sender: String::new(),
+        };
+        s.sender = match opts.sender.as_deref().map(str::trim) {
+            Some("") | Some("<>") => String::new(),
+            Some(given) => s.check_address(given.trim_start_matches('<').trim_end_matches('>'))?,
+            None => s.check_address(&login)?,
+        };
+        Ok(s)
+    }
+
+    /// Qualifies a bare local part and checks the syntax.
+    fn check_address(&self, addr: &str) -> Result<String, Failure> {
+        let addr = addr.trim();
+        let full = if addr.contains('@') {
+            addr.to_string()
+        } else {
+            format!("{addr}@{}", self.qualify_domain)
+        };
+        Mailbox::parse(&full, true)
+            .map(|m| m.to_string())
+            .map_err(|e| fail(EX_DATAERR, format!("invalid address {addr:?}: {e}")))
+    }
+
+    fn submit(&self, input: &mut dyn BufRead) -> Result<(), Failure> {
+        let mut lines = LineReader::new(input, !self.opts.ignore_dots);
+        let header = HeaderSection::read(&mut lines)?;
+
+        let mut rcpts: Vec<String> = Vec::new();
+        for arg in &self.opts.recipients {
+            for a in split_list(arg) {
+                rcpts.push(self.check_address(&a)?);
+            }
+        }
+        if self.opts.extract_recipients {
+            for a in header.recipients() {
+                rcpts.push(self.check_address(&a)?);
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        rcpts.retain(|r| seen.insert(r.to_ascii_lowercase()));
+        if rcpts.is_empty() {
+            return Err(fail(
+                EX_DATAERR,
+                if self.opts.extract_recipients {
+                    "no recipients: none on the command line and none in To:, Cc: or Bcc:"
+                } else {
+                    "no recipients given (name them as arguments, or use -t)"
+                },
+            ));
+        }
+
+        let envelope = Envelope {
+            smtputf8: !self.sender.is_ascii() || rcpts.iter().any(|r| !r.is_ascii()),
+            sender: self.sender.clone(),
+            recipients: rcpts
+                .into_iter()
+                .map(|address| Recipient {
+                    address,
+                    notify: self.opts.notify.clone(),
+                    orcpt: None,
+                })
+                .collect(),
+            envid: self.opts.envid.clone(),
+            ret: self.opts.ret.as_deref().and_then(Ret::from_keyword),
+            body: self
+                .opts
+                .body
+                .as_deref()
+                .and_then(BodyType::from_keyword)
+                .unwrap_or_default(),
+            origin: format!("sendmail uid={} user={}", self.uid, self.login),
+        };
+
+        let spool = Spool::open(&self.config.spool.dir).map_err(tempfail)?;
+        // Leftovers of killed submissions; best effort (another user's
+        // files may not be ours to remove).
+        if let Err(e) = spool.clean_stale_tmp()
+            && self.opts.verbose
+        {
+            eprintln!("sendmail: could not clean the spool's tmp/: {e}");
+        }
+        let mut writer = spool.create_incoming(&envelope).map_err(tempfail)?;
+        let limit = self.config.smtpd.max_message_size.bytes();
+        let mut out = Limited {
+            writer: &mut writer,
+            limit,
+        };
+        out.put(
+            self.trace_and_headers(&header, out.writer.id().as_str())
+                .as_bytes(),
+        )?;
+        loop {
+            match lines.next_line().map_err(noinput)? {
+                Line::Data(bytes) => out.put(&bytes)?,
+                Line::End => break,
+            }
+        }
+        let id = writer.commit().map_err(tempfail)?;
+        spool.kick("router");
+        if self.opts.verbose {
+            eprintln!(
+                "sendmail: queued as {id} for {} recipient(s)",
+                envelope.recipients.len()
+            );
+        }
+        Ok(())
+    }
+
+    fn trace_and_headers(&self, header: &HeaderSection, id: &str) -> String {
+        let host = &self.config.hostname;
+        let date = skein_mail::date::now_local();
+        let mut h = format!(
+            "Received: by {host} (skein sendmail, from userid {})\r\n\tid {id}; {date}\r\n",
+            self.uid
+        );
+        for field in &header.fields {
+            if !field.is_bcc() {
+                h.push_str(&String::from_utf8_lossy(&field.raw));
+            }
+        }
+        if !header.has("from") {
+            let addr = if self.sender.is_empty() {
+                format!("{}@{}", self.login, self.qualify_domain)
+            } else {
+                self.sender.clone()
+            };
+            match &self.opts.full_name {
+                Some(name) => h.push_str(&format!("From: {} <{addr}>\r\n", quote_phrase(name))),
+                None => h.push_str(&format!("From: {addr}\r\n")),
+            }
+        }
+        if !header.has("date") {
+            h.push_str(&format!("Date: {date}\r\n"));
+        }
+        if !header.has("message-id") {
+            h.push_str(&format!("Message-ID: <{id}@{host}>\r\n"));
+        }
+        if !header.has("to") && !header.has("cc") {
+            h.push_str("To: undisclosed-recipients:;\r\n");
+        }
+        h.push_str("\r\n");
+        if let Some(first) = &header.first_body_line {
+            h.push_str(&String::from_utf8_lossy(first));
+        }
+        h
+    }
+}
+
+/// Writes through to the spool, refusing to go past the size limit.
+struct Limited<'w> {
+    writer: &'w mut MessageWriter,
+    limit: u64,
+}
+
+impl Limited<'_> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), Failure> {
+        if self.limit > 0 && self.writer.written() + bytes.len() as u64 > self.limit {
+            return Err(fail(
+                EX_DATAERR,
+                format!(
+                    "message refused: larger than the size limit of {} bytes (smtpd.max_message_size)",
+                    self.limit
+                ),
+            ));
+        }
+        self.writer.write_message(bytes).map_err(tempfail)
+    }
+}
+
+fn tempfail(e: SpoolError) -> Failure {
+    let code = match e {
+        SpoolError::Invalid(_) => EX_DATAERR,
+        _ => EX_TEMPFAIL,
+    };
+    fail(code, format!("cannot queue the message: {e}"))
+}
+
+fn noinput(e: io::Error) -> Failure {
+    fail(
+        EX_NOINPUT,
+        format!("cannot read the message from standard input: {e}"),
+    )
+}
+
+fn quote_phrase(name: &str) -> String {
+    if name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || " !#$%&'*+-/=?^_`{|}~".contains(c))
+    {
+        name.to_string()
+    } else {
+        let escaped: String = name
+            .chars()
+            .filter(|c| *c != '\r' && *c != '\n')
+            .flat_map(|c| match c {
+                '"' | '\\' => vec!['\\', c],
+                _ => vec![c],
+            })
+            .collect();
+        format!("\"{escaped}\"")
+    }
+}
+
+/// Splits a command-line recipient list on commas outside quotes.
+fn split_list(arg: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in arg.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c)
+            }
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out.into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// One header field, with its continuation lines, as read (CRLF endings).
+struct Field {
+    name: String,
+    raw: Vec<u8>,
+}
+
+impl Field {
+    fn is_bcc(&self) -> bool {
+        self.name.eq_ignore_ascii_case("bcc") || self.name.eq_ignore_ascii_case("resent-bcc")
+    }
+}
+
+/// The message's header section, split into fields.
+struct HeaderSection {
+    fields: Vec<Field>,
+    /// A line that ended the header section without a blank line (the
+    /// message had no header/body separator); it starts the body.
+    first_body_line: Option<Vec<u8>>,
+}
+
+fn field_name(line: &[u8]) -> Option<String> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    let name = &line[..colon];
+    (!name.is_empty() && name.iter().all(|&b| (33..=126).contains(&b)))
+        .then(|| String::from_utf8_lossy(name).into_owned())
+}
+
+impl HeaderSection {
+    fn read(lines: &mut LineReader<'_>) -> Result<HeaderSection, Failure> {
+        let mut fields: Vec<Field> = Vec::new();
+        let mut total = 0usize;
+        let mut first = true;
+        loop {
+            let line = match lines.next_line().map_err(noinput)? {
+                Line::End => {
+                    return Ok(HeaderSection {
+                        fields,
+                        first_body_line: None,
+                    });
+                }
+                Line::Data(l) => l,
+            };
+            total += line.len();
+            if total > MAX_HEADER_SECTION {
+                return Err(fail(
+                    EX_DATAERR,
+                    format!(
+                        "message refused: header section larger than {MAX_HEADER_SECTION} bytes"
+                    ),
+                ));
+            }
+            if first && line.starts_with(b"From ") {
+                first = false;
+                continue; // an mbox separator, not a header
+            }
+            first = false;
+            if line == b"\r\n" {
+                return Ok(HeaderSection {
+                    fields,
+                    first_body_line: None,
+                });
+            }
+            let continuation = matches!(line.first(), Some(b' ') | Some(b'\t'));
+            match (continuation, fields.last_mut()) {
+                (true, Some(last)) => last.raw.extend_from_slice(&line),
+                _ => match field_name(&line) {
+                    Some(name) => fields.push(Field { name, raw: line }),
+                    None => {
+                        return Ok(HeaderSection {
+                            fields,
+                            first_body_line: Some(line),
+                        });
+                    }
+                },
+            }
+        }
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.fields
+            .iter()
+            .any(|f| f.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The addresses `-t` takes: Resent-To/Cc/Bcc when the message has
+    /// any, else To/Cc/Bcc.
+    fn recipients(&self) -> Vec<String> {
+        let resent = self.fields.iter().any(|f| {
+            ["resent-to", "resent-cc", "resent-bcc"]
+                .iter()
+                .any(|n| f.name.eq_ignore_ascii_case(n))
+        });
+        let wanted: &[&str] = if resent {
+            &["resent-to", "resent-cc", "resent-bcc"]
+        } else {
+            &["to", "cc", "bcc"]
+        };
+        let mut raw = Vec::new();
+        for f in &self.fields {
+            if wanted.iter().any(|n| f.name.eq_ignore_ascii_case(n)) {
+                // Parse each field alone under a neutral name, so that
+                // mail-parser treats it as an address list.
+                raw.extend_from_slice(b"To");
+                raw.extend_from_slice(&f.raw[f.name.len()..]);
+            }
+        }
+        raw.extend_from_slice(b"\r\n");
+        let mut out = Vec::new();
+        if let Some(msg) = mail_parser::MessageParser::default().parse_headers(&raw) {
+            for value in msg.header_values(mail_parser::HeaderName::To) {
+                if let Some(list) = value.as_address() {
+                    out.extend(list.iter().filter_map(|a| match (a.address(), a.name()) {
+                        (Some(addr), _) => Some(addr.to_string()),
+                        // A bare user name ("Cc: carol"), which sendmail
+                        // has always qualified with the local domain.
+                        (None, Some(name)) if !name.trim().contains(char::is_whitespace) => {
+                            Some(name.trim().to_string())
+                        }
+                        _ => None,
+                    }));
+                }
+            }
+        }
+        out
+    }
+}

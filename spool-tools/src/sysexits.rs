@@ -1,0 +1,18 @@
+//! Exit codes of sysexits(3), which scripts calling `sendmail` test for.
+
+/// Success.
+pub const EX_OK: u8 = 0;
+/// The command was used incorrectly.
+pub const EX_USAGE: u8 = 64;
+/// The input data was incorrect (no recipients, bad address, too large).
+pub const EX_DATAERR: u8 = 65;
+/// The input could not be read.
+pub const EX_NOINPUT: u8 = 66;
+/// A service is unavailable (e.g. the scheduler is not running).
+pub const EX_UNAVAILABLE: u8 = 69;
+/// An internal software error (a bug).
+pub const EX_SOFTWARE: u8 = 70;
+/// A temporary failure: try again later (the spool cannot take mail now).
+pub const EX_TEMPFAIL: u8 = 75;
+/// Something was wrong in the configuration.
+pub const EX_CONFIG: u8 = 78;

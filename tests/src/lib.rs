@@ -1,0 +1,137 @@
+//! Shared helpers for skein's integration tests: they run the real
+//! binaries (built once per test process with the same cargo and profile
+//! that runs the tests) on a temporary spool and ephemeral loopback ports.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// The directory holding the workspace's binaries (`target/<profile>`),
+/// after building them once.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // The test executable lives in target/<profile>/deps/.
+        let exe = std::env::current_exe().expect("current_exe");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary is in target/<profile>/deps")
+            .to_path_buf();
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--workspace", "--bins", "--quiet"]);
+        if release {
+            cmd.arg("--release");
+        }
+        cmd.current_dir(workspace_root());
+        let status = cmd
+            .stdin(Stdio::null())
+            .status()
+            .expect("running cargo build for the integration tests");
+        assert!(status.success(), "cargo build --workspace --bins failed");
+        dir
+    })
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+/// Path of one of skein's binaries, built if needed.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} was not built", p.display());
+    p
+}
+
+/// A temporary directory with a configuration file pointing skein's spool
+/// and Maildirs into it.
+pub struct TestEnv {
+    /// The temporary directory (removed on drop).
+    pub dir: tempfile::TempDir,
+    /// The configuration file.
+    pub config: PathBuf,
+}
+
+impl TestEnv {
+    /// A fresh environment; `extra` is appended to the configuration.
+    pub fn new(extra: &str) -> TestEnv {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("skein.toml");
+        let text = format!(
+            "hostname = \"test.example\"\n\n[spool]\ndir = \"{}\"\n\n[local]\nmaildir_root = \"{}\"\n\n{extra}",
+            dir.path().join("spool").display(),
+            dir.path().join("mail").display(),
+        );
+        std::fs::write(&config, text).expect("write config");
+        TestEnv { dir, config }
+    }
+
+    /// The spool directory.
+    pub fn spool(&self) -> PathBuf {
+        self.dir.path().join("spool")
+    }
+
+    /// A `skein` command with this environment's configuration.
+    pub fn skein(&self) -> Command {
+        let mut c = Command::new(bin("skein"));
+        c.env("SKEIN_CONFIG", &self.config)
+            .current_dir(self.dir.path());
+        c
+    }
+
+    /// A `skein sendmail` command with `args`.
+    pub fn sendmail(&self, args: &[&str]) -> Command {
+        let mut c = self.skein();
+        c.arg("sendmail").args(args);
+        c
+    }
+
+    /// The files in a spool area.
+    pub fn files(&self, area: &str) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = match std::fs::read_dir(self.spool().join(area)) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(_) => Vec::new(),
+        };
+        v.sort();
+        v
+    }
+}
+
+/// A small deterministic pseudo-random generator (xorshift64*), so that a
+/// failing randomized test can be replayed from its printed seed.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded generator (a zero seed is replaced).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    /// A seed from the clock, for tests that print it.
+    pub fn seed_from_clock() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}

@@ -1,0 +1,158 @@
+//! `skein sendmail` killed with SIGKILL at random points while it writes:
+//! every message in incoming/ is whole (and is the one sent), every
+//! submission that exited 0 is there, and the next start removes the stale
+//! temporary files the killed ones left.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use skein_integration_tests::{Rng, TestEnv};
+
+/// Kills wanted, and the most submissions tried to get them.
+const KILLS: usize = 50;
+const MAX_RUNS: usize = 200;
+
+fn body(seq: usize, size: usize) -> Vec<u8> {
+    let mut m = format!("Subject: kill {seq}\r\nX-Seq: {seq}\r\n\r\n").into_bytes();
+    let line = format!("{seq:06} the quick brown fox jumps over the lazy dog\r\n");
+    while m.len() < size {
+        m.extend_from_slice(line.as_bytes());
+    }
+    m
+}
+
+#[test]
+fn sigkill_at_random_points_never_leaves_a_partial_message() {
+    let seed = Rng::seed_from_clock();
+    println!("seed {seed}");
+    let mut rng = Rng::new(seed);
+    let env = TestEnv::new("");
+
+    // Calibrate: how long does one 2 MB submission take here?
+    let t = Instant::now();
+    let mut c = env
+        .sendmail(&["-i", "cal@localhost"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(&body(0, 2 << 20))
+        .unwrap();
+    assert!(c.wait().unwrap().success());
+    let typical = t.elapsed();
+    println!("one 2 MB submission takes {typical:?}");
+
+    let mut sent: HashMap<usize, Vec<u8>> = HashMap::new();
+    let mut completed = Vec::new();
+    let mut killed = 0;
+    let mut stale_seen = 0;
+    let mut left_behind: Vec<std::path::PathBuf> = Vec::new();
+    let mut runs = 0;
+    for seq in 1..=MAX_RUNS {
+        if killed >= KILLS {
+            break;
+        }
+        runs += 1;
+        let size = 1024 + rng.below(4 << 20) as usize;
+        let msg = body(seq, size);
+        let mut child = env
+            .sendmail(&["-i", &format!("k{seq}@localhost")])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let feed = msg.clone();
+        let writer = std::thread::spawn(move || {
+            // Broken pipe once the child is killed: expected.
+            let _ = stdin.write_all(&feed);
+        });
+        // Somewhere within the time this size takes, a little past its end
+        // now and then so that the fsync and rename are hit too.
+        let expected = typical.as_micros() as u64 * size as u64 / (2 << 20) + 1000;
+        let delay = if rng.below(8) == 0 {
+            Duration::from_micros(expected * 8 / 10 + rng.below(expected * 6 / 10))
+        } else {
+            Duration::from_micros(rng.below(expected * 8 / 10))
+        };
+        std::thread::sleep(delay);
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let status = child.wait().unwrap();
+        writer.join().unwrap();
+        sent.insert(seq, msg);
+        // What the previous killed run left in tmp/ was removed when this
+        // run started.
+        for p in left_behind.drain(..) {
+            assert!(!p.exists(), "{} survived the next start", p.display());
+        }
+        left_behind = env.files("tmp");
+        stale_seen += left_behind.len();
+        if status.success() {
+            completed.push(seq);
+        } else {
+            killed += 1;
+        }
+    }
+    println!(
+        "{killed} of {runs} submissions killed, {} completed",
+        completed.len()
+    );
+    println!("{stale_seen} stale temporary files left by killed writers");
+    assert!(killed >= KILLS, "the kills must land while sendmail runs");
+    assert!(stale_seen > 0, "some kills must land mid-write");
+
+    // Every file in incoming/ is whole and is exactly one sent message.
+    let mut found = HashMap::new();
+    for path in env.files("incoming") {
+        let (_, bytes) = skein_spool::read_message(&path)
+            .unwrap_or_else(|e| panic!("partial or damaged message {}: {e}", path.display()));
+        let text = String::from_utf8_lossy(&bytes);
+        let seq: usize = text
+            .lines()
+            .find_map(|l| l.strip_prefix("X-Seq: "))
+            .expect("X-Seq")
+            .trim()
+            .parse()
+            .unwrap();
+        if seq == 0 {
+            continue;
+        }
+        assert!(
+            bytes.ends_with(&sent[&seq][sent[&seq].len() - 200..]),
+            "message {seq} is not the whole message sent"
+        );
+        let stored_body = &bytes[bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap()..];
+        let sent_body = &sent[&seq][sent[&seq]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap()..];
+        assert_eq!(stored_body, sent_body, "message {seq} body");
+        assert!(found.insert(seq, path).is_none(), "message {seq} twice");
+    }
+    for seq in &completed {
+        assert!(
+            found.contains_key(seq),
+            "message {seq} exited 0 but is not in the spool"
+        );
+    }
+    println!("{} whole messages in incoming/", found.len());
+
+    // The next start cleans up what the killed writers left in tmp/.
+    let mut next = env
+        .sendmail(&["next@localhost"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    next.stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: next\n\nx\n")
+        .unwrap();
+    assert!(next.wait().unwrap().success());
+    assert!(env.files("tmp").is_empty(), "stale temporary files removed");
+}
