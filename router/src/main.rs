@@ -1,10 +1,33 @@
-//! `skein-router`: not built yet. This binary exists so that the workspace has its
-//! final shape; the process itself arrives with issue #3. It refuses to run
-//! rather than pretend to work.
+//! `skein-router [-c FILE]`: see the library's documentation.
 
-fn main() {
-    eprintln!(
-        "skein-router: this process is not implemented in this build of skein (tracked in issue #3)"
-    );
-    std::process::exit(69); // EX_UNAVAILABLE
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use skein_config::Config;
+
+/// EX_CONFIG from sysexits.h: the configuration cannot be used.
+const EX_CONFIG: u8 = 78;
+
+/// Routes messages from the spool's incoming/ to the scheduler.
+#[derive(Debug, Parser)]
+#[command(name = "skein-router", version)]
+struct Args {
+    /// The configuration file (default: $SKEIN_CONFIG, else the embedded
+    /// default).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let loaded = match Config::load(args.config.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("skein-router: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let options = skein_router::daemon_options(&loaded.config);
+    skein_daemon::run(options, |ctx| skein_router::serve(loaded, ctx))
 }

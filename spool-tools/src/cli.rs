@@ -1,10 +1,14 @@
-//! Argument dispatch for the `skein` binary.
+//! Argument dispatch for the `skein` binary (also reached as `sendmail`
+//! and `mailq` through argv\[0\]).
 
 use std::ffi::OsString;
+use std::io;
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use skein_proto::FlushTarget;
 
+use crate::queue::{self, QueueCommand, text::Clock};
 use crate::sysexits::*;
 
 /// skein — a mail transfer agent.
@@ -32,6 +36,85 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// List the queue: each message with its pending recipients.
+    Mailq(MailqArgs),
+    /// Look at or act on queued messages.
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+    },
+    /// Run skein's services in the foreground, restarting any that crash.
+    Start,
+    /// Stop a running `skein start`.
+    Stop,
+    /// Say whether skein runs, with the scheduler's counters.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct MailqArgs {
+    /// Show thread groups and threads instead of messages (ZMailer's `mailq -Q`).
+    #[arg(short = 'Q', long)]
+    threads: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `mailq` when called by that name.
+#[derive(Debug, Parser)]
+#[command(name = "mailq", version, about = "List the skein mail queue.")]
+struct MailqCli {
+    /// Configuration file (default: $SKEIN_CONFIG, else the embedded default).
+    #[arg(short = 'c', long = "config")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    args: MailqArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueAction {
+    /// Show a message and where each recipient stands.
+    Show {
+        /// The queue id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop delivering a message until it is released.
+    Hold {
+        /// The queue id.
+        id: String,
+    },
+    /// Resume delivering a held message.
+    Release {
+        /// The queue id.
+        id: String,
+    },
+    /// Remove a message without delivering it and without a bounce.
+    Delete {
+        /// The queue id.
+        id: String,
+    },
+    /// Retry now, ignoring back-off: everything, one message, or one thread.
+    Flush {
+        /// The queue id (default: the whole queue).
+        #[arg(conflicts_with = "thread")]
+        id: Option<String>,
+        /// One thread, as channel/host (e.g. smtp/example.org).
+        #[arg(long, value_name = "CHANNEL/HOST")]
+        thread: Option<String>,
+    },
+    /// Route a message again (after an alias or route change).
+    Requeue {
+        /// The queue id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,28 +137,151 @@ pub fn main(args: Vec<OsString>) -> u8 {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     match argv0.as_str() {
-        "sendmail" => return crate::sendmail::main(&rest, None),
+        "sendmail" => return sendmail(&rest, None),
         "mailq" => {
-            eprintln!(
-                "mailq: listing the queue needs the scheduler, which this build of skein does not include yet"
-            );
-            return EX_UNAVAILABLE;
+            return match MailqCli::try_parse_from(&args) {
+                Ok(cli) => mailq(cli.config.as_deref(), "mailq", &cli.args),
+                Err(e) => usage_error(e),
+            };
         }
         _ => {}
     }
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { EX_USAGE } else { EX_OK };
-        }
+        Err(e) => return usage_error(e),
     };
+    let config = cli.config.as_deref();
     match cli.command {
         Command::Config {
             action: ConfigAction::Check,
-        } => config_check(cli.config.as_deref()),
-        Command::Sendmail { args } => crate::sendmail::main(&args, cli.config.as_deref()),
+        } => config_check(config),
+        Command::Sendmail { args } => sendmail(&args, config),
+        Command::Mailq(args) => mailq(config, "skein", &args),
+        Command::Queue { action } => match queue_command(action) {
+            Ok(command) => run_queue(config, "skein", &command),
+            Err(message) => {
+                eprintln!("skein: {message}");
+                EX_USAGE
+            }
+        },
+        Command::Start => crate::supervisor::start(config),
+        Command::Stop => crate::supervisor::stop(config),
+        Command::Status { json } => status(config, json),
     }
+}
+
+/// `sendmail -bp` is `mailq`, as with sendmail and Postfix; everything
+/// else is a submission.
+fn sendmail(args: &[String], config: Option<&Path>) -> u8 {
+    match crate::sendmail::parse(args) {
+        Ok(opts) if opts.list_queue => {
+            let config = opts.config.as_deref().or(config);
+            mailq(
+                config,
+                "sendmail",
+                &MailqArgs {
+                    threads: false,
+                    json: false,
+                },
+            )
+        }
+        _ => crate::sendmail::main(args, config),
+    }
+}
+
+fn usage_error(e: clap::Error) -> u8 {
+    let _ = e.print();
+    if e.use_stderr() { EX_USAGE } else { EX_OK }
+}
+
+fn mailq(config: Option<&Path>, prog: &str, args: &MailqArgs) -> u8 {
+    run_queue(
+        config,
+        prog,
+        &QueueCommand::Mailq {
+            threads: args.threads,
+            json: args.json,
+        },
+    )
+}
+
+/// The command with its ids and thread checked: a malformed one never
+/// reaches the scheduler.
+fn queue_command(action: QueueAction) -> Result<QueueCommand, String> {
+    let id = |text: &str| queue::parse_queue_id(text);
+    Ok(match action {
+        QueueAction::Show { id: text, json } => QueueCommand::Show {
+            id: id(&text)?,
+            json,
+        },
+        QueueAction::Hold { id: text } => QueueCommand::Hold(id(&text)?),
+        QueueAction::Release { id: text } => QueueCommand::Release(id(&text)?),
+        QueueAction::Delete { id: text } => QueueCommand::Delete(id(&text)?),
+        QueueAction::Requeue { id: text } => QueueCommand::Requeue(id(&text)?),
+        QueueAction::Flush {
+            id: Some(text),
+            thread: None,
+        } => QueueCommand::Flush(FlushTarget::Message(id(&text)?.as_str().to_owned())),
+        QueueAction::Flush {
+            id: None,
+            thread: Some(thread),
+        } => QueueCommand::Flush(FlushTarget::Thread(queue::parse_thread(&thread)?)),
+        QueueAction::Flush {
+            id: None,
+            thread: None,
+        } => QueueCommand::Flush(FlushTarget::All),
+        // clap's conflicts_with already refuses both; keep the refusal
+        // here too rather than pick one.
+        QueueAction::Flush {
+            id: Some(_),
+            thread: Some(_),
+        } => return Err("flush takes a queue id or --thread, not both".into()),
+    })
+}
+
+/// The control socket named by the configuration, or the exit status of
+/// a configuration that does not load.
+fn socket(config: Option<&Path>, prog: &str) -> Result<PathBuf, u8> {
+    match skein_config::Config::load(config) {
+        Ok(loaded) => Ok(crate::control::socket_path(&loaded.config.spool.dir)),
+        Err(e) => {
+            eprintln!("{prog}: {e}");
+            Err(EX_CONFIG)
+        }
+    }
+}
+
+fn run_queue(config: Option<&Path>, prog: &str, command: &QueueCommand) -> u8 {
+    let socket = match socket(config, prog) {
+        Ok(socket) => socket,
+        Err(code) => return code,
+    };
+    queue::run(
+        command,
+        &socket,
+        prog,
+        &Clock::system(),
+        &mut io::stdout().lock(),
+        &mut io::stderr().lock(),
+    )
+}
+
+fn status(config: Option<&Path>, json: bool) -> u8 {
+    let loaded = match skein_config::Config::load(config) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("skein: {e}");
+            return EX_CONFIG;
+        }
+    };
+    let spool = &loaded.config.spool.dir;
+    crate::status::run(
+        &crate::supervisor::pid_file_path(spool),
+        &crate::control::socket_path(spool),
+        json,
+        &mut io::stdout().lock(),
+        &mut io::stderr().lock(),
+    )
 }
 
 fn config_check(path: Option<&Path>) -> u8 {
@@ -101,5 +307,110 @@ fn config_check(path: Option<&Path>) -> u8 {
             eprintln!("skein: {e}");
             EX_CONFIG
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<QueueCommand, String> {
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Queue { action } => queue_command(action),
+            Command::Mailq(a) => Ok(QueueCommand::Mailq {
+                threads: a.threads,
+                json: a.json,
+            }),
+            other => Err(format!("not a queue command: {other:?}")),
+        }
+    }
+
+    #[test]
+    fn queue_command_lines() {
+        const ID: &str = "0ABCDEFGHJK0000100A";
+        let id = || ID.parse().expect("id");
+        let table: Vec<(Vec<&str>, Option<QueueCommand>)> = vec![
+            (
+                vec!["skein", "mailq"],
+                Some(QueueCommand::Mailq {
+                    threads: false,
+                    json: false,
+                }),
+            ),
+            (
+                vec!["skein", "mailq", "-Q", "--json"],
+                Some(QueueCommand::Mailq {
+                    threads: true,
+                    json: true,
+                }),
+            ),
+            (
+                vec!["skein", "-c", "x.toml", "mailq", "--threads"],
+                Some(QueueCommand::Mailq {
+                    threads: true,
+                    json: false,
+                }),
+            ),
+            (
+                vec!["skein", "queue", "show", ID, "--json"],
+                Some(QueueCommand::Show {
+                    id: id(),
+                    json: true,
+                }),
+            ),
+            (
+                vec!["skein", "queue", "hold", ID],
+                Some(QueueCommand::Hold(id())),
+            ),
+            (
+                vec!["skein", "queue", "release", ID],
+                Some(QueueCommand::Release(id())),
+            ),
+            (
+                vec!["skein", "queue", "delete", ID],
+                Some(QueueCommand::Delete(id())),
+            ),
+            (
+                vec!["skein", "queue", "requeue", ID],
+                Some(QueueCommand::Requeue(id())),
+            ),
+            (
+                vec!["skein", "queue", "flush"],
+                Some(QueueCommand::Flush(FlushTarget::All)),
+            ),
+            (
+                vec!["skein", "queue", "flush", ID],
+                Some(QueueCommand::Flush(FlushTarget::Message(ID.into()))),
+            ),
+            (
+                vec!["skein", "queue", "flush", "--thread", "smtp/example.org"],
+                Some(QueueCommand::Flush(FlushTarget::Thread(
+                    skein_proto::ThreadKey::new("smtp", "example.org"),
+                ))),
+            ),
+            (
+                vec!["skein", "queue", "flush", ID, "--thread", "smtp/x"],
+                None,
+            ),
+            (
+                vec!["skein", "queue", "flush", "--thread", "nochannel"],
+                None,
+            ),
+            (vec!["skein", "queue", "hold", "not-an-id"], None),
+            (vec!["skein", "queue", "hold"], None),
+            (vec!["skein", "queue", "show"], None),
+        ];
+        for (args, want) in table {
+            assert_eq!(parse(&args).ok(), want, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn mailq_by_its_own_name() {
+        let cli = MailqCli::try_parse_from(["mailq", "-Q", "-c", "f.toml"]).expect("parses");
+        assert!(cli.args.threads && !cli.args.json);
+        assert_eq!(cli.config.as_deref(), Some(Path::new("f.toml")));
+        assert!(MailqCli::try_parse_from(["mailq", "--bogus"]).is_err());
     }
 }

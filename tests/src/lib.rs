@@ -18,6 +18,11 @@ pub fn bin_dir() -> &'static Path {
             .and_then(Path::parent)
             .expect("test binary is in target/<profile>/deps")
             .to_path_buf();
+        // SKEIN_TESTS_PREBUILT=1: the binaries are already built (by hand,
+        // e.g. a subset with `cargo build -p …`); do not rebuild.
+        if std::env::var_os("SKEIN_TESTS_PREBUILT").is_some() {
+            return dir;
+        }
         let release = dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
@@ -133,5 +138,139 @@ impl Rng {
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
+    }
+}
+
+/// A daemon started for a test, killed (SIGKILL) when dropped. Its
+/// standard error goes to `<dir>/<name>.log`.
+pub struct Daemon {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Sends SIGTERM and waits; returns the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        self.child.wait().expect("wait for daemon")
+    }
+
+    /// Kills it with SIGKILL and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestEnv {
+    /// Starts one of skein's daemons (`skein-router`, `skein-scheduler`)
+    /// on this environment's configuration.
+    pub fn start(&self, name: &str) -> Daemon {
+        self.start_with_env(name, &[])
+    }
+
+    /// [`start`](Self::start) with extra environment variables (which the
+    /// scheduler passes on to the agents it starts).
+    pub fn start_with_env(&self, name: &str, vars: &[(&str, &str)]) -> Daemon {
+        use std::os::unix::fs::OpenOptionsExt;
+        let log = self.dir.path().join(format!("{name}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o644)
+            .open(&log)
+            .expect("log file");
+        let child = Command::new(bin(name))
+            .envs(vars.iter().copied())
+            .env("SKEIN_CONFIG", &self.config)
+            .env("SKEIN_LOG_FORMAT", "logfmt")
+            .env_remove("NOTIFY_SOCKET")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Daemon { child, log }
+    }
+
+    /// Submits one message with `skein sendmail -i ARGS`; panics on failure.
+    pub fn submit(&self, args: &[&str], message: &[u8]) {
+        use std::io::Write;
+        let mut child = self
+            .sendmail(args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn sendmail");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(message)
+            .expect("write message");
+        let status = child.wait().expect("wait sendmail");
+        assert!(status.success(), "sendmail {args:?} exited {status}");
+    }
+
+    /// True when no message is left anywhere in the spool.
+    pub fn queue_empty(&self) -> bool {
+        ["incoming", "queue", "transport"]
+            .iter()
+            .all(|a| self.files(a).is_empty())
+    }
+
+    /// Polls `cond` every 50 ms for up to `limit`; returns whether it held.
+    /// (A guard against hanging for ever, not a timing assertion.)
+    pub fn wait_for(&self, limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let end = std::time::Instant::now() + limit;
+        loop {
+            if cond() {
+                return true;
+            }
+            if std::time::Instant::now() > end {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// The messages delivered into `user`'s Maildir (`new/`), as bytes.
+    pub fn maildir(&self, user: &str) -> Vec<Vec<u8>> {
+        let dir = self.dir.path().join("mail").join(user).join("new");
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(_) => Vec::new(),
+        };
+        files.sort();
+        files
+            .iter()
+            .map(|p| std::fs::read(p).expect("read maildir file"))
+            .collect()
+    }
+
+    /// Creates Maildir directories for `users` so that they exist as
+    /// local users.
+    pub fn make_users(&self, users: &[String]) {
+        for u in users {
+            for sub in ["tmp", "new", "cur"] {
+                std::fs::create_dir_all(self.dir.path().join("mail").join(u).join(sub))
+                    .expect("create maildir");
+            }
+        }
     }
 }

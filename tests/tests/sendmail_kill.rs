@@ -13,6 +13,8 @@ use skein_integration_tests::{Rng, TestEnv};
 /// Kills wanted, and the most submissions tried to get them.
 const KILLS: usize = 50;
 const MAX_RUNS: usize = 200;
+/// X-Seq of the last, deliberately half-written message.
+const RUNS_MARK: usize = 999_999;
 
 fn body(seq: usize, size: usize) -> Vec<u8> {
     let mut m = format!("Subject: kill {seq}\r\nX-Seq: {seq}\r\n\r\n").into_bytes();
@@ -50,7 +52,6 @@ fn sigkill_at_random_points_never_leaves_a_partial_message() {
     let mut completed = Vec::new();
     let mut killed = 0;
     let mut stale_seen = 0;
-    let mut left_behind: Vec<std::path::PathBuf> = Vec::new();
     let mut runs = 0;
     for seq in 1..=MAX_RUNS {
         if killed >= KILLS {
@@ -85,13 +86,9 @@ fn sigkill_at_random_points_never_leaves_a_partial_message() {
         let status = child.wait().unwrap();
         writer.join().unwrap();
         sent.insert(seq, msg);
-        // What the previous killed run left in tmp/ was removed when this
-        // run started.
-        for p in left_behind.drain(..) {
-            assert!(!p.exists(), "{} survived the next start", p.display());
-        }
-        left_behind = env.files("tmp");
-        stale_seen += left_behind.len();
+        // Temporary files a killed writer left behind (the next run that
+        // gets far enough removes them; the end of the test checks that).
+        stale_seen += env.files("tmp").len();
         if status.success() {
             completed.push(seq);
         } else {
@@ -142,7 +139,30 @@ fn sigkill_at_random_points_never_leaves_a_partial_message() {
     }
     println!("{} whole messages in incoming/", found.len());
 
-    // The next start cleans up what the killed writers left in tmp/.
+    // One more writer killed for certain in the middle of its message
+    // (it has written half and waits for the rest), then the next start
+    // must remove what it left.
+    let mut child = env
+        .sendmail(&["-i", "last@localhost"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&body(RUNS_MARK, 1 << 20)).unwrap();
+    stdin.flush().unwrap();
+    assert!(
+        env.wait_for(Duration::from_secs(60), || !env.files("tmp").is_empty()),
+        "the writer has its temporary file"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stdin);
+    let stale = env.files("tmp");
+    assert!(
+        !stale.is_empty(),
+        "a killed writer leaves a stale temporary file"
+    );
     let mut next = env
         .sendmail(&["next@localhost"])
         .stdin(Stdio::piped())
@@ -154,5 +174,8 @@ fn sigkill_at_random_points_never_leaves_a_partial_message() {
         .write_all(b"Subject: next\n\nx\n")
         .unwrap();
     assert!(next.wait().unwrap().success());
+    for p in &stale {
+        assert!(!p.exists(), "{} survived the next start", p.display());
+    }
     assert!(env.files("tmp").is_empty(), "stale temporary files removed");
 }

@@ -37,7 +37,8 @@ pub enum SpoolError {
 }
 
 impl SpoolError {
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+    /// A local I/O failure while doing `op` on `path`.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         SpoolError::Io {
             op,
             path: path.into(),
@@ -45,7 +46,8 @@ impl SpoolError {
         }
     }
 
-    pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+    /// A corrupt file.
+    pub fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         SpoolError::Corrupt {
             path: path.into(),
             reason: reason.into(),

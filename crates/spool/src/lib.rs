@@ -310,7 +310,11 @@ impl Spool {
     /// error, since it scans its directory when it starts.
     pub fn kick(&self, name: &str) {
         let path = self.dir(Area::Run).join(format!("{name}.wake"));
-        if let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() {
+        // Non-blocking: a router that is not draining its socket must never
+        // stall a submission (the wake-up is only a hint).
+        if let Ok(sock) = std::os::unix::net::UnixDatagram::unbound()
+            && sock.set_nonblocking(true).is_ok()
+        {
             let _ = sock.send_to(b"!", &path);
         }
     }

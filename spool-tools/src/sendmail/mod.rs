@@ -202,11 +202,8 @@ impl<'a> Submitter<'a> {
             self.trace_and_headers(&header, out.writer.id().as_str())
                 .as_bytes(),
         )?;
-        loop {
-            match lines.next_line().map_err(noinput)? {
-                Line::Data(bytes) => out.put(&bytes)?,
-                Line::End => break,
-            }
+        while let Line::Data(bytes) = lines.next_line().map_err(noinput)? {
+            out.put(&bytes)?;
         }
         let id = writer.commit().map_err(tempfail)?;
         spool.kick("router");

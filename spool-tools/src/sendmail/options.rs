@@ -30,6 +30,8 @@ pub struct Options {
     pub verbose: bool,
     /// Recipient arguments.
     pub recipients: Vec<String>,
+    /// `-bp`: list the queue instead of submitting (`mailq`).
+    pub list_queue: bool,
     /// Options accepted for compatibility and ignored, for `-v`.
     pub ignored: Vec<String>,
 }
@@ -64,8 +66,7 @@ pub fn parse(args: &[String]) -> Result<Options, UsageError> {
             o.recipients.push(arg.clone());
             continue;
         };
-        let mut chars = letters.char_indices();
-        while let Some((pos, c)) = chars.next() {
+        for (pos, c) in letters.char_indices() {
             if WITH_ARG.contains(c) {
                 let attached = &letters[pos + c.len_utf8()..];
                 let value = if !attached.is_empty() {
@@ -133,12 +134,7 @@ fn apply_with_arg(o: &mut Options, c: char, value: String) -> Result<(), UsageEr
         },
         'b' => match value.as_str() {
             "m" => {}
-            "p" => {
-                return Err(UsageError(
-                    "-bp (list the queue) is `skein mailq`, which this build does not include yet"
-                        .into(),
-                ));
-            }
+            "p" => o.list_queue = true,
             "s" | "d" | "D" | "i" | "v" | "t" | "a" | "h" | "H" | "P" => {
                 return Err(UsageError(format!(
                     "-b{value} is not supported by skein sendmail"
@@ -200,12 +196,17 @@ mod tests {
     }
 
     #[test]
+    fn bp_lists_the_queue() {
+        assert!(p(&["-bp"]).unwrap().list_queue);
+        assert!(!p(&["a@b"]).unwrap().list_queue);
+    }
+
+    #[test]
     fn usage_errors() {
         for args in [
             &["-f"][..],
             &["-Z"],
             &["-bs"],
-            &["-bp"],
             &["-q1h"],
             &["-N", "sometimes"],
             &["-R", "most"],

@@ -1,0 +1,108 @@
+//! skein-local: the transport agent that delivers the `local` channel into
+//! Maildirs.
+//!
+//! **Job.** The scheduler starts it for threads `local/<user>` and hands
+//! it jobs; for each recipient it writes the message into
+//! `<local.maildir_root>/<user>/` by the Maildir rules (a unique file in
+//! `tmp/`, `fsync`, link into `new/`, `fsync` of `new/`) with
+//! `Return-Path: <sender>` and `Delivered-To: <recipient>` in front and
+//! the spool's CRLF line endings turned into LF. It reports *delivered*
+//! only after that last `fsync`.
+//!
+//! **Reads and writes.** Reads the spool's message files named in its jobs
+//! (read-only, streamed in 64 KiB chunks) and the user database
+//! (`getpwnam`). Writes only under `local.maildir_root`: the users'
+//! Maildirs, created (mode 0700) for a system account or `postmaster`
+//! that has none yet. Talks to the scheduler on fd 3, logs on stderr.
+//!
+//! **Trusts.** The scheduler and the spool it names. Recipient addresses
+//! come from remote senders: a user name that is not a plain directory
+//! name (empty, with a slash, starting with a dot, with control
+//! characters) is refused, so no address can write outside the Maildir
+//! root. It runs with the privilege the scheduler gives it and needs
+//! write access to the Maildirs; it does not change file ownership (a
+//! Maildir it creates belongs to the user skein runs as).
+//!
+//! **On failure.** An unknown user fails (`5.1.1`; an unusable name
+//! `5.1.3`) and is bounced by the scheduler. Everything else is deferred:
+//! a full disk or quota `4.2.2`, any other I/O error `4.3.0`, a message
+//! file missing or shorter than the job says `4.3.0`. A crash before the
+//! report leaves the delivery to be repeated (at worst a duplicate,
+//! never a loss); a crash before the link into `new/` leaves only a stale
+//! file in `tmp/`.
+//!
+//! **Configuration.** `local.maildir_root`; the file comes from `-c FILE`
+//! or `SKEIN_CONFIG` (which the scheduler sets), else the embedded default.
+
+mod deliver;
+mod error;
+mod maildir;
+mod message;
+mod users;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use skein_agent::{Deliver, Delivery, run_simple};
+use skein_config::Config;
+use skein_proto::{EnhancedCode, Job};
+
+pub use deliver::{Target, deliver_job};
+pub use error::LocalError;
+
+/// The agent's name, in logs and in its `Hello`.
+pub const PROGRAM: &str = "skein-local";
+
+/// The channel announced when `SKEIN_CHANNEL` is unset.
+pub const DEFAULT_CHANNEL: &str = "local";
+
+/// Jobs asked for ahead. Deliveries are sequential; holding a few more
+/// jobs only spares the round trip to the scheduler between two of them,
+/// and the scheduler's `overfeed` caps it anyway.
+const AHEAD: u32 = 8;
+
+/// Runs the agent on fd 3 until the scheduler says `Shutdown` or goes
+/// away; returns the exit status.
+pub fn run(config: &Config) -> ExitCode {
+    let agent = LocalAgent {
+        target: Arc::new(Target {
+            maildir_root: config.local.maildir_root.clone(),
+            hostname: skein_config::system_hostname(),
+        }),
+    };
+    run_simple(DEFAULT_CHANNEL, PROGRAM, AHEAD, agent)
+}
+
+/// The [`Deliver`] handler: each job on a blocking thread, because every
+/// step of a Maildir delivery (`open`, `write`, `fsync`, `link`) blocks.
+#[derive(Debug, Clone)]
+pub struct LocalAgent {
+    target: Arc<Target>,
+}
+
+impl LocalAgent {
+    /// A handler delivering into `target`.
+    pub fn new(target: Target) -> LocalAgent {
+        LocalAgent {
+            target: Arc::new(target),
+        }
+    }
+}
+
+impl Deliver for LocalAgent {
+    async fn deliver(&self, job: &Job) -> Vec<Delivery> {
+        let target = Arc::clone(&self.target);
+        let owned = job.clone();
+        match tokio::task::spawn_blocking(move || deliver_job(&target, &owned)).await {
+            Ok(deliveries) => deliveries,
+            Err(e) => {
+                let diagnostic = format!("local delivery failed: {e}");
+                let trouble = EnhancedCode::new(4, 3, 0).unwrap_or(EnhancedCode::TRANSIENT);
+                job.recipients
+                    .iter()
+                    .map(|_| Delivery::deferred(trouble, diagnostic.clone(), None))
+                    .collect()
+            }
+        }
+    }
+}

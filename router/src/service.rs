@@ -1,0 +1,275 @@
+//! The router's main loop: route everything in `incoming/`, then wait for a
+//! wake-up datagram, the periodic scan, a SIGHUP or the stop request.
+//!
+//! The routing itself is blocking file-system work (several fsyncs per
+//! message), done one message at a time on tokio's blocking pool; the
+//! loop only waits and talks to the scheduler. A stop request is looked at
+//! between messages, so the message in hand is always finished first.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use skein_config::{Config, Loaded};
+use skein_daemon::{Context, PidFile, ServiceError};
+use skein_spool::{Area, QueueId, Spool};
+use tracing::{debug, error, info};
+
+use crate::aliases::AliasTable;
+use crate::error::RouterError;
+use crate::notify::SchedulerLink;
+use crate::route::Router;
+use crate::transition::{self, Outcome, Summary};
+use crate::users::SystemUsers;
+use crate::wake::WakeSocket;
+
+/// How often `incoming/` is scanned without a wake-up: the safety net for
+/// a lost datagram (or a writer that does not send one).
+/// The default of `router.scan_interval`.
+pub const SCAN_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The aliases in force and where they come from.
+#[derive(Debug)]
+struct Aliases {
+    path: Option<PathBuf>,
+    table: AliasTable,
+}
+
+impl Aliases {
+    /// Reloads the table when `force`d (SIGHUP) or when one of its files
+    /// changed. A broken file is logged and the previous table kept.
+    fn refresh(&mut self, force: bool) {
+        let Some(path) = &self.path else {
+            return;
+        };
+        if !force && !self.table.changed() {
+            return;
+        }
+        match AliasTable::load(path) {
+            Ok(table) => {
+                info!(file = %path.display(), aliases = table.len(), "aliases loaded");
+                self.table = table;
+            }
+            Err(e) => {
+                error!(error = %e, "aliases not reloaded: keeping the previous aliases until the file is fixed");
+                self.table.restamp();
+            }
+        }
+    }
+}
+
+/// Everything routing needs, owned by whichever thread routes right now.
+#[derive(Debug)]
+pub struct Engine {
+    config: Config,
+    spool: Spool,
+    aliases: Aliases,
+    users: SystemUsers,
+    force_reload: bool,
+}
+
+impl Engine {
+    /// Cleans the spool's `tmp/` and loads the aliases. A broken aliases
+    /// file is an error: the router does not start on a half-read table.
+    pub fn new(config: Config, spool: Spool) -> Result<Engine, RouterError> {
+        let cleaned = spool.clean_stale_tmp()?;
+        if !cleaned.removed.is_empty() {
+            info!(
+                removed = cleaned.removed.len(),
+                "cleaned stale temporary files"
+            );
+        }
+        let table = match &config.router.aliases {
+            Some(path) => AliasTable::load(path)?,
+            None => AliasTable::empty(),
+        };
+        let users = SystemUsers::new(config.local.maildir_root.clone());
+        Ok(Engine {
+            aliases: Aliases {
+                path: config.router.aliases.clone(),
+                table,
+            },
+            config,
+            spool,
+            users,
+            force_reload: false,
+        })
+    }
+
+    /// The spool.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// Number of aliases in force.
+    pub fn alias_count(&self) -> usize {
+        self.aliases.table.len()
+    }
+
+    /// Asks for the aliases to be reloaded before the next message.
+    pub fn request_reload(&mut self) {
+        self.force_reload = true;
+    }
+
+    /// The messages in `incoming/`, oldest first (after reloading the
+    /// aliases if asked to or if they changed).
+    pub fn pending(&mut self) -> Result<Vec<QueueId>, RouterError> {
+        self.aliases.refresh(std::mem::take(&mut self.force_reload));
+        let ids = self.spool.list(Area::Incoming, |stray| {
+            debug!(path = %stray.display(), "ignoring a file that is not a queue id");
+        })?;
+        Ok(ids)
+    }
+
+    /// Routes one message (transition T2).
+    pub fn route_one(&mut self, id: &QueueId) -> Result<Outcome, RouterError> {
+        self.aliases.refresh(std::mem::take(&mut self.force_reload));
+        let router = Router::new(&self.config, &self.aliases.table, &self.users);
+        transition::route_incoming(&self.spool, id, |info, facts| {
+            router.route(&info.envelope, facts.received, facts.is_looping())
+        })
+    }
+}
+
+/// Runs `f` on the engine in tokio's blocking pool and hands the engine
+/// back.
+async fn blocking<T: Send + 'static>(
+    mut engine: Engine,
+    f: impl FnOnce(&mut Engine) -> T + Send + 'static,
+) -> Result<(Engine, T), RouterError> {
+    tokio::task::spawn_blocking(move || {
+        let out = f(&mut engine);
+        (engine, out)
+    })
+    .await
+    .map_err(|e| RouterError::Bug(format!("routing task failed: {e}")))
+}
+
+/// The router service, for [`skein_daemon::run`].
+pub async fn serve(loaded: Loaded, ctx: Context) -> Result<(), ServiceError> {
+    // Before anything else is read: message headers are hostile input.
+    ctx.drop_privileges()?;
+    let config = loaded.config;
+    let spool = Spool::open(&config.spool.dir)?;
+    let run = spool.dir(Area::Run);
+    // One router per spool: a second one would steal the wake socket.
+    let _pid_file = PidFile::acquire(run.join("router.pid"))?;
+    let scan_interval = config.router.scan_interval;
+    let engine = Engine::new(config, spool)?;
+    let wake = WakeSocket::bind(&run.join("router.wake"))?;
+    let mut scheduler = SchedulerLink::new(run.join("scheduler.sock"));
+    info!(
+        config = %loaded.source,
+        spool = %engine.spool().root().display(),
+        aliases = engine.alias_count(),
+        "router started"
+    );
+    ctx.ready();
+
+    let shutdown = ctx.shutdown();
+    let mut reloads = ctx.reloads();
+    let mut reloads_open = true;
+    let mut engine = engine;
+    let mut routed_total: u64 = 0;
+    loop {
+        let (back, routed) = route_pending(engine, &mut scheduler, &ctx).await?;
+        engine = back;
+        if routed > 0 {
+            routed_total += routed;
+            ctx.status(&format!("{routed_total} messages routed"));
+        }
+        if shutdown.is_triggered() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.wait() => break,
+            changed = reloads.changed(), if reloads_open => match changed {
+                Ok(()) => engine.request_reload(),
+                // The skeleton is going away; the stop request follows.
+                Err(_) => reloads_open = false,
+            },
+            _ = wake.woken() => {}
+            _ = tokio::time::sleep(scan_interval) => {}
+        }
+    }
+    drop(wake);
+    info!(routed = routed_total, "router stopping");
+    Ok(())
+}
+
+/// Routes every message now in `incoming/`, stopping early (between
+/// messages) on a stop request. Returns the engine and how many messages
+/// were routed.
+async fn route_pending(
+    engine: Engine,
+    scheduler: &mut SchedulerLink,
+    ctx: &Context,
+) -> Result<(Engine, u64), RouterError> {
+    let (mut engine, pending) = blocking(engine, Engine::pending).await?;
+    let ids = match pending {
+        Ok(ids) => ids,
+        Err(e) => {
+            error!(error = %e, "cannot list incoming/; trying again at the next scan");
+            return Ok((engine, 0));
+        }
+    };
+    let shutdown = ctx.shutdown();
+    let mut routed = 0;
+    for id in ids {
+        if shutdown.is_triggered() {
+            break;
+        }
+        let queue_id = id.clone();
+        let (back, outcome) = blocking(engine, move |e| e.route_one(&queue_id)).await?;
+        engine = back;
+        match outcome {
+            Ok(Outcome::Routed(summary)) => {
+                log_routed(&summary);
+                routed += 1;
+                // A stop request does not wait out a slow scheduler: the
+                // message is safe in the spool and found by its next scan.
+                tokio::select! {
+                    _ = scheduler.submitted(summary.id.as_str()) => {}
+                    _ = shutdown.wait() => {
+                        debug!(queue_id = %summary.id, "stopping: scheduler notification abandoned");
+                    }
+                }
+            }
+            Ok(Outcome::Skipped(why)) => debug!(queue_id = %id, why, "message skipped"),
+            // The spool logged it as an error already.
+            Ok(Outcome::Quarantined) => {}
+            Err(e) => error!(
+                queue_id = %id,
+                error = %e,
+                "cannot route message; it stays in incoming/ and is tried again at the next scan"
+            ),
+        }
+    }
+    Ok((engine, routed))
+}
+
+fn log_routed(summary: &Summary) {
+    let sender = if summary.sender.is_empty() {
+        "<>"
+    } else {
+        summary.sender.as_str()
+    };
+    info!(
+        queue_id = %summary.id,
+        sender,
+        recipients = summary.recipients,
+        failed = summary.failed.len(),
+        message_id = summary.message_id.as_deref().unwrap_or(""),
+        resumed = summary.resumed,
+        "routed"
+    );
+    for (rcpt, status, diagnostic) in &summary.failed {
+        info!(
+            queue_id = %summary.id,
+            rcpt = rcpt.as_str(),
+            status = status.as_str(),
+            diagnostic = diagnostic.as_str(),
+            "recipient failed at routing; it will bounce"
+        );
+    }
+}

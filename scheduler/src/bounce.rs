@@ -1,0 +1,323 @@
+//! Delivery status notifications (RFC 3464) and requeueing: both write a
+//! new message into `incoming/` through the normal path (T1 of
+//! docs/spool.md) and only then journal that they did (T4), so a crash in
+//! between repeats a DSN but never loses one.
+//!
+//! Loop prevention: a DSN has the null sender. When a message with the
+//! null sender fails, its DSN goes to the postmaster, marked as a
+//! double bounce in its origin; a failing double bounce is only logged.
+
+use std::io::{Read, Seek, SeekFrom};
+
+use skein_dsn::{Action, DsnKind, DsnRecipient, DsnRequest, OriginalPart};
+use skein_spool::{Envelope, Recipient, Record, SpoolError};
+
+use crate::core::Core;
+use crate::state::{Msg, RState, notify_of, now_micros};
+
+const DOUBLE_BOUNCE: &str = "dsn double-bounce";
+
+fn qualify_domain(core: &Core) -> String {
+    let c = core.config();
+    c.router
+        .local_domains
+        .first()
+        .cloned()
+        .unwrap_or_else(|| c.hostname.clone())
+}
+
+fn read_original(m: &Msg) -> Result<Vec<u8>, SpoolError> {
+    let path = &m.message_path;
+    let mut f = std::fs::File::open(path).map_err(|e| SpoolError::io("open", path, e))?;
+    f.seek(SeekFrom::Start(m.control.offset))
+        .map_err(|e| SpoolError::io("seek", path, e))?;
+    // Never more than a bounded amount: the DSN attaches headers only
+    // beyond DEFAULT_MAX_FULL_SIZE anyway.
+    let limit = (m.control.size as usize).min(skein_dsn::DEFAULT_MAX_FULL_SIZE + 1);
+    let mut bytes = Vec::with_capacity(limit);
+    f.take(limit as u64)
+        .read_to_end(&mut bytes)
+        .map_err(|e| SpoolError::io("read", path, e))?;
+    Ok(bytes)
+}
+
+fn headers_only(bytes: &[u8]) -> Vec<u8> {
+    match bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(p) => bytes[..p + 2].to_vec(),
+        None => bytes.to_vec(),
+    }
+}
+
+/// Builds and queues a DSN about `rcpts` of message `id`; returns its
+/// queue id.
+fn send_dsn(
+    core: &Core,
+    id: &str,
+    kind: DsnKind,
+    rcpts: &[u32],
+    to: &str,
+    double_bounce: bool,
+) -> Result<String, SpoolError> {
+    let m = core
+        .msg(id)
+        .ok_or_else(|| SpoolError::Invalid(format!("no message {id}")))?;
+    let original = read_original(m)?;
+    let full = m.control.size as usize <= skein_dsn::DEFAULT_MAX_FULL_SIZE
+        && m.control.envelope.ret != Some(skein_spool::Ret::Headers);
+    let original = if full {
+        OriginalPart::Full(original)
+    } else {
+        OriginalPart::Headers(headers_only(&original))
+    };
+    let expiry = core.config().scheduler.expiry.as_secs() as i64;
+    let arrival_unix = (m.control.arrival_micros / 1_000_000) as i64;
+    let recipients = rcpts
+        .iter()
+        .map(|&i| {
+            let cr = &m.control.recipients[i as usize];
+            let r = &m.rcpts[i as usize];
+            let action = match kind {
+                DsnKind::Failure => Action::Failed,
+                DsnKind::Delay => Action::Delayed,
+                DsnKind::Success => Action::Delivered,
+            };
+            let diagnostic_code = match (&r.reply, &r.diagnostic) {
+                (Some(reply), _) => Some(format!("smtp; {}", reply.trim_end())),
+                (None, Some(d)) if !d.is_empty() => Some(format!("x-skein; {d}")),
+                _ => None,
+            };
+            DsnRecipient {
+                final_recipient: cr.address.clone(),
+                original_recipient: cr.orcpt.clone(),
+                action,
+                status: if r.status.is_empty() {
+                    action.generic_status().to_string()
+                } else {
+                    r.status.clone()
+                },
+                remote_mta: r.remote_mta.clone(),
+                diagnostic_code,
+                last_attempt_unix: (r.last_attempt > 0)
+                    .then_some((r.last_attempt / 1_000_000) as i64),
+                will_retry_until_unix: (kind == DsnKind::Delay).then_some(arrival_unix + expiry),
+            }
+        })
+        .collect();
+    let host = core.config().hostname.clone();
+    let request = DsnRequest {
+        reporting_mta: host.clone(),
+        from: format!("MAILER-DAEMON@{host}"),
+        to: to.to_string(),
+        kind,
+        envid: m.control.envelope.envid.clone(),
+        arrival_unix,
+        original_queue_id: id.to_string(),
+        recipients,
+        original,
+        max_full_size: None,
+    };
+    let bytes = skein_dsn::build(&request);
+    let envelope = Envelope {
+        sender: String::new(),
+        recipients: vec![Recipient::new(to)],
+        origin: if double_bounce {
+            format!("{DOUBLE_BOUNCE} for {id}")
+        } else {
+            format!(
+                "dsn {} for {id}",
+                match kind {
+                    DsnKind::Failure => "failure",
+                    DsnKind::Delay => "delay",
+                    DsnKind::Success => "success",
+                }
+            )
+        },
+        smtputf8: !to.is_ascii(),
+        ..Default::default()
+    };
+    let mut w = core.spool().create_incoming(&envelope)?;
+    w.write_message(&bytes)?;
+    let new_id = w.commit()?;
+    core.spool().kick("router");
+    Ok(new_id.to_string())
+}
+
+fn record_notified(core: &mut Core, id: &str, rcpts: Vec<u32>, what: &str, dsn: &str) -> bool {
+    let rec = Record::Notified {
+        rcpts: rcpts.clone(),
+        at: now_micros(),
+        what: what.to_string(),
+        dsn: dsn.to_string(),
+    };
+    if let Err(e) = core.journal(id, rec) {
+        tracing::error!(queue_id = id, error = %e, "cannot record a notification");
+        return false;
+    }
+    if let Some(m) = core.msg_mut(id) {
+        for i in rcpts {
+            let r = &mut m.rcpts[i as usize];
+            match what {
+                "failure" => r.state = RState::Failed { notified: true },
+                "delay" => r.delay_notified = true,
+                _ => r.success_dsn_due = false,
+            }
+        }
+    }
+    true
+}
+
+/// Bounces the failed recipients of `id` not yet notified.
+pub fn failures(core: &mut Core, id: &str) {
+    let Some(m) = core.msg(id) else { return };
+    let failed: Vec<u32> = (0..m.rcpts.len() as u32)
+        .filter(|&i| m.rcpts[i as usize].state == RState::Failed { notified: false })
+        .collect();
+    if failed.is_empty() {
+        return;
+    }
+    let wanted: Vec<u32> = failed
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let n = notify_of(m.control.recipients[i as usize].notify.as_deref());
+            n.failure && !n.never
+        })
+        .collect();
+    let sender = m.control.envelope.sender.clone();
+    let origin = m.control.envelope.origin.clone();
+    let target = if !sender.is_empty() {
+        Some((sender, false))
+    } else if origin.starts_with(DOUBLE_BOUNCE) {
+        None
+    } else {
+        Some((format!("postmaster@{}", qualify_domain(core)), true))
+    };
+    let dsn = match target {
+        Some((to, double)) if !wanted.is_empty() => {
+            match send_dsn(core, id, DsnKind::Failure, &wanted, &to, double) {
+                Ok(dsn) => {
+                    tracing::info!(queue_id = id, dsn_id = %dsn, to = %to, recipients = wanted.len(), "sender non-delivery notification");
+                    dsn
+                }
+                Err(e) => {
+                    // Not recorded: tried again on the next settle.
+                    tracing::error!(queue_id = id, error = %e, "cannot queue a bounce");
+                    return;
+                }
+            }
+        }
+        Some(_) => String::new(), // NOTIFY said not to
+        None => {
+            tracing::warn!(
+                queue_id = id,
+                "undeliverable double bounce dropped (logged only, never looped)"
+            );
+            String::new()
+        }
+    };
+    record_notified(core, id, failed, "failure", &dsn);
+}
+
+/// Sends success reports asked for with NOTIFY=SUCCESS.
+pub fn successes(core: &mut Core, id: &str) {
+    let Some(m) = core.msg(id) else { return };
+    let due: Vec<u32> = (0..m.rcpts.len() as u32)
+        .filter(|&i| {
+            let r = &m.rcpts[i as usize];
+            r.state == RState::Delivered && r.success_dsn_due
+        })
+        .collect();
+    if due.is_empty() {
+        return;
+    }
+    let sender = m.control.envelope.sender.clone();
+    let dsn = if sender.is_empty() {
+        String::new()
+    } else {
+        match send_dsn(core, id, DsnKind::Success, &due, &sender, false) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(queue_id = id, error = %e, "cannot queue a success report");
+                return;
+            }
+        }
+    };
+    record_notified(core, id, due, "success", &dsn);
+}
+
+/// Sends a "still trying" report for deferred recipients that ask for one.
+pub fn delay_warning(core: &mut Core, id: &str) {
+    let Some(m) = core.msg(id) else { return };
+    let due: Vec<u32> = (0..m.rcpts.len() as u32)
+        .filter(|&i| {
+            let r = &m.rcpts[i as usize];
+            r.state == RState::Deferred
+                && !r.delay_notified
+                && notify_of(m.control.recipients[i as usize].notify.as_deref()).delay
+        })
+        .collect();
+    let sender = m.control.envelope.sender.clone();
+    if due.is_empty() {
+        return;
+    }
+    let dsn = if sender.is_empty() {
+        String::new()
+    } else {
+        match send_dsn(core, id, DsnKind::Delay, &due, &sender, false) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(queue_id = id, error = %e, "cannot queue a delay warning");
+                return;
+            }
+        }
+    };
+    record_notified(core, id, due, "delay", &dsn);
+}
+
+/// Writes a copy of message `id` into `incoming/` addressed to the
+/// recipients that are not final. `None` when there are none.
+pub fn requeue_copy(core: &Core, id: &str) -> Result<Option<String>, SpoolError> {
+    let m = core
+        .msg(id)
+        .ok_or_else(|| SpoolError::Invalid(format!("no message {id}")))?;
+    let recipients: Vec<Recipient> = m
+        .control
+        .recipients
+        .iter()
+        .zip(&m.rcpts)
+        .filter(|(_, r)| !r.state.is_final() && !matches!(r.state, RState::Failed { .. }))
+        .map(|(cr, _)| Recipient {
+            address: cr.address.clone(),
+            notify: cr.notify.clone(),
+            orcpt: cr.orcpt.clone(),
+        })
+        .collect();
+    if recipients.is_empty() {
+        return Ok(None);
+    }
+    let mut envelope = m.control.envelope.clone();
+    envelope.recipients = recipients;
+    envelope.origin = format!("requeue of {id} ({})", envelope.origin);
+    let path = &m.message_path;
+    let mut f = std::fs::File::open(path).map_err(|e| SpoolError::io("open", path, e))?;
+    f.seek(SeekFrom::Start(m.control.offset))
+        .map_err(|e| SpoolError::io("seek", path, e))?;
+    let mut w = core.spool().create_incoming(&envelope)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = m.control.size;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = f
+            .read(&mut buf[..want])
+            .map_err(|e| SpoolError::io("read", path, e))?;
+        if n == 0 {
+            return Err(SpoolError::corrupt(
+                path.clone(),
+                "message file shorter than its size",
+            ));
+        }
+        w.write_message(&buf[..n])?;
+        left -= n as u64;
+    }
+    Ok(Some(w.commit()?.to_string()))
+}

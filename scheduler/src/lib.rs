@@ -1,0 +1,129 @@
+//! # skein-scheduler — owns delivery
+//!
+//! **Job.** Groups every pending recipient into *threads*, one per
+//! `(channel, host)`; starts transport agents named by the configuration's
+//! scheduler clauses and feeds them jobs (one job = one message's
+//! recipients in one thread), several ahead (overfeed), with at most
+//! `maxthr` agents per thread, `maxring` per clause, `maxchannel` per
+//! channel and `maxta` in all; records every per-recipient outcome durably
+//! before acting on it; retries deferred threads on the `retries`
+//! schedule; fails recipients past `expiry`; queues bounces (RFC 3464
+//! DSNs) and removes a message once every recipient is final.
+//!
+//! **Reads and writes.** `transport/` (control files: reads, appends
+//! journal records, rewrites a torn one, removes finished ones), `queue/`
+//! (reads message files for DSNs and requeues; removes finished ones),
+//! `incoming/` (writes DSNs and requeued copies), `corrupt/` (sets aside
+//! control files that fail their checks), `run/scheduler.lock` (held for
+//! life: one scheduler per spool) and `run/scheduler.sock` (mode 0660: the
+//! router and the spool tools).
+//!
+//! **Trust and privilege.** Runs as the skein user (drops privileges to
+//! `user` when started as root). Trusts the spool (files it or the router
+//! wrote, each checked on read). Does not trust agents: a malformed frame,
+//! an outcome for a recipient an agent does not hold, or silence past
+//! `scheduler.agent_timeout` gets the agent killed, and every recipient it
+//! had not reported is *deferred* — never failed, never lost. Tools on the
+//! control socket are trusted as far as the socket's mode lets them in.
+//!
+//! **On failure.** A journal append that fails is logged and the state
+//! moves on in memory: after a restart that recipient is tried again
+//! (at-least-once delivery). A control file that does not parse is moved
+//! to `corrupt/` and reported. An agent that cannot be started is retried
+//! after 30 s. Restart rebuilds everything from `transport/` alone.
+//!
+//! **Configuration.** `spool.dir`, `hostname`, `router.local_domains` (the
+//! postmaster's domain for double bounces), `scheduler.retries`,
+//! `scheduler.expiry`, `scheduler.delay_warning`, `scheduler.maxta`,
+//! `scheduler.agent_timeout`, and per `[[scheduler.clause]]`: `match`,
+//! `command`, `args`, `maxthr`, `maxring`, `maxchannel`, `overfeed`,
+//! `idlemax`.
+
+mod agent;
+mod bounce;
+mod control;
+mod core;
+mod report;
+mod state;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use skein_config::Config;
+use skein_daemon::{Context, ServiceError};
+use skein_spool::{Area, FileLock, Spool};
+use tokio::sync::mpsc;
+
+use crate::core::{Core, Event};
+
+/// How long agents get to finish their jobs when the scheduler stops.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the scheduler until SIGTERM. `config_path` is passed on to agents.
+pub async fn serve(
+    ctx: Context,
+    config: Config,
+    config_path: Option<PathBuf>,
+) -> Result<(), ServiceError> {
+    let spool = Spool::open(&config.spool.dir)?;
+    let lock_path = spool.dir(Area::Run).join("scheduler.lock");
+    let _lock = FileLock::create(&lock_path).map_err(|e| match e {
+        skein_spool::SpoolError::Locked { .. } => format!(
+            "another scheduler is already running on {}",
+            spool.root().display()
+        )
+        .into(),
+        e => ServiceError::from(e),
+    })?;
+    let report = spool.clean_stale_tmp()?;
+    if !report.removed.is_empty() {
+        tracing::info!(
+            removed = report.removed.len(),
+            "cleaned stale temporary files"
+        );
+    }
+    let socket = spool.dir(Area::Run).join("scheduler.sock");
+    let listener = control::bind(&socket)?;
+    ctx.drop_privileges()?;
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut core = Core::new(config, config_path, spool, tx.clone());
+    core.scan();
+    core.dispatch();
+    tokio::spawn(control::accept_loop(listener, tx.clone()));
+    let ticker = tx.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            if ticker.send(Event::Tick).is_err() {
+                break;
+            }
+        }
+    });
+    ctx.ready();
+    let shutdown = ctx.shutdown();
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(ev) => core.handle(ev),
+                None => break,
+            },
+            () = shutdown.wait() => break,
+        }
+    }
+    // Let agents report what they hold, then stop them.
+    core.shutdown_agents();
+    let deadline = tokio::time::Instant::now() + STOP_GRACE;
+    while core.agent_count() > 0 {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(ev @ (Event::AgentMsg { .. } | Event::AgentGone { .. }))) => core.handle(ev),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    core.kill_agents();
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}

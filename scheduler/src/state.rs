@@ -1,0 +1,319 @@
+//! A message as the scheduler holds it: the control file plus, for each
+//! recipient, the state folded from the journal.
+//!
+//! Everything here is rebuilt from the control file alone (invariant 4):
+//! [`Msg::load`] replays the journal records in order.
+
+use std::path::PathBuf;
+
+use skein_proto::{Notify, ThreadKey};
+use skein_spool::{ControlFile, OutcomeKind, Record};
+
+/// Microseconds since the epoch.
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Where one recipient stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RState {
+    /// Never tried.
+    Pending,
+    /// In a job held by an agent.
+    InFlight,
+    /// Tried, to be tried again.
+    Deferred,
+    /// Done.
+    Delivered,
+    /// Permanently failed; `notified` once its DSN is durably queued.
+    Failed {
+        /// The failure DSN (or the decision that none is due) is recorded.
+        notified: bool,
+    },
+}
+
+impl RState {
+    /// Delivered, or failed with its bounce recorded: nothing left to do.
+    pub fn is_final(self) -> bool {
+        matches!(self, RState::Delivered | RState::Failed { notified: true })
+    }
+}
+
+/// One recipient's state.
+#[derive(Debug, Clone)]
+pub struct Rcpt {
+    /// Where it stands.
+    pub state: RState,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Earliest next attempt (deferred only), microseconds.
+    pub retry_at: u64,
+    /// Last enhanced status code.
+    pub status: String,
+    /// Last diagnostic.
+    pub diagnostic: Option<String>,
+    /// Last remote reply.
+    pub reply: Option<String>,
+    /// Last remote MTA.
+    pub remote_mta: Option<String>,
+    /// When the last attempt ended, microseconds.
+    pub last_attempt: u64,
+    /// A success DSN was asked for and is still to be sent.
+    pub success_dsn_due: bool,
+    /// A delay DSN was already sent for this recipient.
+    pub delay_notified: bool,
+}
+
+/// A message in the queue.
+#[derive(Debug)]
+pub struct Msg {
+    /// The control file as last read (header; `records` is not kept up to
+    /// date after loading — the journal on disk is the truth).
+    pub control: ControlFile,
+    /// `transport/<id>`.
+    pub control_path: PathBuf,
+    /// `queue/<id>`.
+    pub message_path: PathBuf,
+    /// Per recipient, same order as `control.recipients`.
+    pub rcpts: Vec<Rcpt>,
+    /// Held by an administrator.
+    pub held: bool,
+}
+
+/// Parses a NOTIFY value (`NEVER` or a comma list); absent = the RFC 3461
+/// default (failure and delay).
+pub fn notify_of(value: Option<&str>) -> Notify {
+    let Some(v) = value else {
+        return Notify::default();
+    };
+    let mut n = Notify {
+        never: false,
+        success: false,
+        failure: false,
+        delay: false,
+    };
+    for word in v.split(',') {
+        match word.trim().to_ascii_uppercase().as_str() {
+            "NEVER" => n.never = true,
+            "SUCCESS" => n.success = true,
+            "FAILURE" => n.failure = true,
+            "DELAY" => n.delay = true,
+            _ => {}
+        }
+    }
+    n
+}
+
+impl Msg {
+    /// Builds the state from a parsed control file.
+    pub fn load(control: ControlFile, control_path: PathBuf, message_path: PathBuf) -> Msg {
+        let mut rcpts: Vec<Rcpt> = control
+            .recipients
+            .iter()
+            .map(|_| Rcpt {
+                state: RState::Pending,
+                attempts: 0,
+                retry_at: 0,
+                status: String::new(),
+                diagnostic: None,
+                reply: None,
+                remote_mta: None,
+                last_attempt: 0,
+                success_dsn_due: false,
+                delay_notified: false,
+            })
+            .collect();
+        let mut held = false;
+        for rec in &control.records {
+            match rec {
+                Record::Outcome {
+                    rcpt,
+                    at,
+                    kind,
+                    attempt,
+                    status,
+                    retry_at,
+                    reply,
+                    remote_mta,
+                    diagnostic,
+                } => {
+                    let Some(r) = rcpts.get_mut(*rcpt as usize) else {
+                        continue; // the parser already refuses these
+                    };
+                    r.attempts = r.attempts.max(*attempt);
+                    r.status = status.clone();
+                    r.diagnostic = Some(diagnostic.clone());
+                    r.reply = reply.clone();
+                    r.remote_mta = remote_mta.clone();
+                    r.last_attempt = *at;
+                    r.state = match kind {
+                        OutcomeKind::Delivered => {
+                            r.success_dsn_due =
+                                notify_of(control.recipients[*rcpt as usize].notify.as_deref())
+                                    .success;
+                            RState::Delivered
+                        }
+                        OutcomeKind::Deferred => {
+                            r.retry_at = retry_at.unwrap_or(*at);
+                            RState::Deferred
+                        }
+                        OutcomeKind::Failed => RState::Failed { notified: false },
+                    };
+                }
+                Record::Notified {
+                    rcpts: which, what, ..
+                } => {
+                    for i in which {
+                        if let Some(r) = rcpts.get_mut(*i as usize) {
+                            match what.as_str() {
+                                "failure" => {
+                                    if let RState::Failed { .. } = r.state {
+                                        r.state = RState::Failed { notified: true };
+                                    }
+                                }
+                                "delay" => r.delay_notified = true,
+                                "success" => r.success_dsn_due = false,
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                Record::Held { .. } => held = true,
+                Record::Released { .. } => held = false,
+            }
+        }
+        Msg {
+            control,
+            control_path,
+            message_path,
+            rcpts,
+            held,
+        }
+    }
+
+    /// The queue id as text.
+    pub fn id(&self) -> &str {
+        self.control.id.as_str()
+    }
+
+    /// The thread of recipient `i`.
+    pub fn thread_of(&self, i: usize) -> ThreadKey {
+        let r = &self.control.recipients[i];
+        ThreadKey::new(r.channel.clone(), r.host.clone())
+    }
+
+    /// True when nothing is left to do for any recipient.
+    pub fn is_done(&self) -> bool {
+        self.rcpts
+            .iter()
+            .all(|r| r.state.is_final() && !r.success_dsn_due)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skein_spool::{ControlRecipient, Envelope, QueueId};
+
+    fn control(records: Vec<Record>) -> ControlFile {
+        ControlFile {
+            id: QueueId::from_parts(1, 2, 3),
+            arrival_micros: 1,
+            envelope: Envelope::default(),
+            message: "queue/x".into(),
+            offset: 0,
+            size: 0,
+            recipients: (0..3)
+                .map(|i| ControlRecipient {
+                    index: i,
+                    channel: "local".into(),
+                    host: format!("u{i}"),
+                    address: format!("u{i}@localhost"),
+                    nexthop: None,
+                    notify: (i == 2).then(|| "SUCCESS".to_string()),
+                    orcpt: None,
+                })
+                .collect(),
+            records,
+        }
+    }
+
+    fn outcome(rcpt: u32, kind: OutcomeKind, attempt: u32) -> Record {
+        Record::Outcome {
+            rcpt,
+            at: 10,
+            kind,
+            attempt,
+            status: "x".into(),
+            retry_at: Some(99),
+            reply: None,
+            remote_mta: None,
+            diagnostic: "d".into(),
+        }
+    }
+
+    #[test]
+    fn journal_replay_folds_to_the_last_word() {
+        let m = Msg::load(
+            control(vec![
+                outcome(0, OutcomeKind::Deferred, 1),
+                outcome(0, OutcomeKind::Delivered, 2),
+                outcome(1, OutcomeKind::Deferred, 1),
+                outcome(1, OutcomeKind::Failed, 2),
+                outcome(2, OutcomeKind::Deferred, 1),
+                Record::Held { at: 1 },
+            ]),
+            "t".into(),
+            "q".into(),
+        );
+        assert_eq!(m.rcpts[0].state, RState::Delivered);
+        assert_eq!(m.rcpts[0].attempts, 2);
+        assert_eq!(m.rcpts[1].state, RState::Failed { notified: false });
+        assert_eq!(m.rcpts[2].state, RState::Deferred);
+        assert_eq!(m.rcpts[2].retry_at, 99);
+        assert!(m.held);
+        assert!(!m.is_done());
+    }
+
+    #[test]
+    fn notified_failures_and_success_reports_complete_a_message() {
+        let mut recs = vec![
+            outcome(0, OutcomeKind::Delivered, 1),
+            outcome(1, OutcomeKind::Failed, 1),
+            outcome(2, OutcomeKind::Delivered, 1),
+            Record::Notified {
+                rcpts: vec![1],
+                at: 2,
+                what: "failure".into(),
+                dsn: "X".into(),
+            },
+        ];
+        let m = Msg::load(control(recs.clone()), "t".into(), "q".into());
+        assert!(
+            m.rcpts[2].success_dsn_due,
+            "NOTIFY=SUCCESS asks for a report"
+        );
+        assert!(!m.is_done());
+        recs.push(Record::Notified {
+            rcpts: vec![2],
+            at: 3,
+            what: "success".into(),
+            dsn: "Y".into(),
+        });
+        recs.push(Record::Released { at: 4 });
+        let m = Msg::load(control(recs), "t".into(), "q".into());
+        assert!(m.is_done());
+        assert!(!m.held);
+    }
+
+    #[test]
+    fn notify_parsing() {
+        assert_eq!(notify_of(None), Notify::default());
+        let n = notify_of(Some("success, DELAY"));
+        assert!(n.success && n.delay && !n.failure && !n.never);
+        assert!(notify_of(Some("NEVER")).never);
+    }
+}

@@ -1,0 +1,269 @@
+//! # `skein start` and `skein stop` — the service supervisor
+//!
+//! **Job.** `skein start` runs skein's long-lived processes ([`SERVICES`])
+//! in the foreground, restarts one that exits unexpectedly after an
+//! exponential back-off (1 s doubling to 60 s, reset once a child has run
+//! 60 s) and logs why it exited; on SIGTERM or SIGINT it sends SIGTERM to
+//! every child, waits for them (SIGKILL after 30 s) and exits 0. `skein
+//! stop` sends the running supervisor SIGTERM and waits until it is gone.
+//! Under systemd there is no supervisor: each process is its own unit.
+//!
+//! **Reads and writes.** The configuration (`spool.dir`, and the file's
+//! path, passed on to every child as `-c FILE`); the pid file
+//! `<spool.dir>/run/skein.pid`, held with a lock for as long as the
+//! supervisor runs (that lock is what `skein stop` and `skein status`
+//! look at); the service executables, found in the directory of the
+//! running `skein` executable, else on `PATH`. It opens no socket and
+//! reads no mail.
+//!
+//! **Trust and privilege.** It trusts the executables it starts and
+//! nothing else. It keeps the privilege it was started with, because its
+//! children need it (`skein-smtpd` binds port 25 as root, then drops to
+//! `user`); it reads no input from the network or from users, so it has
+//! nothing to drop privilege against.
+//!
+//! **On failure.** A missing service executable is refused before
+//! anything starts (exit 69). A child that cannot be started later, or
+//! that keeps crashing, is retried with back-off for ever, each failure
+//! logged — the supervisor never gives up on a service, so that a
+//! transient condition (a full disk, a port still in TIME_WAIT) heals by
+//! itself. A second SIGTERM while stopping exits at once (skein-daemon's
+//! rule). Exit statuses are skein-daemon's: 0 after a stop, 1 when it
+//! could not start (another supervisor holds the pid file).
+//!
+//! **Configuration keys.** `spool.dir` only; the children read the rest.
+
+mod backoff;
+mod supervise;
+
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+use skein_config::{Config, Source};
+use skein_daemon::{DaemonOptions, PidFile};
+use skein_spool::Spool;
+
+pub use backoff::{Backoff, Policy};
+pub use supervise::{ServiceReport, ServiceSpec, describe, supervise};
+
+use crate::control::EX_NOPERM;
+use crate::sysexits::{EX_CONFIG, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_UNAVAILABLE};
+
+/// The services `skein start` runs, in start order: the router first so
+/// that mail already in `incoming/` moves on, then the scheduler. Add
+/// `skein-smtpd` here once it exists; nothing else needs to change.
+pub const SERVICES: &[&str] = &["skein-router", "skein-scheduler"];
+
+/// sysexits `EX_CANTCREAT`: the spool directories cannot be created.
+pub const EX_CANTCREAT: u8 = 73;
+
+/// How long `skein stop` waits for the supervisor to go: its children's
+/// grace period plus time to collect them.
+pub const STOP_WAIT: Duration = Duration::from_secs(45);
+
+/// The supervisor's pid file in the spool at `spool_dir`.
+pub fn pid_file_path(spool_dir: &Path) -> PathBuf {
+    spool_dir.join("run").join("skein.pid")
+}
+
+/// Where to find service `name`: next to the running executable (an
+/// installation keeps its binaries together, and a development build
+/// finds its own `target/` siblings), else the first match on `PATH`.
+pub fn find_program(name: &str) -> Result<PathBuf, String> {
+    let own_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf));
+    let path_dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    own_dir
+        .iter()
+        .chain(path_dirs.iter())
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(|| {
+            format!(
+                "cannot find {name}: not in {} nor on PATH",
+                own_dir
+                    .as_deref()
+                    .map_or("(unknown directory)".into(), |d| d.display().to_string())
+            )
+        })
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The services to run, each with `-c FILE` when the configuration came
+/// from a file (children of a supervisor running on the embedded default
+/// inherit its working directory and so resolve the same defaults).
+pub fn service_specs(names: &[&str], source: &Source) -> Result<Vec<ServiceSpec>, String> {
+    let args: Vec<OsString> = match source {
+        Source::File(path) => vec!["-c".into(), path.clone().into_os_string()],
+        Source::Embedded => Vec::new(),
+    };
+    names
+        .iter()
+        .map(|name| {
+            Ok(ServiceSpec {
+                name: (*name).to_owned(),
+                program: find_program(name)?,
+                args: args.clone(),
+            })
+        })
+        .collect()
+}
+
+/// `skein start`: runs the services in the foreground until stopped.
+pub fn start(config_path: Option<&Path>) -> u8 {
+    let loaded = match Config::load(config_path) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("skein: {e}");
+            return EX_CONFIG;
+        }
+    };
+    let spool = match Spool::open(&loaded.config.spool.dir) {
+        Ok(spool) => spool,
+        Err(e) => {
+            eprintln!("skein: {e}");
+            return EX_CANTCREAT;
+        }
+    };
+    let specs = match service_specs(SERVICES, &loaded.source) {
+        Ok(specs) => specs,
+        Err(e) => {
+            eprintln!("skein: {e}");
+            return EX_UNAVAILABLE;
+        }
+    };
+    let mut options = DaemonOptions::new("skein");
+    options.pid_file = Some(pid_file_path(spool.root()));
+    // Waiting on a handful of children needs no more.
+    options.worker_threads = Some(2);
+    let source = loaded.source.to_string();
+    let code = skein_daemon::run(options, move |context| async move {
+        tracing::info!(
+            config = source.as_str(),
+            services = SERVICES.join(" ").as_str(),
+            "supervising"
+        );
+        context.ready();
+        let reports = supervise(specs, Policy::default(), context.shutdown()).await;
+        for report in &reports {
+            tracing::info!(
+                service = report.name.as_str(),
+                starts = report.starts,
+                unexpected_exits = report.exits.len(),
+                "service stopped"
+            );
+        }
+        Ok(())
+    });
+    exit_status(code)
+}
+
+/// The number inside an `ExitCode`, which std does not expose: find the
+/// `u8` that makes an equal one. skein-daemon only returns 0, 1 and 70.
+fn exit_status(code: ExitCode) -> u8 {
+    (0..=u8::MAX)
+        .find(|&n| ExitCode::from(n) == code)
+        .unwrap_or(EX_SOFTWARE)
+}
+
+/// `skein stop`: SIGTERM to the supervisor, then wait (bounded) until its
+/// pid file lock is released. 0 when it stopped, 69 when none was running.
+pub fn stop(config_path: Option<&Path>) -> u8 {
+    let loaded = match Config::load(config_path) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("skein: {e}");
+            return EX_CONFIG;
+        }
+    };
+    let path = pid_file_path(&loaded.config.spool.dir);
+    let Some(pid) = PidFile::read_running(&path) else {
+        eprintln!(
+            "skein: skein is not running (no live process holds {})",
+            path.display()
+        );
+        return EX_UNAVAILABLE;
+    };
+    // A pid above i32::MAX would become a negative pid, which kill(2)
+    // reads as a process group: never send that.
+    let Ok(raw) = i32::try_from(pid) else {
+        eprintln!("skein: {} names an impossible pid {pid}", path.display());
+        return EX_SOFTWARE;
+    };
+    match signal::kill(Pid::from_raw(raw), Signal::SIGTERM) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(Errno::EPERM) => {
+            eprintln!("skein: not allowed to stop pid {pid} (run as its user or root)");
+            return EX_NOPERM;
+        }
+        Err(e) => {
+            eprintln!("skein: cannot signal pid {pid}: {e}");
+            return EX_UNAVAILABLE;
+        }
+    }
+    let deadline = Instant::now() + STOP_WAIT;
+    while Instant::now() < deadline {
+        if PidFile::read_running(&path) != Some(pid) {
+            println!("skein: stopped (pid {pid})");
+            return EX_OK;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "skein: pid {pid} is still running {}s after SIGTERM",
+        STOP_WAIT.as_secs()
+    );
+    EX_TEMPFAIL
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_recovers_the_number() {
+        for n in [0u8, 1, 70, 255] {
+            assert_eq!(exit_status(ExitCode::from(n)), n);
+        }
+    }
+
+    #[test]
+    fn specs_pass_the_configuration_file_on() {
+        // `sh` is on PATH everywhere the tests run.
+        let specs =
+            service_specs(&["sh"], &Source::File("/etc/skein.toml".into())).expect("sh found");
+        assert_eq!(specs[0].name, "sh");
+        assert!(specs[0].program.ends_with("sh"));
+        assert_eq!(
+            specs[0].args,
+            vec![OsString::from("-c"), "/etc/skein.toml".into()]
+        );
+        let specs = service_specs(&["sh"], &Source::Embedded).expect("sh found");
+        assert!(specs[0].args.is_empty());
+        let err = service_specs(&["skein-no-such-service"], &Source::Embedded).unwrap_err();
+        assert!(
+            err.starts_with("cannot find skein-no-such-service: not in "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn pid_file_is_in_run() {
+        assert_eq!(
+            pid_file_path(Path::new("/var/spool/skein")),
+            Path::new("/var/spool/skein/run/skein.pid")
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! `skein start`, `skein status` and `skein stop` end to end, with shell
+//! scripts standing in for the services: `skein start` looks for its
+//! services next to its own executable first, so a copy of `skein` in a
+//! temporary directory runs whatever that directory holds under the
+//! services' names.
+//!
+//! Shows: the services get `-c FILE`; a service that crashes is restarted
+//! (after its back-off) and the crash is logged with its exit status; a
+//! second `skein start` is refused while one runs; `skein status` sees the
+//! supervisor; `skein stop` makes every service receive SIGTERM and the
+//! supervisor exit 0; a second `skein stop` finds nothing to stop.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Polls until `done`, with a generous deadline so that a slow machine
+/// passes and a broken supervisor fails instead of hanging.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1200 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn write_script(path: &Path, body: &str) {
+    fs::write(path, format!("#!/bin/sh\n{body}")).expect("write script");
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// A service that appends "<pid> <args>" to `<name>.starts`, exits 7 on
+/// its first start when `crash_first` is set, and otherwise runs until
+/// SIGTERM, which it records in `<name>.log`.
+fn service(dir: &Path, name: &str, crash_first: bool) -> PathBuf {
+    let starts = dir.join(format!("{name}.starts"));
+    let log = dir.join(format!("{name}.log"));
+    let crash = if crash_first {
+        format!(
+            "if [ \"$(wc -l < '{}')\" -eq 1 ]; then exit 7; fi\n",
+            starts.display()
+        )
+    } else {
+        String::new()
+    };
+    write_script(
+        &dir.join(name),
+        &format!(
+            "trap 'echo term >> \"{log}\"; exit 0' TERM\necho \"$$ $*\" >> '{starts}'\n{crash}while :; do sleep 0.05; done\n",
+            starts = starts.display(),
+            log = log.display(),
+        ),
+    );
+    starts
+}
+
+#[test]
+fn start_restarts_a_crashed_service_and_stop_stops_everything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = dir.path().join("bin");
+    fs::create_dir(&bin).expect("mkdir");
+    let skein = bin.join("skein");
+    fs::copy(env!("CARGO_BIN_EXE_skein"), &skein).expect("copy skein");
+    let router_starts = service(&bin, "skein-router", true);
+    let scheduler_starts = service(&bin, "skein-scheduler", false);
+    let config = dir.path().join("skein.toml");
+    fs::write(
+        &config,
+        format!(
+            "[spool]\ndir = \"{}\"\n",
+            dir.path().join("spool").display()
+        ),
+    )
+    .expect("write config");
+    let stderr = fs::File::create(dir.path().join("start.log")).expect("log file");
+
+    let mut start = Command::new(&skein)
+        .arg("-c")
+        .arg(&config)
+        .arg("start")
+        .env("SKEIN_LOG_FORMAT", "logfmt")
+        .env_remove("SKEIN_CONFIG")
+        .stdin(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn skein start");
+
+    // The router crashes once and is started again after its back-off.
+    wait_until("the router's second start", || {
+        lines(&router_starts).len() >= 2
+    });
+    wait_until("the scheduler's start", || {
+        !lines(&scheduler_starts).is_empty()
+    });
+    let want_args = format!("-c {}", config.display());
+    for line in lines(&router_starts)
+        .iter()
+        .chain(lines(&scheduler_starts).iter())
+    {
+        assert!(line.ends_with(&want_args), "{line:?}");
+    }
+    let log = fs::read_to_string(dir.path().join("start.log")).expect("log");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("exited unexpectedly") && l.contains("exit status 7")),
+        "{log}"
+    );
+
+    // A second supervisor on the same spool is refused.
+    let second = Command::new(&skein)
+        .arg("-c")
+        .arg(&config)
+        .arg("start")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("second start");
+    assert_eq!(second.status.code(), Some(1));
+
+    let skein_cmd = |args: &[&str]| {
+        Command::new(&skein)
+            .arg("-c")
+            .arg(&config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run skein")
+    };
+    let status = skein_cmd(&["status"]);
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(0), "{out}");
+    assert!(
+        out.starts_with(&format!("supervisor: running (pid {})\n", start.id())),
+        "{out}"
+    );
+
+    let stop = skein_cmd(&["stop"]);
+    assert_eq!(
+        String::from_utf8_lossy(&stop.stdout),
+        format!("skein: stopped (pid {})\n", start.id())
+    );
+    assert_eq!(stop.status.code(), Some(0));
+    let exit = start.wait().expect("wait for skein start");
+    assert_eq!(exit.code(), Some(0));
+    assert_eq!(lines(&bin.join("skein-router.log")), ["term"]);
+    assert_eq!(lines(&bin.join("skein-scheduler.log")), ["term"]);
+
+    let again = skein_cmd(&["stop"]);
+    assert_eq!(again.status.code(), Some(69));
+}
