@@ -28,7 +28,7 @@ const AUTO_MAXTA: usize = 100;
 /// After a failure to start an agent, wait this long before trying again.
 const SPAWN_BACKOFF: Duration = Duration::from_secs(30);
 /// How often the spool is rescanned for control files we were not told of.
-pub const RESCAN_INTERVAL: Duration = Duration::from_secs(60);
+pub const RESCAN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What the core reacts to.
 #[derive(Debug)]
@@ -221,6 +221,15 @@ impl Core {
             tracing::warn!(queue_id = %id, "dropped a torn journal record");
         }
         let message_path = self.spool.root().join(&control.message);
+        let finished = Msg::load(control.clone(), path.clone(), message_path.clone()).is_done();
+        if finished {
+            // Every recipient is final: a removal that was interrupted (or
+            // undone by a power loss). Finish it.
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(&message_path);
+            tracing::info!(queue_id = %id, "removed an already finished message");
+            return false;
+        }
         if !message_path.exists() {
             if self.spool.path(Area::Incoming, id).exists() {
                 // The router has written the control file but not yet
@@ -686,14 +695,17 @@ impl Core {
             }
             self.drop_thread_if_empty(&key);
         }
+        // No fsync: a removal that a power loss undoes only brings back a
+        // message whose journal says every recipient is final, and loading
+        // such a message removes it again (see `load`). The control file
+        // goes first so that a message file is never left looking alive
+        // without its journal.
         let result = std::fs::remove_file(&m.control_path)
             .map_err(|e| SpoolError::io("unlink", &m.control_path, e))
-            .and_then(|()| skein_spool::durable::fsync_dir(&self.spool.dir(Area::Transport)))
             .and_then(|()| {
                 std::fs::remove_file(&m.message_path)
                     .map_err(|e| SpoolError::io("unlink", &m.message_path, e))
-            })
-            .and_then(|()| skein_spool::durable::fsync_dir(&self.spool.dir(Area::Queue)));
+            });
         match result {
             Ok(()) => tracing::info!(queue_id = id, why, "removed"),
             Err(e) => tracing::error!(queue_id = id, error = %e, "cannot remove finished message"),

@@ -75,6 +75,7 @@ fn start_restarts_a_crashed_service_and_stop_stops_everything() {
     fs::copy(env!("CARGO_BIN_EXE_skein"), &skein).expect("copy skein");
     let router_starts = service(&bin, "skein-router", true);
     let scheduler_starts = service(&bin, "skein-scheduler", false);
+    let smtpd_starts = service(&bin, "skein-smtpd", false);
     let config = dir.path().join("skein.toml");
     fs::write(
         &config,
@@ -104,10 +105,12 @@ fn start_restarts_a_crashed_service_and_stop_stops_everything() {
     wait_until("the scheduler's start", || {
         !lines(&scheduler_starts).is_empty()
     });
+    wait_until("the smtpd's start", || !lines(&smtpd_starts).is_empty());
     let want_args = format!("-c {}", config.display());
     for line in lines(&router_starts)
         .iter()
         .chain(lines(&scheduler_starts).iter())
+        .chain(lines(&smtpd_starts).iter())
     {
         assert!(line.ends_with(&want_args), "{line:?}");
     }

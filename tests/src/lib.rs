@@ -2,6 +2,8 @@
 //! binaries (built once per test process with the same cargo and profile
 //! that runs the tests) on a temporary spool and ephemeral loopback ports.
 
+pub mod smtp_server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;

@@ -245,6 +245,14 @@ pub struct SmtpConfig {
     /// `smtp.window`: the most bytes sent but not yet acknowledged by a
     /// reply, bounding how far pipelining runs ahead. Default 1M.
     pub window: ByteSize,
+    /// `smtp.port`: the TCP port of MX hosts (and of a domain's own
+    /// addresses when it has no MX). Default 25. A route's `nexthop`
+    /// carries its own port.
+    pub port: u16,
+    /// `smtp.nameservers`: DNS servers (`ip:port`, UDP then TCP) for MX and
+    /// address lookups. Empty (default): the system's resolver
+    /// configuration (`/etc/resolv.conf`).
+    pub nameservers: Vec<SocketAddr>,
 }
 
 impl Config {
@@ -327,6 +335,8 @@ impl Config {
                 idle_timeout: Duration::from_secs(30),
                 max_recipients_per_transaction: 100,
                 window: ByteSize(1 << 20),
+                port: 25,
+                nameservers: Vec::new(),
             },
         }
     }

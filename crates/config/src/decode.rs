@@ -386,6 +386,8 @@ fn decode_smtp(item: &Item<'_, '_>, out: &mut SmtpConfig) -> Result<()> {
         "idle_timeout",
         "max_recipients_per_transaction",
         "window",
+        "port",
+        "nameservers",
     ])?;
     if let Some(v) = table.get("tls") {
         out.tls = v.parsed()?;
@@ -415,6 +417,14 @@ fn decode_smtp(item: &Item<'_, '_>, out: &mut SmtpConfig) -> Result<()> {
             return Err(v.invalid("must be larger than 0"));
         }
         out.window = window;
+    }
+    if let Some(v) = table.get("port") {
+        let port = v.count(1)?;
+        out.port = u16::try_from(port)
+            .map_err(|_| v.invalid(format!("must be a TCP port (1 to 65535), not {port}")))?;
+    }
+    if let Some(v) = table.get("nameservers") {
+        out.nameservers = v.list(Item::socket_addr)?;
     }
     Ok(())
 }

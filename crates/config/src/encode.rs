@@ -109,6 +109,8 @@ pub(crate) fn encode(config: &Config) -> String {
         &smtp.max_recipients_per_transaction.to_string(),
     );
     out.kv("window", &string(&smtp.window.to_string()));
+    out.kv("port", &smtp.port.to_string());
+    out.kv("nameservers", &list(&smtp.nameservers));
     out.text
 }
 

@@ -111,6 +111,8 @@ data_term_timeout = "15m"
 idle_timeout = "1m"
 max_recipients_per_transaction = 50
 window = "256k"
+port = 2525
+nameservers = ["127.0.0.1:5353", "[::1]:53"]
 "#;
 
 fn full_expected() -> Config {
@@ -203,6 +205,8 @@ fn full_expected() -> Config {
             idle_timeout: secs(60),
             max_recipients_per_transaction: 50,
             window: ByteSize(256 << 10),
+            port: 2525,
+            nameservers: vec![addr("127.0.0.1:5353"), addr("[::1]:53")],
         },
     }
 }
@@ -309,6 +313,28 @@ fn every_default() {
     }
     assert_eq!(c.smtp.max_recipients_per_transaction, 100);
     assert_eq!(c.smtp.window, ByteSize(1024 * 1024));
+    assert_eq!(c.smtp.port, 25);
+    assert!(c.smtp.nameservers.is_empty());
+}
+
+#[test]
+fn smtp_port_and_nameservers_are_checked() {
+    let bad = [
+        ("[smtp]\nport = 0\n", "smtp.port"),
+        ("[smtp]\nport = 65536\n", "smtp.port"),
+        (
+            "[smtp]\nnameservers = [\"127.0.0.1\"]\n",
+            "smtp.nameservers[0]",
+        ),
+        (
+            "[smtp]\nnameservers = \"127.0.0.1:53\"\n",
+            "smtp.nameservers",
+        ),
+    ];
+    for (text, key) in bad {
+        let err = parse(text).expect_err(text);
+        assert!(err.to_string().contains(key), "{text}: {err}");
+    }
 }
 
 #[test]
@@ -393,7 +419,7 @@ fn to_toml_spells_out_every_key() {
     assert_eq!(keys("local"), ["maildir_root"]);
     assert_eq!(keys("scheduler").len(), 6, "5 keys and the clause array");
     assert_eq!(keys("tls").len(), 2);
-    assert_eq!(keys("smtp").len(), 12);
+    assert_eq!(keys("smtp").len(), 14);
     assert!(text.contains("dir = \"/srv/skein/var/spool\""), "{text}");
 }
 

@@ -52,8 +52,15 @@ impl fmt::Display for AddressError {
 
 impl std::error::Error for AddressError {}
 
+/// A non-ASCII character allowed with SMTPUTF8. RFC 6531 admits any
+/// UTF-8 beyond ASCII; the C1 controls (U+0080–U+009F) are refused all the
+/// same: they have no place in an address and would reach logs and headers.
+fn is_utf8_non_ascii(c: char) -> bool {
+    !c.is_ascii() && !c.is_control()
+}
+
 fn is_atext(c: char, utf8: bool) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || (utf8 && !c.is_ascii())
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || (utf8 && is_utf8_non_ascii(c))
 }
 
 fn valid_dot_string(s: &str, utf8: bool) -> bool {
@@ -78,7 +85,7 @@ fn valid_quoted_string(s: &str, utf8: bool) -> bool {
             },
             '"' => return false,
             ' '..='~' => {}
-            c if utf8 && !c.is_ascii() => {}
+            c if utf8 && is_utf8_non_ascii(c) => {}
             _ => return false,
         }
     }
@@ -102,7 +109,7 @@ pub fn valid_domain(d: &str, utf8: bool) -> bool {
             && !label.ends_with('-')
             && label
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || (utf8 && !c.is_ascii()))
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || (utf8 && is_utf8_non_ascii(c)))
     })
 }
 
@@ -219,6 +226,10 @@ mod tests {
             ("<a@b>", false, AddressError::BadLocalPart),
             ("üser@bücher.example", false, AddressError::NeedsUtf8),
             ("\"unterminated@x", false, AddressError::BadLocalPart),
+            // C1 controls, even with SMTPUTF8 (found by the fuzz target).
+            ("\"\u{8a}z\"@x", true, AddressError::BadLocalPart),
+            ("a\u{85}b@x", true, AddressError::BadLocalPart),
+            ("a@b\u{9b}c.example", true, AddressError::BadDomain),
         ] {
             assert_eq!(Mailbox::parse(s, utf8), Err(want.clone()), "{s:?}");
         }

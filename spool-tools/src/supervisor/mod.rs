@@ -58,7 +58,7 @@ use crate::sysexits::{EX_CONFIG, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_UNAVAILABLE
 /// The services `skein start` runs, in start order: the router first so
 /// that mail already in `incoming/` moves on, then the scheduler. Add
 /// `skein-smtpd` here once it exists; nothing else needs to change.
-pub const SERVICES: &[&str] = &["skein-router", "skein-scheduler"];
+pub const SERVICES: &[&str] = &["skein-router", "skein-scheduler", "skein-smtpd"];
 
 /// sysexits `EX_CANTCREAT`: the spool directories cannot be created.
 pub const EX_CANTCREAT: u8 = 73;

@@ -1,0 +1,294 @@
+//! The agent's side of the conversation with the scheduler: the jobs it
+//! holds, the transactions still to start, credit, and reporting each
+//! recipient exactly once.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use skein_agent::{AgentError, Delivery, Event, JobReceiver, Reporter};
+use skein_config::Config;
+use skein_proto::{Job, JobId, Status};
+use tokio::signal::unix::Signal;
+use tracing::{debug, info, warn};
+
+use crate::dest::Destination;
+use crate::error::NOT_ACCEPTING;
+
+/// A job held by the agent until every recipient is reported.
+#[derive(Debug)]
+pub struct JobEntry {
+    /// The job as the scheduler sent it.
+    pub job: Job,
+    /// Where it goes.
+    pub dest: Destination,
+    /// Per recipient (by position in `job.recipients`): reported yet?
+    reported: Vec<bool>,
+    unreported: usize,
+}
+
+/// Recipients of one job to go in one transaction, not started yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The job.
+    pub job: JobId,
+    /// Positions in the job's `recipients`.
+    pub rcpts: Vec<usize>,
+}
+
+/// Everything the agent holds, and its line to the scheduler.
+pub struct Agent {
+    /// The configuration.
+    pub config: Arc<Config>,
+    events: JobReceiver,
+    reporter: Reporter,
+    sigterm: Option<Signal>,
+    /// Jobs held, by id.
+    pub jobs: HashMap<JobId, JobEntry>,
+    /// Transactions to start, in order.
+    pub plans: VecDeque<Plan>,
+    /// No more jobs will come (Shutdown, SIGTERM, or the scheduler gone).
+    pub stopping: bool,
+    /// The scheduler closed the connection: nobody to report to.
+    pub closed: bool,
+    idle_sent: bool,
+}
+
+impl Agent {
+    /// An agent on an established connection.
+    pub fn new(
+        config: Arc<Config>,
+        events: JobReceiver,
+        reporter: Reporter,
+        sigterm: Option<Signal>,
+    ) -> Agent {
+        Agent {
+            config,
+            events,
+            reporter,
+            sigterm,
+            jobs: HashMap::new(),
+            plans: VecDeque::new(),
+            stopping: false,
+            closed: false,
+            idle_sent: false,
+        }
+    }
+
+    /// Asks for `n` more jobs.
+    pub async fn want(&self, n: u32) -> Result<(), AgentError> {
+        self.reporter.want(n).await
+    }
+
+    /// The next event from the scheduler; SIGTERM counts as `Shutdown`.
+    /// Cancel-safe.
+    pub async fn next_event(&mut self) -> Result<Event, AgentError> {
+        match &mut self.sigterm {
+            Some(signal) => tokio::select! {
+                event = self.events.next() => event,
+                _ = signal.recv() => {
+                    self.sigterm = None;
+                    Ok(Event::Shutdown)
+                }
+            },
+            None => self.events.next().await,
+        }
+    }
+
+    /// Acts on one event.
+    pub async fn handle(&mut self, event: Event) -> Result<(), AgentError> {
+        match event {
+            Event::Job(job) => self.add_job(job).await,
+            Event::Cancel(id) => {
+                // Recipients already in a transaction finish there (that is
+                // what is safe); those not started are given back.
+                self.give_back(
+                    |plan| plan.job == id,
+                    "delivery cancelled by the administrator",
+                )
+                .await
+            }
+            Event::Shutdown => {
+                info!("shutdown requested: finishing transactions in progress");
+                self.stopping = true;
+                self.give_back(|_| true, "agent shutting down").await
+            }
+            Event::Closed => {
+                info!("the scheduler closed the connection");
+                self.stopping = true;
+                self.closed = true;
+                self.plans.clear();
+                Ok(())
+            }
+        }
+    }
+
+    async fn add_job(&mut self, job: Job) -> Result<(), AgentError> {
+        self.idle_sent = false;
+        let id = job.id;
+        debug!(job = %id, queue_id = %job.queue_id, thread = %job.thread, recipients = job.recipients.len(), "job");
+        let count = job.recipients.len();
+        let dest = Destination::for_job(&self.config, &job);
+        let entry = JobEntry {
+            dest: match &dest {
+                Ok(d) => d.clone(),
+                // Never used: every recipient is reported below.
+                Err(_) => Destination {
+                    target: crate::dest::Target::Domain(String::new()),
+                    tls: self.config.smtp.tls,
+                },
+            },
+            job,
+            reported: vec![false; count],
+            unreported: count,
+        };
+        self.jobs.insert(id, entry);
+        if count == 0 {
+            self.jobs.remove(&id);
+            self.reporter.job_done(id).await?;
+            return self.replenish().await;
+        }
+        if let Err(e) = dest {
+            warn!(job = %id, error = %e, "unusable job");
+            let delivery = e.delivery();
+            for pos in 0..count {
+                self.report(id, pos, delivery.clone()).await?;
+            }
+            return Ok(());
+        }
+        let per = self.config.smtp.max_recipients_per_transaction.max(1) as usize;
+        let positions: Vec<usize> = (0..count).collect();
+        for chunk in positions.chunks(per) {
+            self.plans.push_back(Plan {
+                job: id,
+                rcpts: chunk.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reports every recipient of the plans `which` selects as deferred
+    /// (4.3.2) and drops those plans.
+    async fn give_back(
+        &mut self,
+        which: impl Fn(&Plan) -> bool,
+        why: &str,
+    ) -> Result<(), AgentError> {
+        let (gone, kept): (Vec<Plan>, Vec<Plan>) = self.plans.drain(..).partition(&which);
+        self.plans = kept.into();
+        for plan in gone {
+            let delivery = Delivery::deferred(NOT_ACCEPTING, why, None);
+            for pos in plan.rcpts {
+                self.report(plan.job, pos, delivery.clone()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports every recipient of the plans for `dest` with `delivery`
+    /// (the connection to it failed).
+    pub async fn fail_plans_for(
+        &mut self,
+        dest: &Destination,
+        delivery: &Delivery,
+    ) -> Result<(), AgentError> {
+        let (gone, kept): (Vec<Plan>, Vec<Plan>) = self
+            .plans
+            .drain(..)
+            .partition(|p| self.jobs.get(&p.job).is_some_and(|e| &e.dest == dest));
+        self.plans = kept.into();
+        for plan in gone {
+            for pos in plan.rcpts {
+                self.report(plan.job, pos, delivery.clone()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The destination of the first plan.
+    pub fn next_destination(&self) -> Option<Destination> {
+        self.plans
+            .iter()
+            .find_map(|p| self.jobs.get(&p.job).map(|e| e.dest.clone()))
+    }
+
+    /// Takes the first plan for `dest` out of the queue.
+    pub fn take_plan_for(&mut self, dest: &Destination) -> Option<Plan> {
+        let i = self
+            .plans
+            .iter()
+            .position(|p| self.jobs.get(&p.job).is_some_and(|e| &e.dest == dest))?;
+        self.plans.remove(i)
+    }
+
+    /// Whether a recipient has been reported.
+    pub fn is_reported(&self, job: JobId, pos: usize) -> bool {
+        self.jobs
+            .get(&job)
+            .is_none_or(|e| e.reported.get(pos).copied().unwrap_or(true))
+    }
+
+    /// Reports one recipient, once; ends the job when it was its last.
+    pub async fn report(
+        &mut self,
+        job: JobId,
+        pos: usize,
+        delivery: Delivery,
+    ) -> Result<(), AgentError> {
+        let Some(entry) = self.jobs.get_mut(&job) else {
+            warn!(job = %job, "outcome for a job no longer held (bug)");
+            return Ok(());
+        };
+        match entry.reported.get_mut(pos) {
+            Some(done @ false) => *done = true,
+            _ => {
+                warn!(job = %job, pos, "second outcome for a recipient (bug)");
+                return Ok(());
+            }
+        }
+        entry.unreported -= 1;
+        let recipient = &entry.job.recipients[pos];
+        let status = match delivery.status {
+            Status::Delivered => "sent",
+            Status::Deferred { .. } => "deferred",
+            Status::Failed => "bounced",
+        };
+        info!(
+            queue_id = %entry.job.queue_id,
+            to = %recipient.address,
+            relay = delivery.remote_mta.as_deref().unwrap_or("none"),
+            status,
+            dsn = %delivery.enhanced,
+            detail = %delivery.diagnostic,
+            "outcome"
+        );
+        let outcome = delivery.into_outcome(job, recipient.index);
+        let finished = entry.unreported == 0;
+        if self.closed {
+            return Ok(());
+        }
+        self.reporter.report(outcome).await?;
+        if finished {
+            self.jobs.remove(&job);
+            self.reporter.job_done(job).await?;
+            self.replenish().await?;
+        }
+        Ok(())
+    }
+
+    /// One more job of credit for the one just finished, unless stopping.
+    async fn replenish(&mut self) -> Result<(), AgentError> {
+        if self.stopping {
+            return Ok(());
+        }
+        self.reporter.want(1).await
+    }
+
+    /// Says `Idle` once per stretch of holding nothing.
+    pub async fn idle(&mut self, connected_to: Option<String>) -> Result<(), AgentError> {
+        if self.idle_sent || !self.jobs.is_empty() || self.closed {
+            return Ok(());
+        }
+        self.idle_sent = true;
+        self.reporter.idle(connected_to).await
+    }
+}

@@ -1,0 +1,193 @@
+//! From a job and the server's extensions to MAIL and RCPT commands, and
+//! the checks that fail a message at once rather than send it to a server
+//! that cannot take it.
+
+use skein_agent::Delivery;
+use skein_proto::{BodyType, Job, JobRecipient, Notify};
+use skein_smtp_codec::{Command, Extensions, MailParams, Orcpt, RcptParams};
+
+use crate::error::{CONVERSION_REQUIRED, TOO_BIG, UTF8_REQUIRED};
+
+/// Why `job` cannot go to a server with `ext`, as the outcome of all its
+/// recipients: too large for its SIZE (5.3.4), 8-bit or binary content it
+/// cannot take (5.6.3), internationalised addresses without SMTPUTF8
+/// (5.6.7). These are permanent: the same server will say the same.
+///
+/// An 8-bit message to a server without 8BITMIME fails rather than being
+/// sent anyway: RFC 6152 forbids the latter, and converting the body to
+/// 7 bits (quoted-printable) is not implemented.
+pub fn check(job: &Job, ext: &Extensions, server: &str) -> Result<(), Delivery> {
+    if let Some(limit) = ext.size_limit()
+        && job.size > limit
+    {
+        return Err(Delivery::failed(
+            TOO_BIG,
+            format!(
+                "message of {} bytes exceeds the {limit} bytes {server} accepts (SIZE)",
+                job.size
+            ),
+        ));
+    }
+    match job.body {
+        BodyType::EightBitMime if !ext.eightbitmime => {
+            return Err(Delivery::failed(
+                CONVERSION_REQUIRED,
+                format!("8-bit message and {server} does not offer 8BITMIME"),
+            ));
+        }
+        BodyType::BinaryMime if !(ext.binarymime && ext.chunking) => {
+            return Err(Delivery::failed(
+                CONVERSION_REQUIRED,
+                format!("binary message and {server} does not offer BINARYMIME with CHUNKING"),
+            ));
+        }
+        _ => {}
+    }
+    if job.smtputf8 && !ext.smtputf8 {
+        return Err(Delivery::failed(
+            UTF8_REQUIRED,
+            format!("message needs SMTPUTF8 and {server} does not offer it"),
+        ));
+    }
+    Ok(())
+}
+
+/// `MAIL FROM` for `job`, with the parameters the server understands.
+pub fn mail(job: &Job, ext: &Extensions) -> Command {
+    let body = match job.body {
+        BodyType::SevenBit => None,
+        BodyType::EightBitMime => Some(BodyType::EightBitMime),
+        BodyType::BinaryMime => Some(BodyType::BinaryMime),
+    };
+    Command::Mail {
+        reverse_path: job.sender.clone(),
+        params: MailParams {
+            size: ext.size.map(|_| job.size),
+            body: body.filter(|_| ext.eightbitmime || ext.binarymime),
+            ret: job.ret.filter(|_| ext.dsn),
+            envid: job.envid.clone().filter(|_| ext.dsn),
+            smtputf8: job.smtputf8 && ext.smtputf8,
+        },
+    }
+}
+
+/// `RCPT TO` for `r`. `NOTIFY` goes only when it differs from what RFC
+/// 3461 assumes without it (failure and delay), and DSN parameters only to
+/// a server that announced DSN. An `ORCPT` that is not valid xtext is
+/// dropped rather than sent broken.
+pub fn rcpt(r: &JobRecipient, ext: &Extensions) -> Command {
+    let (notify, orcpt) = if ext.dsn {
+        (
+            Some(r.notify).filter(|n| *n != Notify::default()),
+            r.orcpt.as_deref().and_then(Orcpt::parse),
+        )
+    } else {
+        (None, None)
+    };
+    Command::Rcpt {
+        forward_path: r.address.clone(),
+        params: RcptParams { notify, orcpt },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skein_proto::{JobId, Ret, Status, ThreadKey};
+
+    fn job() -> Job {
+        Job {
+            id: JobId(1),
+            queue_id: "Q".into(),
+            thread: ThreadKey::new("smtp", "example.org"),
+            nexthop: None,
+            sender: "s@example.net".into(),
+            envid: Some("E 1".into()),
+            ret: Some(Ret::Headers),
+            body: BodyType::EightBitMime,
+            smtputf8: false,
+            message_path: "/x".into(),
+            message_offset: 0,
+            size: 1000,
+            attempt: 0,
+            recipients: vec![JobRecipient {
+                index: 0,
+                address: "r@example.org".into(),
+                orcpt: Some("rfc822;o+2Bx@example.org".into()),
+                notify: Notify {
+                    never: false,
+                    success: true,
+                    failure: true,
+                    delay: false,
+                },
+            }],
+        }
+    }
+
+    fn line(c: &Command) -> String {
+        String::from_utf8(c.to_bytes().expect("renders")).expect("ascii")
+    }
+
+    #[test]
+    fn parameters_follow_the_extensions() {
+        let j = job();
+        let none = Extensions::default();
+        let all = Extensions {
+            size: Some(0),
+            eightbitmime: true,
+            dsn: true,
+            ..Extensions::default()
+        };
+        assert_eq!(line(&mail(&j, &none)), "MAIL FROM:<s@example.net>\r\n");
+        assert_eq!(
+            line(&mail(&j, &all)),
+            "MAIL FROM:<s@example.net> SIZE=1000 BODY=8BITMIME RET=HDRS ENVID=E+201\r\n"
+        );
+        assert_eq!(
+            line(&rcpt(&j.recipients[0], &none)),
+            "RCPT TO:<r@example.org>\r\n"
+        );
+        assert_eq!(
+            line(&rcpt(&j.recipients[0], &all)),
+            "RCPT TO:<r@example.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;o+2Bx@example.org\r\n"
+        );
+        let mut plain = j.recipients[0].clone();
+        plain.notify = Notify::default();
+        plain.orcpt = Some("bad".into());
+        assert_eq!(line(&rcpt(&plain, &all)), "RCPT TO:<r@example.org>\r\n");
+    }
+
+    #[test]
+    fn checks() {
+        let eight = Extensions {
+            eightbitmime: true,
+            ..Extensions::default()
+        };
+        let mut j = job();
+        assert!(check(&j, &eight, "mx").is_ok());
+        let small = Extensions {
+            size: Some(999),
+            ..eight.clone()
+        };
+        let d = check(&j, &small, "mx").expect_err("too big");
+        assert_eq!(
+            (d.status, d.enhanced.to_string()),
+            (Status::Failed, "5.3.4".into())
+        );
+        let d = check(&j, &Extensions::default(), "mx").expect_err("8bit");
+        assert_eq!(d.enhanced.to_string(), "5.6.3");
+        j.body = BodyType::SevenBit;
+        j.smtputf8 = true;
+        let d = check(&j, &Extensions::default(), "mx").expect_err("utf8");
+        assert_eq!(d.enhanced.to_string(), "5.6.7");
+        j.smtputf8 = false;
+        j.body = BodyType::BinaryMime;
+        assert!(check(&j, &eight, "mx").is_err());
+        let binary = Extensions {
+            binarymime: true,
+            chunking: true,
+            ..Extensions::default()
+        };
+        assert!(check(&j, &binary, "mx").is_ok());
+    }
+}

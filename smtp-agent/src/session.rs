@@ -1,0 +1,276 @@
+//! Opening a session: connect, greeting, EHLO (HELO fallback), STARTTLS
+//! as the policy says. Lock-step by nature (each step depends on the last
+//! reply), so it is written as plain sequential code; the pipelined part
+//! of the session is `pipeline`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use skein_config::{Config, TlsPolicy};
+use skein_smtp_codec::{Command, Extensions, Reply, ReplyDecoder};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{debug, info};
+
+use crate::dest::{Destination, Resolver};
+use crate::error::SmtpError;
+use crate::tls;
+
+/// A byte stream to a server: TCP, or TLS over TCP.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A boxed [`Stream`].
+pub type BoxStream = Box<dyn Stream>;
+
+/// A session ready for transactions.
+pub struct Established {
+    /// The stream, after STARTTLS if there was one.
+    pub stream: BoxStream,
+    /// The reply decoder, holding nothing (RFC 3207: nothing may follow the
+    /// 220 to STARTTLS, and the EHLO reply is the last thing read).
+    pub decoder: ReplyDecoder,
+    /// What the server offers (after STARTTLS, the second EHLO's).
+    pub ext: Extensions,
+    /// `name[ip]` (with `:port` when not 25), for logs and `Remote-MTA`.
+    pub remote: String,
+    /// `TLSv1.3 TLS13_AES_256_GCM_SHA384` when the session is encrypted.
+    pub tls: Option<String>,
+}
+
+/// Connects to the best server for `dest` that answers: candidates in
+/// order (MX preference), each of their addresses in order, moving on
+/// after a connection failure, a timeout or a refusing greeting.
+pub async fn establish(
+    config: &Config,
+    resolver: &Resolver,
+    dest: &Destination,
+) -> Result<Established, SmtpError> {
+    let candidates = resolver.candidates(&dest.target).await?;
+    let mut last = None;
+    for candidate in &candidates {
+        for &addr in &candidate.addrs {
+            match attempt(config, dest, &candidate.name, addr).await {
+                Ok(session) => return Ok(session),
+                Err(e) => {
+                    info!(server = %remote_name(&candidate.name, addr), error = %e, "cannot use server");
+                    let go_on = e.try_next_host();
+                    last = Some(e);
+                    if !go_on {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| SmtpError::Resolve {
+        host: format!("{:?}", dest.target),
+        detail: "no server to try".into(),
+    }))
+}
+
+/// `name[ip]`, with `:port` unless it is 25.
+pub fn remote_name(name: &str, addr: SocketAddr) -> String {
+    if addr.port() == 25 {
+        format!("{name}[{}]", addr.ip())
+    } else {
+        format!("{name}[{}]:{}", addr.ip(), addr.port())
+    }
+}
+
+async fn attempt(
+    config: &Config,
+    dest: &Destination,
+    name: &str,
+    addr: SocketAddr,
+) -> Result<Established, SmtpError> {
+    let smtp = &config.smtp;
+    let remote = remote_name(name, addr);
+    let tcp = match tokio::time::timeout(smtp.connect_timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(source)) => {
+            return Err(SmtpError::Connect {
+                server: remote,
+                source,
+            });
+        }
+        Err(_) => {
+            return Err(SmtpError::Timeout {
+                waiting_for: "the TCP connection",
+            });
+        }
+    };
+    // Pipelined groups are written whole and then answered whole: Nagle's
+    // algorithm would only hold back the next group behind a delayed ACK.
+    tcp.set_nodelay(true).map_err(|source| SmtpError::Local {
+        what: "setting TCP_NODELAY".into(),
+        source,
+    })?;
+    let mut conn = LineConn::new(tcp);
+    let greeting = conn
+        .read_reply(smtp.greeting_timeout, "the greeting")
+        .await?;
+    if !greeting.is_positive() {
+        return Err(SmtpError::Refused {
+            stage: "greeting",
+            reply: greeting,
+        });
+    }
+    let ext = conn.hello(&config.hostname, smtp.ehlo_timeout).await?;
+    debug!(server = %remote, ?ext, "connected");
+    let wants_tls = ext.starttls || dest.tls != TlsPolicy::Opportunistic;
+    if !wants_tls {
+        return Ok(Established {
+            stream: Box::new(conn.stream),
+            decoder: conn.decoder,
+            ext,
+            remote,
+            tls: None,
+        });
+    }
+    if !ext.starttls {
+        return Err(SmtpError::TlsUnavailable {
+            policy: dest.tls.as_str(),
+        });
+    }
+    let reply = conn
+        .command(&Command::StartTls, smtp.ehlo_timeout, "the STARTTLS reply")
+        .await?;
+    if !reply.is_positive() {
+        // Opportunistic: carry on in clear text, as the policy allows
+        // (unless the server is closing the session anyway).
+        if dest.tls == TlsPolicy::Opportunistic && reply.code != 421 {
+            info!(server = %remote, %reply, "STARTTLS refused: continuing without TLS");
+            return Ok(Established {
+                stream: Box::new(conn.stream),
+                decoder: conn.decoder,
+                ext,
+                remote,
+                tls: None,
+            });
+        }
+        return Err(SmtpError::Refused {
+            stage: "STARTTLS",
+            reply,
+        });
+    }
+    // RFC 3207 §6: anything the server sent after its 220 was not
+    // protected and must be ignored.
+    drop(conn.decoder.take_buffered());
+    let (stream, info) = tls::connect(conn.stream, name, dest.tls, smtp.ehlo_timeout).await?;
+    info!(server = %remote, tls = %info, "TLS established");
+    let mut conn = LineConn::new(stream);
+    let ext = conn.hello(&config.hostname, smtp.ehlo_timeout).await?;
+    Ok(Established {
+        stream: Box::new(conn.stream),
+        decoder: conn.decoder,
+        ext,
+        remote,
+        tls: Some(info),
+    })
+}
+
+/// A stream spoken to one command at a time.
+struct LineConn<S> {
+    stream: S,
+    decoder: ReplyDecoder,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
+    fn new(stream: S) -> LineConn<S> {
+        LineConn {
+            stream,
+            decoder: ReplyDecoder::new(),
+        }
+    }
+
+    async fn read_reply(
+        &mut self,
+        limit: Duration,
+        waiting_for: &'static str,
+    ) -> Result<Reply, SmtpError> {
+        let read = async {
+            let mut buf = [0u8; 4096];
+            loop {
+                if let Some(reply) = self.decoder.next_reply().map_err(SmtpError::Protocol)? {
+                    return Ok(reply);
+                }
+                let n = self
+                    .stream
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| SmtpError::Lost {
+                        detail: format!("reading {waiting_for}: {e}"),
+                    })?;
+                if n == 0 {
+                    return Err(SmtpError::Lost {
+                        detail: format!("connection closed while waiting for {waiting_for}"),
+                    });
+                }
+                self.decoder.push(&buf[..n]);
+            }
+        };
+        tokio::time::timeout(limit, read)
+            .await
+            .map_err(|_| SmtpError::Timeout { waiting_for })?
+    }
+
+    async fn command(
+        &mut self,
+        command: &Command,
+        limit: Duration,
+        waiting_for: &'static str,
+    ) -> Result<Reply, SmtpError> {
+        let bytes = command
+            .to_bytes()
+            .map_err(|e| SmtpError::Config(e.to_string()))?;
+        let write = async {
+            self.stream.write_all(&bytes).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(limit, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(SmtpError::Lost {
+                    detail: format!("sending {}: {e}", waiting_for),
+                });
+            }
+            Err(_) => return Err(SmtpError::Timeout { waiting_for }),
+        }
+        self.read_reply(limit, waiting_for).await
+    }
+
+    /// EHLO, or HELO when the server does not know EHLO (a 5xx).
+    async fn hello(&mut self, hostname: &str, limit: Duration) -> Result<Extensions, SmtpError> {
+        let domain = hostname.to_owned();
+        let ehlo = self
+            .command(
+                &Command::Ehlo {
+                    domain: domain.clone(),
+                },
+                limit,
+                "the EHLO reply",
+            )
+            .await?;
+        if ehlo.is_positive() {
+            return Ok(Extensions::from_ehlo(&ehlo));
+        }
+        if !ehlo.is_permanent() {
+            return Err(SmtpError::Refused {
+                stage: "EHLO",
+                reply: ehlo,
+            });
+        }
+        let helo = self
+            .command(&Command::Helo { domain }, limit, "the HELO reply")
+            .await?;
+        if helo.is_positive() {
+            Ok(Extensions::default())
+        } else {
+            Err(SmtpError::Refused {
+                stage: "HELO",
+                reply: helo,
+            })
+        }
+    }
+}

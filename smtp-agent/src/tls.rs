@@ -1,0 +1,170 @@
+//! STARTTLS with rustls (the *ring* provider): the client configurations
+//! for the three policies and the handshake.
+//!
+//! `opportunistic` and `require` encrypt without checking the certificate
+//! (the handshake's signatures are still checked, so the session is
+//! encrypted to whoever holds the key the server presented): MX
+//! certificates are rarely verifiable, and refusing them would only push
+//! mail back to clear text. `verify` checks the chain against the system's
+//! roots and the name against the next-hop host name (the MX name, or the
+//! route's host), as RFC 7672 does without DANE.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, ProtocolVersion, RootCertStore, SignatureScheme,
+};
+use skein_config::TlsPolicy;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tracing::warn;
+
+use crate::error::SmtpError;
+
+fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// The client configuration for `policy`, built once per process.
+fn client_config(policy: TlsPolicy) -> Result<Arc<ClientConfig>, SmtpError> {
+    static UNCHECKED: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    static VERIFYING: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    let slot = match policy {
+        TlsPolicy::Verify => &VERIFYING,
+        TlsPolicy::Opportunistic | TlsPolicy::Require => &UNCHECKED,
+    };
+    if let Some(config) = slot.get() {
+        return Ok(config.clone());
+    }
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SmtpError::Tls {
+            detail: format!("TLS setup: {e}"),
+        })?;
+    let config = match policy {
+        TlsPolicy::Verify => {
+            let mut roots = RootCertStore::empty();
+            let native = rustls_native_certs::load_native_certs();
+            for e in &native.errors {
+                warn!(error = %e, "reading the system's CA certificates");
+            }
+            let (added, ignored) = roots.add_parsable_certificates(native.certs);
+            if ignored > 0 {
+                warn!(
+                    added,
+                    ignored, "some system CA certificates could not be used"
+                );
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        TlsPolicy::Opportunistic | TlsPolicy::Require => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
+            .with_no_client_auth(),
+    };
+    Ok(slot.get_or_init(|| Arc::new(config)).clone())
+}
+
+/// Runs the TLS handshake over `tcp` for server `name` and returns the
+/// stream with a description of the session (`TLSv1.3
+/// TLS13_AES_256_GCM_SHA384`).
+pub async fn connect(
+    tcp: TcpStream,
+    name: &str,
+    policy: TlsPolicy,
+    limit: Duration,
+) -> Result<(TlsStream<TcpStream>, String), SmtpError> {
+    let config = client_config(policy)?;
+    let server_name = ServerName::try_from(name.to_owned()).map_err(|e| SmtpError::Tls {
+        detail: format!("{name:?} is not a usable server name: {e}"),
+    })?;
+    let connector = TlsConnector::from(config);
+    let stream = match tokio::time::timeout(limit, connector.connect(server_name, tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            return Err(SmtpError::Tls {
+                detail: format!("handshake with {name} ({} policy): {e}", policy.as_str()),
+            });
+        }
+        Err(_) => {
+            return Err(SmtpError::Timeout {
+                waiting_for: "the TLS handshake",
+            });
+        }
+    };
+    let (_, session) = stream.get_ref();
+    let version = match session.protocol_version() {
+        Some(ProtocolVersion::TLSv1_3) => "TLSv1.3".to_owned(),
+        Some(ProtocolVersion::TLSv1_2) => "TLSv1.2".to_owned(),
+        Some(other) => format!("{other:?}"),
+        None => "TLS".to_owned(),
+    };
+    let cipher = session
+        .negotiated_cipher_suite()
+        .map(|s| format!("{:?}", s.suite()))
+        .unwrap_or_else(|| "unknown-cipher".to_owned());
+    let verified = if policy == TlsPolicy::Verify {
+        "verified"
+    } else {
+        "unverified"
+    };
+    Ok((stream, format!("{version} {cipher} {verified}")))
+}
+
+/// Accepts any certificate chain, but still checks the handshake
+/// signatures against the key presented.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,918 @@
+//! One SMTP session (RFC 5321) as a state machine.
+//!
+//! The states are [`Phase`]s, moved by value through each command so that
+//! a transaction, once ended (by its message, RSET, EHLO or a failure),
+//! cannot be used again. What the session waits for decides its timeout
+//! ([`Wait`] and [`SessionLimits::timeout`]: the one table of them).
+//!
+//! Pipelining (RFC 2920): the session answers every complete command it
+//! has buffered, in order, into one output buffer, and writes that buffer
+//! only when it must wait for the client — so a pipelined group gets its
+//! replies in one write. A message's final reply waits for its commit.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use skein_daemon::Shutdown;
+use skein_smtp_codec::server::{CommandLines, LineEnd, LineEvent, ServerCommand};
+use skein_smtp_codec::{
+    BodyType, Command, CommandError, DataDecoder, Extensions, MailParams, Notify, RcptParams, Ret,
+};
+use skein_spool::{Envelope, Recipient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::Server;
+use crate::conn::Conn;
+use crate::error::SessionEnd;
+use crate::policy::{Refusal, Verdict};
+use crate::received::Trace;
+use crate::sink::{Accepted, MessageSink};
+
+/// How much the session asks the socket for at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The limits of a session, from `[smtpd]`.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    /// `smtpd.max_line_length`: commands and message text lines, CRLF
+    /// included.
+    pub max_line: usize,
+    /// `smtpd.max_message_size`.
+    pub max_message_size: u64,
+    /// `smtpd.max_recipients`.
+    pub max_recipients: usize,
+    /// `smtpd.max_errors`.
+    pub max_errors: u32,
+    /// `smtpd.command_timeout`.
+    pub command_timeout: Duration,
+    /// `smtpd.data_timeout`.
+    pub data_timeout: Duration,
+}
+
+/// Which service a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    /// `smtpd.listen`: mail from anyone, relaying by network.
+    Smtp,
+    /// `smtpd.submission`: STARTTLS, then AUTH, then mail.
+    Submission,
+}
+
+/// What the session is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// The next command (or the client reading our replies).
+    Command,
+    /// More message text, after `354` or inside a `BDAT` chunk.
+    Text,
+}
+
+impl SessionLimits {
+    /// The per-state timeout table (RFC 5321 §4.5.3.2: 5 minutes for a
+    /// command, 10 for a data block, by default).
+    pub fn timeout(&self, wait: Wait) -> Duration {
+        match wait {
+            Wait::Command => self.command_timeout,
+            Wait::Text => self.data_timeout,
+        }
+    }
+}
+
+/// The client as it introduced itself.
+#[derive(Debug, Clone)]
+struct Client {
+    helo: String,
+    esmtp: bool,
+}
+
+/// A mail transaction, from MAIL to the end of its message.
+#[derive(Debug)]
+struct Transaction {
+    sender: String,
+    params: MailParams,
+    recipients: Vec<Recipient>,
+    rcpt_attempts: u32,
+    /// The message being received in BDAT chunks, once the first came.
+    chunks: Option<MessageSink>,
+}
+
+/// The session's states.
+#[derive(Debug)]
+enum Phase {
+    /// Connected; no EHLO or HELO yet.
+    Fresh,
+    /// Greeted; no transaction.
+    Ready(Client),
+    /// MAIL accepted; recipients and possibly BDAT chunks coming.
+    Mail(Client, Box<Transaction>),
+}
+
+impl Phase {
+    /// The state after RSET or the end of a transaction.
+    fn reset(self) -> Phase {
+        match self {
+            Phase::Fresh => Phase::Fresh,
+            Phase::Ready(c) | Phase::Mail(c, _) => Phase::Ready(c),
+        }
+    }
+}
+
+/// Whether to go on after a command.
+#[derive(Debug)]
+enum Flow {
+    Continue,
+    Close(SessionEnd),
+}
+
+/// Why an AUTH exchange stopped before its credentials were complete.
+enum AuthAbort {
+    /// The client sent `*` (or an unusable line).
+    Cancelled,
+    /// The session ended.
+    End(SessionEnd),
+}
+
+/// One command line as it came off the wire.
+enum Event {
+    Line(Vec<u8>, LineEnd),
+    TooLong,
+}
+
+/// A session on a client connection.
+pub struct Session {
+    server: Arc<Server>,
+    stream: Conn,
+    /// The TLS version and cipher once STARTTLS has succeeded.
+    tls: Option<String>,
+    port: Port,
+    /// The user, once AUTH succeeded.
+    authenticated: Option<String>,
+    peer: IpAddr,
+    input: Vec<u8>,
+    pos: usize,
+    out: Vec<u8>,
+    lines: CommandLines,
+    errors: u32,
+    messages: u32,
+    shutdown: Shutdown,
+}
+
+impl Session {
+    /// A session with the client at `peer`.
+    pub fn new(
+        server: Arc<Server>,
+        stream: Conn,
+        peer: IpAddr,
+        port: Port,
+        shutdown: Shutdown,
+    ) -> Session {
+        let max_line = server.limits.max_line;
+        Session {
+            server,
+            stream,
+            tls: None,
+            port,
+            authenticated: None,
+            peer,
+            input: Vec::with_capacity(READ_CHUNK),
+            pos: 0,
+            out: Vec::with_capacity(4096),
+            lines: CommandLines::new(max_line),
+            errors: 0,
+            messages: 0,
+            shutdown,
+        }
+    }
+
+    /// Messages accepted in this session so far.
+    pub fn messages(&self) -> u32 {
+        self.messages
+    }
+
+    /// Runs the session to its end and says why it ended.
+    pub async fn run(&mut self) -> SessionEnd {
+        let greeting = format!("{} ESMTP skein", self.server.hostname);
+        self.push(220, None, &greeting);
+        let mut phase = Phase::Fresh;
+        loop {
+            let (used, event) = self.lines.next(&self.input[self.pos..]);
+            let event = event.map(|e| match e {
+                LineEvent::Line(line, end) => Event::Line(line.to_vec(), end),
+                LineEvent::TooLong => Event::TooLong,
+            });
+            self.pos += used;
+            let Some(event) = event else {
+                if let Err(end) = self.need_more(Wait::Command).await {
+                    return end;
+                }
+                continue;
+            };
+            let (next, flow) = self.handle(phase, event).await;
+            phase = next;
+            if let Flow::Close(end) = flow {
+                // Best effort: the last replies (221, 421) may not get out
+                // to a client that is already gone.
+                let _ = self.flush().await;
+                // TLS sends close_notify here: bounded like any write.
+                let limit = self.server.limits.timeout(Wait::Command);
+                let _ = tokio::time::timeout(limit, self.stream.shutdown()).await;
+                return end;
+            }
+        }
+    }
+
+    async fn handle(&mut self, phase: Phase, event: Event) -> (Phase, Flow) {
+        let line = match event {
+            Event::TooLong => {
+                return (
+                    phase,
+                    self.refuse(Refusal::new(500, "5.5.2", "Line too long")),
+                );
+            }
+            Event::Line(_, LineEnd::BareLf) => {
+                let r = Refusal::new(500, "5.5.2", "Bare LF in command; lines end with CRLF");
+                return (phase, self.refuse(r));
+            }
+            Event::Line(line, LineEnd::Crlf) => line,
+        };
+        if line.iter().any(|&b| b == 0 || b == b'\r') || std::str::from_utf8(&line).is_err() {
+            let r = Refusal::new(500, "5.5.2", "Syntax error: invalid characters in command");
+            return (phase, self.refuse(r));
+        }
+        let command = match ServerCommand::parse(&line) {
+            Ok(c) => c,
+            Err(e) => {
+                let r = match e {
+                    CommandError::UnknownCommand(_) => {
+                        Refusal::new(500, "5.5.1", "Command unrecognized")
+                    }
+                    CommandError::UnknownParameter(p) => {
+                        Refusal::new(555, "5.5.4", format!("Unsupported parameter {p}"))
+                    }
+                    CommandError::BadParameter(p) => {
+                        Refusal::new(501, "5.5.4", format!("Invalid parameter {p}"))
+                    }
+                    CommandError::LineTooLong { .. } => Refusal::new(500, "5.5.2", "Line too long"),
+                    CommandError::Syntax(why) | CommandError::Unrenderable(why) => {
+                        Refusal::new(501, "5.5.4", format!("Syntax error: {why}"))
+                    }
+                };
+                return (phase, self.refuse(r));
+            }
+        };
+        match command {
+            ServerCommand::Core(Command::Ehlo { domain }) => {
+                let reply = self.ehlo_extensions().to_reply(&self.server.hostname);
+                reply.write_to(&mut self.out);
+                let client = Client {
+                    helo: domain,
+                    esmtp: true,
+                };
+                (Phase::Ready(client), Flow::Continue)
+            }
+            ServerCommand::Core(Command::Helo { domain }) => {
+                let text = self.server.hostname.clone();
+                self.push(250, None, &text);
+                let client = Client {
+                    helo: domain,
+                    esmtp: false,
+                };
+                (Phase::Ready(client), Flow::Continue)
+            }
+            ServerCommand::Core(Command::Mail {
+                reverse_path,
+                params,
+            }) => self.mail(phase, reverse_path, params),
+            ServerCommand::Core(Command::Rcpt {
+                forward_path,
+                params,
+            }) => self.rcpt(phase, forward_path, params),
+            ServerCommand::Core(Command::Data) => self.data(phase).await,
+            ServerCommand::Core(Command::Bdat { size, last }) => self.bdat(phase, size, last).await,
+            ServerCommand::Core(Command::Rset) => {
+                self.push(250, Some("2.0.0"), "Ok");
+                (phase.reset(), Flow::Continue)
+            }
+            ServerCommand::Core(Command::Noop) => {
+                self.push(250, Some("2.0.0"), "Ok");
+                (phase, Flow::Continue)
+            }
+            ServerCommand::Core(Command::Quit) => {
+                let text = format!("{} closing connection", self.server.hostname);
+                self.push(221, Some("2.0.0"), &text);
+                (phase, Flow::Close(SessionEnd::Quit))
+            }
+            ServerCommand::Core(Command::StartTls) => self.starttls(phase).await,
+            ServerCommand::Vrfy(_) => {
+                self.push(
+                    252,
+                    Some("2.5.0"),
+                    "Cannot VRFY user, but will accept message and attempt delivery",
+                );
+                (phase, Flow::Continue)
+            }
+            ServerCommand::Expn(_) => {
+                let r = Refusal::new(502, "5.5.1", "EXPN not available");
+                (phase, self.refuse(r))
+            }
+            ServerCommand::Help => {
+                self.push(
+                    214,
+                    Some("2.0.0"),
+                    "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
+                );
+                (phase, Flow::Continue)
+            }
+            ServerCommand::Auth { mechanism, initial } => {
+                self.auth(phase, &mechanism, initial).await
+            }
+        }
+    }
+
+    fn ehlo_extensions(&self) -> Extensions {
+        Extensions {
+            pipelining: true,
+            chunking: true,
+            eightbitmime: true,
+            size: Some(self.server.limits.max_message_size),
+            enhanced_status_codes: true,
+            dsn: true,
+            smtputf8: true,
+            starttls: self.server.tls.is_some() && self.tls.is_none(),
+            other: if self.offers_auth() {
+                vec!["AUTH PLAIN LOGIN".to_owned()]
+            } else {
+                Vec::new()
+            },
+            ..Extensions::default()
+        }
+    }
+
+    /// AUTH is offered on the submission port only, and only under TLS
+    /// (RFC 4954 §4: no plaintext passwords on the wire).
+    fn offers_auth(&self) -> bool {
+        self.port == Port::Submission
+            && self.tls.is_some()
+            && self.server.passwords.is_some()
+            && self.authenticated.is_none()
+    }
+
+    /// STARTTLS (RFC 3207): 220, the handshake, and a fresh start — the
+    /// client must say EHLO again, and nothing it said before counts.
+    async fn starttls(&mut self, phase: Phase) -> (Phase, Flow) {
+        let acceptor = match (&self.server.tls, &self.tls) {
+            (None, _) => {
+                let r = Refusal::new(502, "5.5.1", "STARTTLS not available");
+                return (phase, self.refuse(r));
+            }
+            (Some(_), Some(_)) => {
+                let r = Refusal::new(503, "5.5.1", "TLS already active");
+                return (phase, self.refuse(r));
+            }
+            (Some(config), None) => tokio_rustls::TlsAcceptor::from(Arc::clone(config)),
+        };
+        self.push(220, Some("2.0.0"), "Ready to start TLS");
+        if let Err(end) = self.flush().await {
+            return (phase, Flow::Close(end));
+        }
+        // Whatever the client pipelined behind STARTTLS came in the clear:
+        // taking it as said under TLS is the CVE-2011-0411 injection.
+        if self.pos < self.input.len() {
+            tracing::info!(
+                client = %self.peer,
+                bytes = self.input.len() - self.pos,
+                "discarding input pipelined after STARTTLS"
+            );
+        }
+        self.input.clear();
+        self.pos = 0;
+        let Conn::Plain(tcp) = std::mem::replace(&mut self.stream, Conn::Gone) else {
+            return (
+                Phase::Fresh,
+                Flow::Close(SessionEnd::Tls("not a plain connection".into())),
+            );
+        };
+        let limit = self.server.limits.timeout(Wait::Command);
+        match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => {
+                let described = crate::tls::describe(stream.get_ref().1);
+                tracing::debug!(client = %self.peer, tls = described.as_str(), "TLS established");
+                self.tls = Some(described);
+                self.stream = Conn::Tls(Box::new(stream));
+                (Phase::Fresh, Flow::Continue)
+            }
+            Ok(Err(e)) => (Phase::Fresh, Flow::Close(SessionEnd::Tls(e.to_string()))),
+            Err(_) => (Phase::Fresh, Flow::Close(SessionEnd::Timeout)),
+        }
+    }
+
+    /// AUTH PLAIN / LOGIN (RFC 4954) on the submission port, under TLS.
+    async fn auth(
+        &mut self,
+        phase: Phase,
+        mechanism: &str,
+        initial: Option<String>,
+    ) -> (Phase, Flow) {
+        let refusal = match &phase {
+            _ if self.port != Port::Submission || self.server.passwords.is_none() => {
+                Some(Refusal::new(502, "5.5.1", "AUTH not available"))
+            }
+            Phase::Fresh => Some(Refusal::new(503, "5.5.1", "Send EHLO first")),
+            Phase::Mail(..) => Some(Refusal::new(
+                503,
+                "5.5.1",
+                "AUTH not allowed during a transaction",
+            )),
+            _ if self.authenticated.is_some() => {
+                Some(Refusal::new(503, "5.5.1", "Already authenticated"))
+            }
+            _ if self.tls.is_none() => Some(Refusal::new(
+                538,
+                "5.7.11",
+                "Encryption required: STARTTLS first",
+            )),
+            _ => None,
+        };
+        if let Some(r) = refusal {
+            return (phase, self.refuse(r));
+        }
+        let credentials = match mechanism {
+            "PLAIN" => {
+                let response = match initial {
+                    Some(r) => Ok(r.into_bytes()),
+                    None => self.sasl_response("").await,
+                };
+                response.map(|r| {
+                    if r == b"=" {
+                        Some(Vec::new())
+                    } else {
+                        crate::auth::decode_base64(&r)
+                    }
+                    .and_then(|plain| crate::auth::split_plain(&plain))
+                })
+            }
+            "LOGIN" => {
+                let user = match initial {
+                    Some(r) => Ok(r.into_bytes()),
+                    None => {
+                        self.sasl_response(&crate::auth::encode_base64(b"Username:"))
+                            .await
+                    }
+                };
+                match user {
+                    Err(e) => Err(e),
+                    Ok(user) => {
+                        let password = self
+                            .sasl_response(&crate::auth::encode_base64(b"Password:"))
+                            .await;
+                        password.map(|p| {
+                            let user = crate::auth::decode_base64(&user)
+                                .and_then(|u| String::from_utf8(u).ok())?;
+                            let password = crate::auth::decode_base64(&p)?;
+                            Some((user, password))
+                        })
+                    }
+                }
+            }
+            _ => {
+                let r = Refusal::new(504, "5.5.4", "Unrecognized authentication mechanism");
+                return (phase, self.refuse(r));
+            }
+        };
+        let credentials = match credentials {
+            Ok(c) => c,
+            Err(AuthAbort::Cancelled) => {
+                let r = Refusal::new(501, "5.0.0", "Authentication cancelled");
+                return (phase, self.refuse(r));
+            }
+            Err(AuthAbort::End(end)) => return (phase, Flow::Close(end)),
+        };
+        let Some((user, password)) = credentials else {
+            let r = Refusal::new(501, "5.5.2", "Cannot decode the response");
+            return (phase, self.refuse(r));
+        };
+        let Some(passwords) = self.server.passwords.clone() else {
+            return (phase, Flow::Continue);
+        };
+        let checked_user = user.clone();
+        // argon2 is slow by design: keep it off the async threads.
+        let ok = tokio::task::spawn_blocking(move || passwords.verify(&checked_user, &password))
+            .await
+            .unwrap_or(false);
+        if ok {
+            tracing::info!(client = %self.peer, user = user.as_str(), "authenticated");
+            self.authenticated = Some(user);
+            self.push(235, Some("2.7.0"), "Authentication successful");
+            (phase, Flow::Continue)
+        } else {
+            tracing::warn!(client = %self.peer, user = user.as_str(), "authentication failed");
+            let r = Refusal::new(535, "5.7.8", "Authentication credentials invalid");
+            (phase, self.refuse(r))
+        }
+    }
+
+    /// Sends a `334` challenge and reads the client's response line.
+    async fn sasl_response(&mut self, challenge: &str) -> Result<Vec<u8>, AuthAbort> {
+        self.push(334, None, challenge);
+        loop {
+            let (used, event) = self.lines.next(&self.input[self.pos..]);
+            let line = event.map(|e| match e {
+                LineEvent::Line(line, LineEnd::Crlf) => Some(line.to_vec()),
+                _ => None,
+            });
+            self.pos += used;
+            match line {
+                Some(Some(line)) if line == b"*" => return Err(AuthAbort::Cancelled),
+                Some(Some(line)) => return Ok(line),
+                // A bare LF or an over-long line is no response: cancel.
+                Some(None) => return Err(AuthAbort::Cancelled),
+                None => self
+                    .need_more(Wait::Command)
+                    .await
+                    .map_err(AuthAbort::End)?,
+            }
+        }
+    }
+
+    fn mail(&mut self, phase: Phase, reverse_path: String, params: MailParams) -> (Phase, Flow) {
+        let client = match phase {
+            Phase::Fresh => {
+                let r = Refusal::new(503, "5.5.1", "Send EHLO or HELO first");
+                return (phase, self.refuse(r));
+            }
+            Phase::Mail(..) => {
+                let r = Refusal::new(503, "5.5.1", "Nested MAIL command");
+                return (phase, self.refuse(r));
+            }
+            Phase::Ready(client) => client,
+        };
+        let refusal = if self.port == Port::Submission && self.authenticated.is_none() {
+            Some(Refusal::new(530, "5.7.0", "Authentication required"))
+        } else if !client.esmtp && params != MailParams::default() {
+            Some(Refusal::new(555, "5.5.4", "MAIL parameters need EHLO"))
+        } else if params.body == Some(BodyType::BinaryMime) {
+            Some(Refusal::new(
+                555,
+                "5.5.4",
+                "BODY=BINARYMIME is not supported",
+            ))
+        } else if params
+            .size
+            .is_some_and(|size| size > self.server.limits.max_message_size)
+        {
+            Some(Refusal::new(
+                552,
+                "5.3.4",
+                "Message size exceeds fixed maximum message size",
+            ))
+        } else {
+            match self
+                .server
+                .policy
+                .check_sender(&reverse_path, params.smtputf8)
+            {
+                Verdict::Refuse(r) => Some(r),
+                Verdict::Accept(_) => None,
+            }
+        };
+        if let Some(r) = refusal {
+            return (Phase::Ready(client), self.refuse(r));
+        }
+        self.push(250, Some("2.1.0"), "Ok");
+        let tx = Box::new(Transaction {
+            sender: reverse_path,
+            params,
+            recipients: Vec::new(),
+            rcpt_attempts: 0,
+            chunks: None,
+        });
+        (Phase::Mail(client, tx), Flow::Continue)
+    }
+
+    fn rcpt(&mut self, phase: Phase, forward_path: String, params: RcptParams) -> (Phase, Flow) {
+        let (client, mut tx) = match phase {
+            Phase::Mail(client, tx) if tx.chunks.is_none() => (client, tx),
+            Phase::Mail(..) => {
+                let r = Refusal::new(503, "5.5.1", "RCPT after BDAT");
+                return (phase, self.refuse(r));
+            }
+            _ => {
+                let r = Refusal::new(503, "5.5.1", "Need MAIL before RCPT");
+                return (phase, self.refuse(r));
+            }
+        };
+        tx.rcpt_attempts = tx.rcpt_attempts.saturating_add(1);
+        if tx.recipients.len() >= self.server.limits.max_recipients {
+            // Not counted as an error: RFC 5321 §4.5.3.1.10 makes 452 the
+            // normal way to tell a client to send the rest in another
+            // transaction.
+            self.push(452, Some("4.5.3"), "Too many recipients");
+            return (Phase::Mail(client, tx), Flow::Continue);
+        }
+        if !client.esmtp && params != RcptParams::default() {
+            let r = Refusal::new(555, "5.5.4", "RCPT parameters need EHLO");
+            return (Phase::Mail(client, tx), self.refuse(r));
+        }
+        let verdict = self.server.policy.check_recipient(
+            &forward_path,
+            tx.params.smtputf8,
+            self.peer,
+            self.authenticated.is_some(),
+        );
+        match verdict {
+            Verdict::Refuse(r) => (Phase::Mail(client, tx), self.refuse(r)),
+            Verdict::Accept(address) => {
+                tx.recipients.push(Recipient {
+                    address,
+                    notify: params.notify.map(notify_text),
+                    orcpt: params.orcpt.map(|o| o.to_param()),
+                });
+                self.push(250, Some("2.1.5"), "Ok");
+                (Phase::Mail(client, tx), Flow::Continue)
+            }
+        }
+    }
+
+    /// Why a transaction cannot take message text now, if it cannot.
+    fn not_ready_for_text(phase: &Phase) -> Option<Refusal> {
+        match phase {
+            Phase::Fresh => Some(Refusal::new(503, "5.5.1", "Send EHLO or HELO first")),
+            Phase::Ready(_) => Some(Refusal::new(503, "5.5.1", "Need MAIL command")),
+            Phase::Mail(_, tx) if tx.recipients.is_empty() && tx.rcpt_attempts > 0 => {
+                Some(Refusal::new(554, "5.5.1", "No valid recipients"))
+            }
+            Phase::Mail(_, tx) if tx.recipients.is_empty() => {
+                Some(Refusal::new(503, "5.5.1", "Need RCPT command"))
+            }
+            Phase::Mail(..) => None,
+        }
+    }
+
+    async fn data(&mut self, phase: Phase) -> (Phase, Flow) {
+        let refusal = match &phase {
+            Phase::Mail(_, tx) if tx.chunks.is_some() => {
+                Some(Refusal::new(503, "5.5.1", "DATA after BDAT"))
+            }
+            other => Self::not_ready_for_text(other),
+        };
+        if let Some(r) = refusal {
+            return (phase, self.refuse(r));
+        }
+        let Phase::Mail(client, tx) = phase else {
+            return (phase, Flow::Continue);
+        };
+        self.push(354, None, "End data with <CR><LF>.<CR><LF>");
+        let mut sink = self.open_sink(&client, &tx);
+        let mut decoder = DataDecoder::new();
+        let mut text = Vec::with_capacity(READ_CHUNK);
+        loop {
+            text.clear();
+            let available = &self.input[self.pos..];
+            let end = decoder.decode(available, &mut text);
+            self.pos += end.unwrap_or(available.len());
+            sink.write(&text);
+            if end.is_some() {
+                break;
+            }
+            if let Err(end) = self.need_more(Wait::Text).await {
+                // The sink is dropped here: its temporary file goes.
+                return (Phase::Ready(client), Flow::Close(end));
+            }
+        }
+        let flow = self.finish_message(sink, &tx).await;
+        (Phase::Ready(client), flow)
+    }
+
+    async fn bdat(&mut self, phase: Phase, size: u64, last: bool) -> (Phase, Flow) {
+        // The chunk follows the command whatever the answer: it is always
+        // read, so that the session stays in step with the client.
+        if let Some(r) = Self::not_ready_for_text(&phase) {
+            if let Err(end) = self.take_chunk(size, None).await {
+                return (phase, Flow::Close(end));
+            }
+            return (phase, self.refuse(r));
+        }
+        let Phase::Mail(client, mut tx) = phase else {
+            return (phase, Flow::Continue);
+        };
+        let mut sink = match tx.chunks.take() {
+            Some(sink) => sink,
+            None => self.open_sink(&client, &tx),
+        };
+        if sink.would_exceed(size) {
+            sink.refuse_size();
+        }
+        if let Err(end) = self.take_chunk(size, Some(&mut sink)).await {
+            return (Phase::Ready(client), Flow::Close(end));
+        }
+        if let Some(r) = sink.refusal() {
+            // RFC 3030 §2: after an error the client sends no more chunks
+            // of this message; any it pipelined get 503 (no transaction).
+            return (Phase::Ready(client), self.refuse(r));
+        }
+        if last {
+            let flow = self.finish_message(sink, &tx).await;
+            return (Phase::Ready(client), flow);
+        }
+        self.push(250, Some("2.0.0"), &format!("{size} octets received"));
+        tx.chunks = Some(sink);
+        (Phase::Mail(client, tx), Flow::Continue)
+    }
+
+    /// Reads `size` bytes of a BDAT chunk into `sink` (or nowhere).
+    async fn take_chunk(
+        &mut self,
+        size: u64,
+        mut sink: Option<&mut MessageSink>,
+    ) -> Result<(), SessionEnd> {
+        let mut remaining = size;
+        loop {
+            let available = &self.input[self.pos..];
+            let n = usize::try_from(remaining).map_or(available.len(), |r| r.min(available.len()));
+            if let Some(sink) = sink.as_deref_mut() {
+                sink.write(&available[..n]);
+            }
+            self.pos += n;
+            remaining -= n as u64;
+            if remaining == 0 {
+                return Ok(());
+            }
+            self.need_more(Wait::Text).await?;
+        }
+    }
+
+    fn open_sink(&self, client: &Client, tx: &Transaction) -> MessageSink {
+        let envelope = Envelope {
+            sender: tx.sender.clone(),
+            recipients: tx.recipients.clone(),
+            envid: tx.params.envid.clone(),
+            ret: tx.params.ret.map(|r| match r {
+                Ret::Full => skein_spool::Ret::Full,
+                Ret::Headers => skein_spool::Ret::Headers,
+            }),
+            body: match tx.params.body {
+                Some(BodyType::EightBitMime) => skein_spool::BodyType::EightBitMime,
+                Some(BodyType::BinaryMime) => skein_spool::BodyType::BinaryMime,
+                Some(BodyType::SevenBit) | None => skein_spool::BodyType::SevenBit,
+            },
+            smtputf8: tx.params.smtputf8,
+            origin: format!("smtp [{}] helo={}", self.peer, client.helo),
+        };
+        // RFC 3848 and RFC 6531 names.
+        let base = match (tx.params.smtputf8, client.esmtp) {
+            (true, _) => "UTF8SMTP",
+            (false, true) => "ESMTP",
+            (false, false) => "SMTP",
+        };
+        let protocol = format!(
+            "{base}{}{}",
+            if self.tls.is_some() { "S" } else { "" },
+            if self.authenticated.is_some() {
+                "A"
+            } else {
+                ""
+            }
+        );
+        let single = match tx.recipients.as_slice() {
+            [only] => Some(only.address.as_str()),
+            _ => None,
+        };
+        let date = skein_mail::date::now_local();
+        let server = &self.server;
+        MessageSink::open(
+            &server.spool,
+            &envelope,
+            server.limits.max_line,
+            server.limits.max_message_size,
+            |id| {
+                Trace {
+                    helo: &client.helo,
+                    client: self.peer,
+                    hostname: &server.hostname,
+                    protocol: &protocol,
+                    tls: self.tls.as_deref(),
+                    id,
+                    single_recipient: single,
+                    date: &date,
+                }
+                .render()
+            },
+        )
+    }
+
+    async fn finish_message(&mut self, sink: MessageSink, tx: &Transaction) -> Flow {
+        match sink.finish().await {
+            Accepted::Queued(id) => {
+                self.messages += 1;
+                tracing::info!(
+                    id = id.as_str(),
+                    client = %self.peer,
+                    from = tx.sender.as_str(),
+                    nrcpt = tx.recipients.len(),
+                    "accepted"
+                );
+                self.server.spool.kick("router");
+                self.push(250, Some("2.0.0"), &format!("Ok: queued as {id}"));
+                Flow::Continue
+            }
+            Accepted::Refused(r) => self.refuse(r),
+        }
+    }
+
+    /// Queues a one-line reply.
+    fn push(&mut self, code: u16, enhanced: Option<&str>, text: &str) {
+        use std::fmt::Write as _;
+        let mut line = String::with_capacity(text.len() + 16);
+        let _ = match enhanced {
+            Some(e) => write!(line, "{code} {e} {text}\r\n"),
+            None => write!(line, "{code} {text}\r\n"),
+        };
+        self.out.extend_from_slice(line.as_bytes());
+    }
+
+    /// Queues a refusal and counts it; past `smtpd.max_errors`, adds the
+    /// 421 and ends the session.
+    fn refuse(&mut self, r: Refusal) -> Flow {
+        self.push(r.code, Some(r.enhanced), &r.text);
+        self.errors += 1;
+        if self.errors >= self.server.limits.max_errors {
+            let text = format!(
+                "{} Too many errors; closing connection",
+                self.server.hostname
+            );
+            self.push(421, Some("4.7.0"), &text);
+            return Flow::Close(SessionEnd::TooManyErrors);
+        }
+        Flow::Continue
+    }
+
+    /// Writes the queued replies, then reads more input.
+    async fn need_more(&mut self, wait: Wait) -> Result<(), SessionEnd> {
+        self.flush().await?;
+        self.fill(wait).await
+    }
+
+    async fn flush(&mut self) -> Result<(), SessionEnd> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let limit = self.server.limits.timeout(Wait::Command);
+        match tokio::time::timeout(limit, self.stream.write_all(&self.out)).await {
+            Ok(Ok(())) => {
+                self.out.clear();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(SessionEnd::Io(e)),
+            Err(_) => Err(SessionEnd::Timeout),
+        }
+    }
+
+    async fn fill(&mut self, wait: Wait) -> Result<(), SessionEnd> {
+        if self.pos > 0 {
+            self.input.drain(..self.pos);
+            self.pos = 0;
+        }
+        if self.input.capacity() - self.input.len() < READ_CHUNK / 2 {
+            self.input.reserve(READ_CHUNK);
+        }
+        let limit = self.server.limits.timeout(wait);
+        let read = tokio::select! {
+            read = tokio::time::timeout(limit, self.stream.read_buf(&mut self.input)) => read,
+            () = self.shutdown.wait() => {
+                let text = format!("{} Service shutting down", self.server.hostname);
+                self.push(421, Some("4.3.2"), &text);
+                let _ = self.flush().await;
+                return Err(SessionEnd::Shutdown);
+            }
+        };
+        match read {
+            Ok(Ok(0)) => Err(SessionEnd::PeerClosed),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(SessionEnd::Io(e)),
+            Err(_) => {
+                let text = format!("{} Timeout; closing connection", self.server.hostname);
+                self.push(421, Some("4.4.2"), &text);
+                let _ = self.flush().await;
+                Err(SessionEnd::Timeout)
+            }
+        }
+    }
+}
+
+/// NOTIFY as the spool stores it: `NEVER` or the conditions.
+fn notify_text(n: Notify) -> String {
+    if n.never {
+        return "NEVER".to_owned();
+    }
+    let list: Vec<&str> = [
+        (n.success, "SUCCESS"),
+        (n.failure, "FAILURE"),
+        (n.delay, "DELAY"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, w)| *w)
+    .collect();
+    list.join(",")
+}

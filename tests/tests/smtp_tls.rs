@@ -1,0 +1,100 @@
+//! STARTTLS policies of `skein-smtp` against the scripted server with an
+//! rcgen certificate: opportunistic delivery goes over TLS (and says so in
+//! the outcome), `verify` refuses a self-signed certificate with a
+//! deferral (4.7.x), `require` refuses a server without STARTTLS.
+
+use std::time::Duration;
+
+use skein_integration_tests::smtp_server::{ServerOptions, SmtpTest, shutdown, tls_config};
+use skein_proto::{Outcome, Status};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+async fn deliver_one(test: &SmtpTest) -> Outcome {
+    let (mut child, mut scheduler) = test.agent().await;
+    let file = test.message("m", b"Subject: tls\r\n\r\nsecret\r\n");
+    let mut outcomes =
+        tokio::time::timeout(LIMIT, scheduler.deliver(test.job(1, &file, &["a@x.test"])))
+            .await
+            .unwrap_or_else(|_| panic!("no outcome:\n{}", test.agent_log()))
+            .expect("job done");
+    assert!(
+        shutdown(&mut child, &mut scheduler, LIMIT).await,
+        "agent did not stop cleanly:\n{}",
+        test.agent_log()
+    );
+    assert_eq!(outcomes.len(), 1);
+    outcomes.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opportunistic_delivery_goes_over_tls() {
+    let options = ServerOptions {
+        pipelining: true,
+        tls: Some(tls_config(&["localhost"])),
+        ..ServerOptions::default()
+    };
+    let test = SmtpTest::new(options, "", "");
+    let outcome = deliver_one(&test).await;
+    assert_eq!(outcome.status, Status::Delivered, "{}", test.agent_log());
+    assert!(outcome.diagnostic.contains("TLSv1."), "{outcome:?}");
+    let messages = test.server.messages();
+    assert_eq!(messages.len(), 1);
+    assert!(messages[0].tls, "delivered in clear text");
+    assert_eq!(messages[0].data, b"Subject: tls\r\n\r\nsecret\r\n");
+    let commands = &test.server.connections()[0].commands;
+    assert_eq!(
+        commands[..3],
+        ["EHLO client.test", "STARTTLS", "EHLO client.test"],
+        "EHLO again after STARTTLS"
+    );
+    assert!(test.agent_log().contains("TLS established"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_refuses_a_self_signed_certificate() {
+    let options = ServerOptions {
+        tls: Some(tls_config(&["localhost", "127.0.0.1"])),
+        ..ServerOptions::default()
+    };
+    let test = SmtpTest::new(options, "tls = \"verify\"", "");
+    let outcome = deliver_one(&test).await;
+    assert!(
+        matches!(outcome.status, Status::Deferred { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!((outcome.enhanced.class, outcome.enhanced.subject), (4, 7));
+    assert!(test.server.messages().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn require_refuses_a_server_without_starttls() {
+    let test = SmtpTest::new(ServerOptions::default(), "tls = \"require\"", "");
+    let outcome = deliver_one(&test).await;
+    assert!(
+        matches!(outcome.status, Status::Deferred { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.enhanced.to_string(), "4.7.4");
+    assert!(test.server.messages().is_empty());
+    let commands = &test.server.connections()[0].commands;
+    assert!(
+        !commands.iter().any(|c| c.starts_with("MAIL")),
+        "{commands:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_route_can_require_tls_where_the_default_does_not() {
+    let options = ServerOptions::default();
+    let test = SmtpTest::new(options, "tls = \"opportunistic\"", "");
+    // The route for x.test insists; the global policy does not.
+    let route = format!(
+        "[[route]]\ndomain = \"x.test\"\nchannel = \"smtp\"\nnexthop = \"{}\"\ntls = \"require\"\n",
+        test.server.nexthop()
+    );
+    let text = std::fs::read_to_string(&test.config).expect("config") + &route;
+    std::fs::write(&test.config, text).expect("config");
+    let outcome = deliver_one(&test).await;
+    assert_eq!(outcome.enhanced.to_string(), "4.7.4", "{outcome:?}");
+}
