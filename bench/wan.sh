@@ -68,10 +68,18 @@ start_link() { # sink-flags expected-recipients simulator-flags...
     done
 }
 
+wait_sink() { # the sink prints its line once every recipient is in
+    for _ in $(seq 36000); do
+        [ -s "$WORK/sink.out" ] && return 0
+        sleep 0.05
+    done
+    echo "the sink never got every recipient" >&2
+    return 1
+}
+
 stop_link() {
-    wait "$SINK_PID" 2>/dev/null || true
-    kill "$SIM_PID" 2>/dev/null || true
-    wait "$SIM_PID" 2>/dev/null || true
+    kill "$SINK_PID" "$SIM_PID" 2>/dev/null || true
+    wait "$SINK_PID" "$SIM_PID" 2>/dev/null || true
 }
 
 field() { # name line
@@ -102,6 +110,7 @@ EOF
     out=$("$R/wan-driver" --agent "$R/skein-smtp" --config "$WORK/skein.toml" \
         --nexthop "127.0.0.1:$SIM_PORT" --scenario "$kind" --count "$count" \
         --size 4096 --dir "$WORK")
+    wait_sink
     stop_link
     local sink messages
     sink=$(cat "$WORK/sink.out")
@@ -169,12 +178,22 @@ postfix_run() { # scenario kind count
         sleep 0.1
     done
     postconf -c "$pf" -e 'defer_transports =' >/dev/null
+    postfix -c "$pf" reload >/dev/null 2>&1
+    # The reload is asynchronous: a flush before the queue manager has
+    # re-read its configuration would only defer everything again.
+    sleep 3
     local start end
     start=$(date +%s.%N)
-    postfix -c "$pf" reload >/dev/null 2>&1
     postqueue -c "$pf" -f
-    stop_link
+    wait_sink
     end=$(date +%s.%N)
+    # Let Postfix hear its last replies and empty its queue before the
+    # sink goes, so that nothing is left over for the next scenario.
+    for _ in $(seq 600); do
+        [ -z "$(postqueue -c "$pf" -j 2>/dev/null)" ] && break
+        sleep 0.1
+    done
+    stop_link
     postconf -c "$pf" -e 'defer_transports = smtp' >/dev/null
     postfix -c "$pf" reload >/dev/null 2>&1
     local sink messages

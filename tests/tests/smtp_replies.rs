@@ -352,3 +352,59 @@ async fn a_refusing_greeting_decides_by_its_class() {
         (Status::Failed, "5.7.1".into(), Some(554))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dsn_and_body_parameters_follow_the_servers_extensions() {
+    let options = ServerOptions {
+        pipelining: true,
+        dsn: true,
+        size: Some(0),
+        ..ServerOptions::default()
+    };
+    let test = SmtpTest::new(options, "", "");
+    let (mut child, mut scheduler) = test.agent().await;
+    let file = test.message("m", "Subject: 8bit\r\n\r\nK\u{f6}ln\r\n".as_bytes());
+    let mut job = test.job(1, &file, &["a@x.test", "b@x.test"]);
+    job.envid = Some("Q1 env".into());
+    job.ret = Some(skein_proto::Ret::Headers);
+    job.body = skein_proto::BodyType::EightBitMime;
+    job.recipients[0].notify = skein_proto::Notify {
+        never: false,
+        success: true,
+        failure: true,
+        delay: false,
+    };
+    job.recipients[0].orcpt = Some("rfc822;list+2Bx@x.test".into());
+    let mut utf8 = test.job(2, &file, &["c@x.test"]);
+    utf8.smtputf8 = true;
+    let first = scheduler.deliver(job).await.expect("done");
+    let second = scheduler.deliver(utf8).await.expect("done");
+    assert!(shutdown(&mut child, &mut scheduler, LIMIT).await);
+    assert!(
+        first.iter().all(|o| o.status == Status::Delivered),
+        "{first:?}"
+    );
+    // The server has no SMTPUTF8: that message fails at once.
+    assert_eq!(
+        status_of(&second, 0),
+        (Status::Failed, "5.6.7".into(), None)
+    );
+    let commands = &test.server.connections()[0].commands;
+    let envelope: Vec<&str> = commands
+        .iter()
+        .map(String::as_str)
+        .filter(|c| c.starts_with("MAIL") || c.starts_with("RCPT"))
+        .collect();
+    assert_eq!(
+        envelope,
+        [
+            format!(
+                "MAIL FROM:<sender@client.test> SIZE={} BODY=8BITMIME RET=HDRS ENVID=Q1+20env",
+                file.size
+            )
+            .as_str(),
+            "RCPT TO:<a@x.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;list+2Bx@x.test",
+            "RCPT TO:<b@x.test>",
+        ]
+    );
+}

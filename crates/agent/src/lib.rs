@@ -50,6 +50,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cli;
 mod connection;
 mod delivery;
 mod error;

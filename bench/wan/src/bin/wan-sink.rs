@@ -2,8 +2,9 @@
 //! an SMTP server that accepts everything and keeps nothing, for the WAN
 //! benchmark. It answers each batch of pipelined commands with one write,
 //! as Postfix does, un-stuffs DATA and reads BDAT chunks, and counts
-//! connections, transactions and recipients. With `--expect N` it exits
-//! once N recipients have been delivered and prints `recipients=N
+//! connections, transactions and recipients. With `--expect N`, once N
+//! recipients have been delivered, it prints (and goes on serving until
+//! killed) `recipients=N
 //! transactions=T connections=C seconds=S` (from the first EHLO to the
 //! last delivery).
 
@@ -91,6 +92,9 @@ async fn main() {
         stats.connections.load(Ordering::SeqCst),
         first.elapsed().as_secs_f64()
     );
+    // Keep answering until killed: a client must get its last replies and
+    // say QUIT, or it would count the message as undelivered.
+    std::future::pending::<()>().await;
 }
 
 enum Mode {
