@@ -4,10 +4,7 @@
 
 mod smtpd_support;
 
-use smtpd_support::{Client, Smtpd, certificate, free_port};
-
-/// `alice`'s password is "s3cret pass".
-const PASSWORDS: &str = "# test users\nalice:$argon2id$v=19$m=19456,t=2,p=1$c2tlaW50ZXN0c2FsdA$77ZdsPAZDWO3u43UcM/8Ht5yMkbFtrndFzoqolotwUg\n";
+use smtpd_support::Client;
 
 fn b64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -31,21 +28,7 @@ fn b64(bytes: &[u8]) -> String {
 #[test]
 fn auth_then_relay() {
     let files = tempfile::tempdir().expect("tempdir");
-    let (tls, der) = certificate(files.path());
-    let passwd = files.path().join("passwd");
-    std::fs::write(&passwd, PASSWORDS).expect("password file");
-    let submission = free_port();
-    // Loopback is *not* a relay network here: only AUTH allows relaying.
-    let smtpd = Smtpd::start(
-        &format!(
-            "relay_networks = []\nsubmission = [\"127.0.0.1:{submission}\"]\npassword_file = \"{}\"",
-            passwd.display()
-        ),
-        &tls,
-    );
-    assert!(smtpd.env.wait_for(smtpd_support::GUARD, || {
-        std::net::TcpStream::connect(("127.0.0.1", submission)).is_ok()
-    }));
+    let (smtpd, submission, der) = smtpd_support::submission_server(files.path());
 
     // Port 25 style: no AUTH, relay refused.
     let mut c = smtpd.client();

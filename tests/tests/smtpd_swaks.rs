@@ -6,11 +6,6 @@ mod smtpd_support;
 
 use std::process::Command;
 
-use smtpd_support::{GUARD, Smtpd, certificate, free_port};
-
-/// `alice`'s password is "s3cret pass".
-const PASSWORDS: &str = "alice:$argon2id$v=19$m=19456,t=2,p=1$c2tlaW50ZXN0c2FsdA$77ZdsPAZDWO3u43UcM/8Ht5yMkbFtrndFzoqolotwUg\n";
-
 /// Runs swaks with `args`; asserts that it succeeded and returns its
 /// transcript.
 fn swaks(args: &[&str]) -> String {
@@ -30,20 +25,7 @@ fn swaks(args: &[&str]) -> String {
 #[test]
 fn swaks_pipelining_starttls_auth() {
     let files = tempfile::tempdir().expect("tempdir");
-    let (tls, _) = certificate(files.path());
-    let passwd = files.path().join("passwd");
-    std::fs::write(&passwd, PASSWORDS).expect("password file");
-    let submission = free_port();
-    let smtpd = Smtpd::start(
-        &format!(
-            "relay_networks = []\nsubmission = [\"127.0.0.1:{submission}\"]\npassword_file = \"{}\"",
-            passwd.display()
-        ),
-        &tls,
-    );
-    assert!(smtpd.env.wait_for(GUARD, || {
-        std::net::TcpStream::connect(("127.0.0.1", submission)).is_ok()
-    }));
+    let (smtpd, submission, _) = smtpd_support::submission_server(files.path());
     let port = smtpd.port.to_string();
     let submission = submission.to_string();
     let common = [

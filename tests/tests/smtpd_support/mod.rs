@@ -275,6 +275,33 @@ impl rustls::client::danger::ServerCertVerifier for Pinned {
     }
 }
 
+/// The submission users: `alice`, password `s3cret pass` (argon2id).
+pub const PASSWORDS: &str = "# test users\nalice:$argon2id$v=19$m=19456,t=2,p=1$c2tlaW50ZXN0c2FsdA$77ZdsPAZDWO3u43UcM/8Ht5yMkbFtrndFzoqolotwUg\n";
+
+/// A `skein-smtpd` with a certificate (written into `dir`), [`PASSWORDS`]
+/// and a submission port, where loopback is *not* a relay network (only
+/// AUTH allows relaying), once both ports accept connections. Returns the
+/// server, its submission port and the certificate to pin.
+pub fn submission_server(
+    dir: &std::path::Path,
+) -> (Smtpd, u16, rustls::pki_types::CertificateDer<'static>) {
+    let (tls, der) = certificate(dir);
+    let passwd = dir.join("passwd");
+    std::fs::write(&passwd, PASSWORDS).expect("password file");
+    let submission = free_port();
+    let smtpd = Smtpd::start(
+        &format!(
+            "relay_networks = []\nsubmission = [\"127.0.0.1:{submission}\"]\npassword_file = \"{}\"",
+            passwd.display()
+        ),
+        &tls,
+    );
+    assert!(smtpd.env.wait_for(GUARD, || {
+        TcpStream::connect(("127.0.0.1", submission)).is_ok()
+    }));
+    (smtpd, submission, der)
+}
+
 /// A fresh self-signed certificate for `localhost`, written as PEM files
 /// into `dir`; returns the `[tls]` section and the certificate.
 pub fn certificate(dir: &std::path::Path) -> (String, rustls::pki_types::CertificateDer<'static>) {
