@@ -54,63 +54,95 @@ impl SchedulerLink {
     /// Tells the scheduler that `queue_id` is routed. Returns whether it
     /// acknowledged.
     pub async fn submitted(&mut self, queue_id: &str) -> bool {
-        if self.quiet_until.is_some_and(|until| Instant::now() < until) {
-            return false;
+        self.submitted_all(&[queue_id.to_owned()]).await == 1
+    }
+
+    /// Tells the scheduler that every message of `queue_ids` is routed,
+    /// pipelined: all the requests are written, then all the answers read,
+    /// so a batch costs one round trip. Returns how many it acknowledged.
+    pub async fn submitted_all(&mut self, queue_ids: &[String]) -> usize {
+        if queue_ids.is_empty() || self.quiet_until.is_some_and(|until| Instant::now() < until) {
+            return 0;
         }
         self.quiet_until = None;
-        let request = ControlRequest::Submitted {
-            queue_id: queue_id.to_owned(),
-        };
+        let requests: Vec<ControlRequest> = queue_ids
+            .iter()
+            .map(|queue_id| ControlRequest::Submitted {
+                queue_id: queue_id.clone(),
+            })
+            .collect();
         // A kept connection may have died with a previous scheduler: one
         // retry on a fresh connection tells that apart from a real failure.
         let reused = self.conn.is_some();
-        let mut result = self.request(&request).await;
+        let mut result = self.requests(&requests).await;
         if result.is_err() && reused {
-            result = self.request(&request).await;
+            result = self.requests(&requests).await;
         }
-        match result {
-            Ok(ControlResponse::Ok { .. }) => {
-                tracing::debug!(queue_id, "scheduler notified");
-                true
-            }
-            Ok(ControlResponse::Error(e)) => {
-                tracing::warn!(queue_id, kind = ?e.kind, error = e.message.as_str(), "scheduler refused the notification");
-                false
-            }
-            Ok(other) => {
-                self.conn = None;
-                tracing::warn!(queue_id, response = ?other, "unexpected answer from the scheduler; dropping the connection");
-                false
-            }
+        let first = queue_ids[0].as_str();
+        let responses = match result {
+            Ok(responses) => responses,
             Err(Failure::Absent(e)) => {
-                tracing::debug!(queue_id, error = %e, "scheduler not running; it will find the message when it starts");
-                false
+                tracing::debug!(queue_id = first, messages = queue_ids.len(), error = %e, "scheduler not running; it will find the messages when it starts");
+                return 0;
             }
             Err(Failure::Broken(why)) => {
                 self.quiet_until = Some(Instant::now() + QUIET_AFTER_FAILURE);
                 tracing::warn!(
-                    queue_id,
+                    queue_id = first,
+                    messages = queue_ids.len(),
                     error = why.as_str(),
-                    "cannot notify the scheduler; it will find the message on its next scan"
+                    "cannot notify the scheduler; it will find the messages on its next scan"
                 );
-                false
+                return 0;
+            }
+        };
+        let mut acknowledged = 0;
+        for (queue_id, response) in queue_ids.iter().zip(responses) {
+            let queue_id = queue_id.as_str();
+            match response {
+                ControlResponse::Ok { .. } => {
+                    tracing::debug!(queue_id, "scheduler notified");
+                    acknowledged += 1;
+                }
+                ControlResponse::Error(e) => {
+                    tracing::warn!(queue_id, kind = ?e.kind, error = e.message.as_str(), "scheduler refused the notification");
+                }
+                other => {
+                    self.conn = None;
+                    tracing::warn!(queue_id, response = ?other, "unexpected answer from the scheduler; dropping the connection");
+                    break;
+                }
             }
         }
+        acknowledged
     }
 
-    async fn request(&mut self, request: &ControlRequest) -> Result<ControlResponse, Failure> {
+    /// Writes every request, then reads one answer per request.
+    async fn requests(
+        &mut self,
+        requests: &[ControlRequest],
+    ) -> Result<Vec<ControlResponse>, Failure> {
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
             None => self.connect().await?,
         };
         let exchange = async {
-            conn.send(request).await?;
-            conn.recv::<ControlResponse>().await
+            for request in requests {
+                conn.send(request).await?;
+            }
+            let mut responses = Vec::with_capacity(requests.len());
+            while responses.len() < requests.len() {
+                match conn.recv::<ControlResponse>().await? {
+                    Some(response) => responses.push(response),
+                    None => return Ok(None),
+                }
+            }
+            Ok::<_, ProtoError>(Some(responses))
         };
         match timeout(REPLY_TIMEOUT, exchange).await {
-            Ok(Ok(Some(response))) => {
+            Ok(Ok(Some(responses))) => {
                 self.conn = Some(conn);
-                Ok(response)
+                Ok(responses)
             }
             Ok(Ok(None)) => Err(Failure::Broken(
                 "the scheduler closed the connection".into(),
@@ -238,6 +270,40 @@ mod tests {
         drop(_b);
         assert!(link.submitted("C").await);
         assert_eq!(seen.recv().await.unwrap(), (2, "C".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_pipelined_on_one_connection_and_counted() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("scheduler.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        // Every id with a 'x' in it is refused.
+        let mut seen = fake_scheduler(listener, |id| {
+            if id.contains('x') {
+                ControlResponse::Error(ControlError {
+                    kind: ControlErrorKind::UnknownId,
+                    message: "no such message".into(),
+                })
+            } else {
+                ok(id)
+            }
+        });
+        let mut link = SchedulerLink::new(path);
+        let ids: Vec<String> = (0..300)
+            .map(|i| {
+                if i % 100 == 7 {
+                    format!("x{i}")
+                } else {
+                    format!("M{i}")
+                }
+            })
+            .collect();
+        assert_eq!(link.submitted_all(&ids).await, 297);
+        for id in &ids {
+            assert_eq!(seen.recv().await.unwrap(), (1, id.clone()));
+        }
+        assert_eq!(link.submitted_all(&[]).await, 0);
+        assert!(link.conn.is_some());
     }
 
     #[tokio::test]

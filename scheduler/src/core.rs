@@ -27,6 +27,9 @@ use crate::state::{Msg, RState, notify_of, now_micros};
 const AUTO_MAXTA: usize = 100;
 /// After a failure to start an agent, wait this long before trying again.
 const SPAWN_BACKOFF: Duration = Duration::from_secs(30);
+/// Retired files are published at the latest when this many wait (else
+/// whenever the scheduler has no event waiting).
+const PUBLISH_AT: usize = 256;
 /// How often the spool is rescanned for control files we were not told of.
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -402,10 +405,14 @@ impl Core {
             remote_mta: remote_mta.clone(),
             diagnostic: diagnostic.clone(),
         };
-        if let Err(e) = Journal::open(&msg.control_path).and_then(|mut j| j.append(&[record])) {
+        // Written now, made durable when the message settles (see
+        // `settle`): a process crash cannot lose it, a power loss before
+        // that fdatasync gets the recipient tried again.
+        match Journal::open(&msg.control_path).and_then(|mut j| j.write(&[record])) {
+            Ok(()) => msg.unsynced = true,
             // Not recorded: after a restart the recipient is simply tried
             // again (at-least-once). Keep going in memory.
-            tracing::error!(queue_id, error = %e, "cannot record an outcome");
+            Err(e) => tracing::error!(queue_id, error = %e, "cannot record an outcome"),
         }
         let notify = notify_of(msg.control.recipients[i].notify.as_deref());
         r.status = status.clone();
@@ -598,6 +605,11 @@ impl Core {
         }
         if now.duration_since(self.last_rescan) > RESCAN_INTERVAL {
             self.scan();
+            match self.spool.trim_free() {
+                Ok(0) => {}
+                Ok(removed) => tracing::debug!(removed, "trimmed the pool of reusable files"),
+                Err(e) => tracing::warn!(error = %e, "cannot trim the pool of reusable files"),
+            }
         }
     }
 
@@ -676,10 +688,36 @@ impl Core {
         {
             return;
         }
+        if m.is_done() {
+            // Nothing to notify: the removal is the last word, and it
+            // needs the journal no more durable than it is itself (see
+            // `remove`), so the message's outcomes are never synced.
+            return self.remove(id, "delivered");
+        }
+        // Outcomes are made durable before anything acts on them: a DSN is
+        // sent only for a failure that a power loss cannot undo, a
+        // deferral outlives a power loss with its retry time.
+        self.sync_journal(id);
         bounce::failures(self, id);
         bounce::successes(self, id);
         if self.msgs.get(id).is_some_and(Msg::is_done) {
             self.remove(id, "delivered");
+        }
+    }
+
+    /// Makes the outcomes written to `id`'s journal durable, if any are
+    /// not yet. On failure they stay in the page cache: a power loss
+    /// before the next sync gets those recipients tried again.
+    fn sync_journal(&mut self, id: &str) {
+        let Some(m) = self.msgs.get_mut(id) else {
+            return;
+        };
+        if !m.unsynced {
+            return;
+        }
+        match Journal::open(&m.control_path).and_then(|mut j| j.sync()) {
+            Ok(()) => m.unsynced = false,
+            Err(e) => tracing::error!(queue_id = id, error = %e, "cannot make outcomes durable"),
         }
     }
 
@@ -695,20 +733,35 @@ impl Core {
             }
             self.drop_thread_if_empty(&key);
         }
-        // No fsync: a removal that a power loss undoes only brings back a
-        // message whose journal says every recipient is final, and loading
-        // such a message removes it again (see `load`). The control file
+        // The files are retired into free/ for reuse (docs/spool.md,
+        // "Recycled files"), which is a removal as far as the queue is
+        // concerned. No fsync: a removal that a power loss undoes only
+        // brings back a message whose journal says every recipient is
+        // final, or that is delivered again (at-least-once), and loading a
+        // finished message removes it again (see `load`). The control file
         // goes first so that a message file is never left looking alive
         // without its journal.
-        let result = std::fs::remove_file(&m.control_path)
-            .map_err(|e| SpoolError::io("unlink", &m.control_path, e))
-            .and_then(|()| {
-                std::fs::remove_file(&m.message_path)
-                    .map_err(|e| SpoolError::io("unlink", &m.message_path, e))
-            });
+        let result = self.spool.retire(&m.control_path, &m.message_path, id);
+        if self.spool.retired() >= PUBLISH_AT {
+            // Busy without a pause: do not let the pool run dry meanwhile.
+            self.publish_retired();
+        }
         match result {
             Ok(()) => tracing::info!(queue_id = id, why, "removed"),
             Err(e) => tracing::error!(queue_id = id, error = %e, "cannot remove finished message"),
+        }
+    }
+
+    /// Makes the files of removed messages reusable (see
+    /// [`Spool::publish_retired`]): called when no event is waiting, so
+    /// that one pair of directory fsyncs covers every removal of a busy
+    /// moment.
+    pub fn publish_retired(&mut self) {
+        if self.spool.retired() == 0 {
+            return;
+        }
+        if let Err(e) = self.spool.publish_retired() {
+            tracing::warn!(error = %e, "cannot publish retired files for reuse; trying again later");
         }
     }
 
@@ -718,6 +771,8 @@ impl Core {
             .msgs
             .get(id)
             .ok_or_else(|| SpoolError::Invalid(format!("no message {id}")))?;
+        // The append's fdatasync also makes durable the outcomes written
+        // before it.
         Journal::open(&m.control_path)?.append(&[record])
     }
 

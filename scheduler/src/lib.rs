@@ -82,6 +82,11 @@ pub async fn serve(
             "cleaned stale temporary files"
         );
     }
+    match spool.trim_free() {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "trimmed the pool of reusable files"),
+        Err(e) => tracing::warn!(error = %e, "cannot trim the pool of reusable files"),
+    }
     let socket = spool.dir(Area::Run).join("scheduler.sock");
     let listener = control::bind(&socket)?;
     ctx.drop_privileges()?;
@@ -107,7 +112,12 @@ pub async fn serve(
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
-                Some(ev) => core.handle(ev),
+                Some(ev) => {
+                    core.handle(ev);
+                    if rx.is_empty() {
+                        core.publish_retired();
+                    }
+                }
                 None => break,
             },
             () = shutdown.wait() => break,
@@ -124,6 +134,7 @@ pub async fn serve(
         }
     }
     core.kill_agents();
+    core.publish_retired();
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }

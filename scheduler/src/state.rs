@@ -81,6 +81,8 @@ pub struct Msg {
     pub rcpts: Vec<Rcpt>,
     /// Held by an administrator.
     pub held: bool,
+    /// Outcomes were written to the journal since its last fdatasync.
+    pub unsynced: bool,
 }
 
 /// Parses a NOTIFY value (`NEVER` or a comma list); absent = the RFC 3461
@@ -191,6 +193,7 @@ impl Msg {
             message_path,
             rcpts,
             held,
+            unsynced: false,
         }
     }
 

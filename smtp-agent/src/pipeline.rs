@@ -226,9 +226,9 @@ impl Session {
             // Take every job already waiting before deciding what to
             // write, so that they share the first writes.
             while !agent.closed {
-                match tokio::time::timeout(Duration::ZERO, agent.next_event()).await {
-                    Ok(event) => agent.handle(event?).await?,
-                    Err(_) => break,
+                match poll_once(agent.next_event()).await {
+                    Some(event) => agent.handle(event?).await?,
+                    None => break,
                 }
             }
             if agent.closed {
@@ -953,4 +953,21 @@ async fn write_loop(
     }
     // A clean end: FIN (or TLS close_notify, then FIN).
     let _ = tokio::time::timeout(QUIT_WAIT, writer.shutdown()).await;
+}
+
+/// Polls `future` once: its output if it is ready now, `None` if not (the
+/// future is dropped, so it must be cancel-safe). Unlike
+/// `tokio::time::timeout(Duration::ZERO, ..)`, which arms a timer that
+/// fires only at the timer wheel's next millisecond tick, this never
+/// waits: a pending event queue costs one poll, not a millisecond per
+/// turn of the session loop.
+async fn poll_once<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match future.as_mut().poll(cx) {
+            std::task::Poll::Ready(output) => Some(output),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
 }

@@ -503,10 +503,22 @@ impl Journal {
     /// Appends the records with one `write` and makes them durable
     /// (`fdatasync`) before returning.
     pub fn append(&mut self, records: &[Record]) -> Result<(), SpoolError> {
+        self.write(records)?;
+        self.sync()
+    }
+
+    /// Appends the records with one `write`, without waiting for the disk:
+    /// they survive the death of the process at once, a power loss only
+    /// after a later [`Journal::sync`] (or an `append`) on the file.
+    pub fn write(&mut self, records: &[Record]) -> Result<(), SpoolError> {
         let text: String = records.iter().map(Record::render).collect();
         self.file
             .write_all(text.as_bytes())
-            .map_err(|e| SpoolError::io("append", &self.path, e))?;
+            .map_err(|e| SpoolError::io("append", &self.path, e))
+    }
+
+    /// Makes everything written to the file so far durable (`fdatasync`).
+    pub fn sync(&mut self) -> Result<(), SpoolError> {
         self.file
             .sync_data()
             .map_err(|e| SpoolError::io("fdatasync", &self.path, e))

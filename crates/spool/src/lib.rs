@@ -13,6 +13,7 @@
 //!   transport/   control files: routed recipients + outcome journal
 //!   corrupt/     files set aside because they failed their checks
 //!   run/         sockets, locks and pid files of the running daemons
+//!   free/        files of finished messages, kept for reuse (see `pool`)
 //! ```
 //!
 //! Every transition into a visible state is: write into `tmp/`, `fsync`
@@ -30,6 +31,7 @@ mod control;
 pub mod durable;
 mod error;
 mod message;
+mod pool;
 mod queue_id;
 pub mod text;
 
@@ -45,6 +47,7 @@ pub use message::{
     BodyType, Envelope, MAX_HEADER, MessageInfo, MessageWriter, Recipient, Ret, parse_header,
     read_header, read_message, verify_body,
 };
+pub use pool::{Kind as FileKind, POOL_MAX};
 pub use queue_id::{InvalidQueueId, QUEUE_ID_LEN, QueueId};
 
 /// The states a file can be in, named after their directories.
@@ -62,17 +65,20 @@ pub enum Area {
     Corrupt,
     /// `run/`: sockets and locks.
     Run,
+    /// `free/`: files of finished messages kept for reuse.
+    Free,
 }
 
 impl Area {
     /// Every area, in creation order.
-    pub const ALL: [Area; 6] = [
+    pub const ALL: [Area; 7] = [
         Area::Tmp,
         Area::Incoming,
         Area::Queue,
         Area::Transport,
         Area::Corrupt,
         Area::Run,
+        Area::Free,
     ];
 
     /// The directory name.
@@ -84,6 +90,7 @@ impl Area {
             Area::Transport => "transport",
             Area::Corrupt => "corrupt",
             Area::Run => "run",
+            Area::Free => "free",
         }
     }
 }
@@ -105,6 +112,8 @@ pub const STALE_TMP_AGE: Duration = Duration::from_secs(24 * 3600);
 #[derive(Debug, Clone)]
 pub struct Spool {
     root: PathBuf,
+    pool: std::sync::Arc<pool::Pool>,
+    incoming: std::sync::Arc<durable::GroupSync>,
 }
 
 impl Spool {
@@ -112,7 +121,15 @@ impl Spool {
     /// 0750; `run/` 0750 too — the control socket sets its own mode).
     pub fn open(root: impl Into<PathBuf>) -> Result<Spool, SpoolError> {
         let root = root.into();
-        let spool = Spool { root };
+        let pool = std::sync::Arc::new(pool::Pool::new(root.join(Area::Free.dir_name())));
+        let incoming = std::sync::Arc::new(durable::GroupSync::new(
+            root.join(Area::Incoming.dir_name()),
+        ));
+        let spool = Spool {
+            root,
+            pool,
+            incoming,
+        };
         for area in Area::ALL {
             let dir = spool.dir(area);
             match std::fs::DirBuilder::new()
@@ -154,7 +171,13 @@ impl Spool {
         if envelope.recipients.is_empty() {
             return Err(SpoolError::Invalid("a message needs recipients".into()));
         }
-        MessageWriter::create(&self.dir(Area::Tmp), &self.dir(Area::Incoming), envelope)
+        MessageWriter::create(
+            &self.dir(Area::Tmp),
+            &self.dir(Area::Incoming),
+            envelope,
+            Some(&self.pool),
+            Some(&self.incoming),
+        )
     }
 
     /// The queue ids in an area, oldest first. Names that are not queue
@@ -185,40 +208,166 @@ impl Spool {
     /// that id: a router that crashed after writing it must not write a
     /// second one.
     pub fn create_control(&self, control: &ControlFile) -> Result<bool, SpoolError> {
-        let dest = self.path(Area::Transport, &control.id);
-        let tmp = self.write_tmp(&control.id, control.render()?.as_bytes())?;
-        let placed = durable::rename_noreplace(&tmp, &dest)?;
-        if placed {
-            durable::fsync_dir(&self.dir(Area::Transport))?;
-        } else {
-            let _ = std::fs::remove_file(&tmp);
+        self.create_controls(&[control])
+            .pop()
+            .unwrap_or_else(|| Err(SpoolError::Invalid("no control file written".into())))
+    }
+
+    /// [`Spool::create_control`] for many messages as one group commit:
+    /// every file is written to `tmp/`, all of them are made durable
+    /// together (their fsyncs issued at once, so the file system commits
+    /// them in one go), then each is renamed into `transport/` without
+    /// replacing anything, and `transport/` is fsynced once for them all.
+    /// One result per control file, in order; a control file is placed
+    /// (`Ok(true)`) only once that last fsync has succeeded.
+    pub fn create_controls(&self, controls: &[&ControlFile]) -> Vec<Result<bool, SpoolError>> {
+        let mut results = Vec::with_capacity(controls.len());
+        let mut written = Vec::new();
+        let mut recycled = false;
+        for control in controls {
+            let tmp = control
+                .render()
+                .and_then(|text| self.write_tmp(&control.id, text.as_bytes()));
+            match tmp {
+                Ok((file, tmp, from_pool)) => {
+                    recycled |= from_pool;
+                    written.push((results.len(), file, tmp));
+                    results.push(Ok(false));
+                }
+                Err(e) => results.push(Err(e)),
+            }
         }
-        Ok(placed)
+        let files: Vec<&std::fs::File> = written.iter().map(|(_, file, _)| file).collect();
+        let mut synced = durable::sync_files(&files);
+        if recycled && let Err(e) = self.pool.sync() {
+            let why = e.to_string();
+            synced = synced
+                .into_iter()
+                .map(|_| Err(io::Error::other(why.clone())))
+                .collect();
+        }
+        let mut placed = Vec::new();
+        for ((index, _, tmp), sync) in written.into_iter().zip(synced) {
+            let dest = self.path(Area::Transport, &controls[index].id);
+            let outcome = sync
+                .map_err(|e| SpoolError::io("fsync", &tmp, e))
+                .and_then(|()| durable::rename_noreplace(&tmp, &dest));
+            match outcome {
+                Ok(true) => placed.push(index),
+                Ok(false) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    results[index] = Ok(false);
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    results[index] = Err(e);
+                }
+            }
+        }
+        if !placed.is_empty() {
+            let dir = self.dir(Area::Transport);
+            match durable::fsync_dir(&dir) {
+                Ok(()) => placed.iter().for_each(|&i| results[i] = Ok(true)),
+                Err(e) => {
+                    // The names may or may not survive a power loss: report
+                    // failure, and leave them for the next attempt, which
+                    // finds them (state S1') and keeps them.
+                    let why = e.to_string();
+                    for &i in &placed {
+                        results[i] = Err(SpoolError::Invalid(format!(
+                            "control file {} placed but not made durable: {why}",
+                            controls[i].id
+                        )));
+                    }
+                }
+            }
+        }
+        results
+    }
+
+    /// Retires the files of a finished message for reuse (step 1 of the
+    /// protocol in docs/spool.md, "Recycled files"): its control file
+    /// first, then its message file, each renamed into `free/` (or removed
+    /// if that fails). Like a removal, this is not synced: a power loss
+    /// may bring the message back, finished, and the scheduler then
+    /// removes it again.
+    pub fn retire(&self, control: &Path, message: &Path, id: &str) -> Result<(), SpoolError> {
+        self.pool.retire(control, id, FileKind::Control)?;
+        self.pool.retire(message, id, FileKind::Message)
+    }
+
+    /// How many retired files wait for [`Spool::publish_retired`].
+    pub fn retired(&self) -> usize {
+        self.pool.staged()
+    }
+
+    /// Makes the files retired by this process reusable (step 2): fsyncs
+    /// the directories they left, then publishes them in `free/`. Returns
+    /// how many were published.
+    pub fn publish_retired(&self) -> Result<usize, SpoolError> {
+        self.pool.publish()
+    }
+
+    /// Brings `free/` back to at most [`POOL_MAX`] files and removes files
+    /// left staged by an earlier process. Returns how many were removed.
+    pub fn trim_free(&self) -> Result<usize, SpoolError> {
+        self.pool.trim(POOL_MAX)
     }
 
     /// Replaces a control file atomically (to drop a torn record or to
     /// compact its journal).
     pub fn rewrite_control(&self, control: &ControlFile) -> Result<(), SpoolError> {
         let dest = self.path(Area::Transport, &control.id);
-        let tmp = self.write_tmp(&control.id, control.render()?.as_bytes())?;
+        let (file, tmp, recycled) = self.write_tmp(&control.id, control.render()?.as_bytes())?;
+        let synced = file
+            .sync_all()
+            .map_err(|e| SpoolError::io("fsync", &tmp, e))
+            .and_then(|()| if recycled { self.pool.sync() } else { Ok(()) });
+        if let Err(e) = synced {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         durable::rename_durable(&tmp, &dest)
     }
 
-    fn write_tmp(&self, id: &QueueId, bytes: &[u8]) -> Result<PathBuf, SpoolError> {
+    /// Writes `bytes` to a file in `tmp/` — a recycled one if the pool
+    /// has one (the third value says so) — not yet synced: the caller
+    /// syncs the file (and, for a recycled one, `free/`) before renaming it
+    /// anywhere.
+    fn write_tmp(
+        &self,
+        id: &QueueId,
+        bytes: &[u8],
+    ) -> Result<(std::fs::File, PathBuf, bool), SpoolError> {
         use std::io::Write;
         let tmp = self
             .dir(Area::Tmp)
             .join(format!("{}.{id}.ctl", std::process::id()));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| SpoolError::io("create", &tmp, e))?;
-        f.write_all(bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| SpoolError::io("write", &tmp, e))?;
-        Ok(tmp)
+        let (mut f, recycled) = match self.pool.take(FileKind::Control, &tmp) {
+            Some(taken) => (taken.file, true),
+            None => {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&tmp)
+                    .map_err(|e| SpoolError::io("create", &tmp, e))?;
+                (f, false)
+            }
+        };
+        // A recycled file still has its old content: cut it to the new.
+        let written = f.write_all(bytes).and_then(|()| {
+            if recycled {
+                f.set_len(bytes.len() as u64)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(SpoolError::io("write", &tmp, e));
+        }
+        Ok((f, tmp, recycled))
     }
 
     /// Removes temporary files whose writer is gone: the pid in the name is
@@ -394,6 +543,175 @@ mod tests {
         assert_eq!(r.kept, 1);
         assert_eq!(r.removed.len(), 2);
         assert!(live.exists() && !dead.exists() && !junk.exists());
+    }
+
+    #[test]
+    fn control_files_are_created_as_one_batch() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::open(d.path()).unwrap();
+        let controls: Vec<ControlFile> = (0..40)
+            .map(|i| {
+                let mut c = control::tests::sample();
+                c.id = QueueId::from_parts(1_764_377_978_123_456 + i, 42, i);
+                c
+            })
+            .collect();
+        // One of them exists already: it is kept, the others are placed.
+        let mut earlier = controls[7].clone();
+        earlier.records.clear();
+        assert!(s.create_control(&earlier).unwrap());
+        let refs: Vec<&ControlFile> = controls.iter().collect();
+        let results = s.create_controls(&refs);
+        assert_eq!(results.len(), 40);
+        for (i, (result, control)) in results.into_iter().zip(&controls).enumerate() {
+            assert_eq!(result.unwrap(), i != 7, "control file {i}");
+            let (back, torn) = ControlFile::read(&s.path(Area::Transport, &control.id)).unwrap();
+            assert!(!torn);
+            assert_eq!(
+                back,
+                if i == 7 {
+                    earlier.clone()
+                } else {
+                    control.clone()
+                }
+            );
+        }
+        assert!(
+            std::fs::read_dir(s.dir(Area::Tmp))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+        assert!(s.create_controls(&[]).is_empty());
+    }
+
+    fn inode(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap().ino()
+    }
+
+    fn free_names(s: &Spool) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(s.dir(Area::Free))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Queues a message with a long body and a long control file, as the
+    /// router leaves them.
+    fn queued(s: &Spool, body: &[u8]) -> (QueueId, PathBuf, PathBuf) {
+        let mut w = s.create_incoming(&env()).unwrap();
+        w.write_message(body).unwrap();
+        let id = w.commit().unwrap();
+        let message = s.path(Area::Queue, &id);
+        std::fs::rename(s.path(Area::Incoming, &id), &message).unwrap();
+        let mut control = control::tests::sample();
+        control.id = id.clone();
+        assert!(s.create_control(&control).unwrap());
+        let control_path = s.path(Area::Transport, &id);
+        (id, control_path, message)
+    }
+
+    #[test]
+    fn retired_files_are_reused_only_once_published() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::open(d.path()).unwrap();
+        let long = vec![b'x'; 20_000];
+        let (id, control, message) = queued(&s, &long);
+        let (control_ino, message_ino) = (inode(&control), inode(&message));
+        s.retire(&control, &message, id.as_str()).unwrap();
+        assert!(!control.exists() && !message.exists());
+        assert_eq!(s.retired(), 2);
+        assert_eq!(
+            free_names(&s),
+            vec![format!(".{id}.c"), format!(".{id}.m")],
+            "staged, not yet published"
+        );
+
+        // Staged files are not taken: a new message gets a new file.
+        let mut w = s.create_incoming(&env()).unwrap();
+        w.write_message(b"short\r\n").unwrap();
+        let staged_time = w.commit().unwrap();
+        assert_ne!(inode(&s.path(Area::Incoming, &staged_time)), message_ino);
+
+        assert_eq!(s.publish_retired().unwrap(), 2);
+        assert_eq!(s.retired(), 0);
+        assert_eq!(free_names(&s), vec![format!("{id}.c"), format!("{id}.m")]);
+
+        // Published: the next message and control file reuse them, cut to
+        // their new, shorter length.
+        let mut w = s.create_incoming(&env()).unwrap();
+        w.write_message(b"Subject: short\r\n\r\nbody\r\n").unwrap();
+        let new_id = w.commit().unwrap();
+        let path = s.path(Area::Incoming, &new_id);
+        assert_eq!(inode(&path), message_ino);
+        let (info, bytes) = read_message(&path).unwrap();
+        assert_eq!(bytes, b"Subject: short\r\n\r\nbody\r\n");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            info.offset + info.size
+        );
+        let mut next = control::tests::sample();
+        next.id = new_id.clone();
+        next.records.clear();
+        assert!(s.create_control(&next).unwrap());
+        let next_path = s.path(Area::Transport, &new_id);
+        assert_eq!(inode(&next_path), control_ino);
+        let (back, torn) = ControlFile::read(&next_path).unwrap();
+        assert_eq!((back, torn), (next, false));
+        assert!(free_names(&s).is_empty());
+        assert!(
+            std::fs::read_dir(s.dir(Area::Tmp))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_free_file_with_a_second_name_is_never_reused() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::open(d.path()).unwrap();
+        let (id, control, message) = queued(&s, b"text\r\n");
+        s.retire(&control, &message, id.as_str()).unwrap();
+        s.publish_retired().unwrap();
+        // As after a power loss and a file-system check: the free file's
+        // inode is also a live message's.
+        let live = d.path().join("live");
+        std::fs::hard_link(s.dir(Area::Free).join(format!("{id}.m")), &live).unwrap();
+        let before = std::fs::read(&live).unwrap();
+        let mut w = s.create_incoming(&env()).unwrap();
+        w.write_message(b"other\r\n").unwrap();
+        let new_id = w.commit().unwrap();
+        assert_ne!(inode(&s.path(Area::Incoming, &new_id)), inode(&live));
+        assert_eq!(std::fs::read(&live).unwrap(), before, "left alone");
+        assert_eq!(
+            std::fs::metadata(&live).unwrap().nlink(),
+            1,
+            "its free name is gone"
+        );
+        assert_eq!(free_names(&s), vec![format!("{id}.c")]);
+    }
+
+    #[test]
+    fn the_pool_is_trimmed_and_stale_staged_files_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::open(d.path()).unwrap();
+        // This process's own staged files: kept.
+        let (id, control, message) = queued(&s, b"text\r\n");
+        s.retire(&control, &message, id.as_str()).unwrap();
+        let free = s.dir(Area::Free);
+        for i in 0..(POOL_MAX + 10) {
+            std::fs::write(free.join(format!("{i:019}.m")), "").unwrap();
+        }
+        // Left staged by a scheduler that stopped: removed.
+        std::fs::write(free.join(".0000000000000000001.c"), "").unwrap();
+        assert_eq!(s.trim_free().unwrap(), 11);
+        let names = free_names(&s);
+        assert_eq!(names.len(), POOL_MAX + 2);
+        assert!(names.contains(&format!(".{id}.c")) && names.contains(&format!(".{id}.m")));
+        assert_eq!(s.publish_retired().unwrap(), 2);
     }
 
     #[test]

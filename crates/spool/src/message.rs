@@ -30,9 +30,11 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::durable::{self, fsync_dir};
+use crate::durable::{self, GroupSync, fsync_dir};
+use crate::pool::{Kind, Pool};
 use crate::text::{escape, unescape};
 use crate::{QueueId, SpoolError};
 
@@ -273,21 +275,40 @@ pub struct MessageWriter {
     eightbit: bool,
     hasher: crc32fast::Hasher,
     committed: bool,
+    /// The file was taken from this pool: it is synced before the commit.
+    recycled_from: Option<Arc<Pool>>,
+    /// Group commit for `dest_dir`, shared with the process's other
+    /// writers; without one, `dest_dir` is fsynced on its own.
+    dest_sync: Option<Arc<GroupSync>>,
 }
 
 impl MessageWriter {
+    /// Starts a message in `tmp_dir`, in a file taken from `pool` if it
+    /// has one, else a new one; `commit` moves it into `dest_dir`.
     pub(crate) fn create(
         tmp_dir: &Path,
         dest_dir: &Path,
         env: &Envelope,
+        pool: Option<&Arc<Pool>>,
+        dest_sync: Option<&Arc<GroupSync>>,
     ) -> Result<MessageWriter, SpoolError> {
         let id = QueueId::generate();
         let tmp_path = tmp_dir.join(format!("{}.{id}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp_path)
-            .map_err(|e| SpoolError::io("create", &tmp_path, e))?;
+        let taken = pool.and_then(|pool| {
+            pool.take(Kind::Message, &tmp_path)
+                .map(|taken| (taken.file, Arc::clone(pool)))
+        });
+        let (file, recycled_from) = match taken {
+            Some((file, pool)) => (file, Some(pool)),
+            None => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&tmp_path)
+                    .map_err(|e| SpoolError::io("create", &tmp_path, e))?;
+                (file, None)
+            }
+        };
         let arrival = now_micros();
         let (header, size_at) = render_header(&id, arrival, env)?;
         let mut w = MessageWriter {
@@ -300,6 +321,8 @@ impl MessageWriter {
             eightbit: false,
             hasher: crc32fast::Hasher::new(),
             committed: false,
+            recycled_from,
+            dest_sync: dest_sync.cloned(),
         };
         w.file
             .write_all(header.as_bytes())
@@ -345,8 +368,23 @@ impl MessageWriter {
         let file = self.file.get_ref();
         file.write_all_at(patch.as_bytes(), self.size_at)
             .map_err(|e| SpoolError::io("write", &self.tmp_path, e))?;
+        if self.recycled_from.is_some() {
+            // A recycled file still has its old content past ours.
+            let end = self
+                .file
+                .get_ref()
+                .stream_position()
+                .map_err(|e| SpoolError::io("seek", &self.tmp_path, e))?;
+            file.set_len(end)
+                .map_err(|e| SpoolError::io("truncate", &self.tmp_path, e))?;
+        }
         file.sync_all()
             .map_err(|e| SpoolError::io("fsync", &self.tmp_path, e))?;
+        if let Some(pool) = &self.recycled_from {
+            // Its old name in free/ must be gone for good before the
+            // message's name appears.
+            pool.sync()?;
+        }
         loop {
             let dest = self.dest_dir.join(self.id.as_str());
             if durable::rename_noreplace(&self.tmp_path, &dest)? {
@@ -363,7 +401,10 @@ impl MessageWriter {
                 .map_err(|e| SpoolError::io("write", &self.tmp_path, e))?;
         }
         self.committed = true;
-        fsync_dir(&self.dest_dir)?;
+        match &self.dest_sync {
+            Some(group) => group.sync()?,
+            None => fsync_dir(&self.dest_dir)?,
+        }
         Ok(self.id.clone())
     }
 }
@@ -617,7 +658,7 @@ mod tests {
         let inc = dir.join("incoming");
         std::fs::create_dir_all(&tmp).unwrap();
         std::fs::create_dir_all(&inc).unwrap();
-        let mut w = MessageWriter::create(&tmp, &inc, env).unwrap();
+        let mut w = MessageWriter::create(&tmp, &inc, env, None, None).unwrap();
         for chunk in body.chunks(7) {
             w.write_message(chunk).unwrap();
         }
@@ -663,7 +704,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let tmp = d.path().join("tmp");
         std::fs::create_dir_all(&tmp).unwrap();
-        let mut w = MessageWriter::create(&tmp, d.path(), &sample()).unwrap();
+        let mut w = MessageWriter::create(&tmp, d.path(), &sample(), None, None).unwrap();
         w.write_message(b"partial").unwrap();
         drop(w);
         assert!(std::fs::read_dir(&tmp).unwrap().next().is_none());
@@ -674,7 +715,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut env = sample();
         env.recipients[0].address = "a@b\nrcpt evil@x".into();
-        let err = MessageWriter::create(d.path(), d.path(), &env).unwrap_err();
+        let err = MessageWriter::create(d.path(), d.path(), &env, None, None).unwrap_err();
         assert!(matches!(err, SpoolError::Invalid(_)), "{err}");
     }
 
