@@ -8,7 +8,6 @@
 //! batch at once. A stop request is looked at between batches, so the
 //! batch in hand is always finished first.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use skein_config::{Config, Loaded};
@@ -16,7 +15,7 @@ use skein_daemon::{Context, PidFile, ServiceError};
 use skein_spool::{Area, QueueId, Spool};
 use tracing::{debug, error, info};
 
-use crate::aliases::AliasTable;
+use crate::aliases::WatchedAliases;
 use crate::error::RouterError;
 use crate::notify::SchedulerLink;
 use crate::route::Router;
@@ -34,42 +33,12 @@ pub const SCAN_INTERVAL: Duration = Duration::from_secs(30);
 /// first ones soon and a stop request is looked at often.
 const BATCH: usize = 128;
 
-/// The aliases in force and where they come from.
-#[derive(Debug)]
-struct Aliases {
-    path: Option<PathBuf>,
-    table: AliasTable,
-}
-
-impl Aliases {
-    /// Reloads the table when `force`d (SIGHUP) or when one of its files
-    /// changed. A broken file is logged and the previous table kept.
-    fn refresh(&mut self, force: bool) {
-        let Some(path) = &self.path else {
-            return;
-        };
-        if !force && !self.table.changed() {
-            return;
-        }
-        match AliasTable::load(path) {
-            Ok(table) => {
-                info!(file = %path.display(), aliases = table.len(), "aliases loaded");
-                self.table = table;
-            }
-            Err(e) => {
-                error!(error = %e, "aliases not reloaded: keeping the previous aliases until the file is fixed");
-                self.table.restamp();
-            }
-        }
-    }
-}
-
 /// Everything routing needs, owned by whichever thread routes right now.
 #[derive(Debug)]
 pub struct Engine {
     config: Config,
     spool: Spool,
-    aliases: Aliases,
+    aliases: WatchedAliases,
     users: SystemUsers,
     force_reload: bool,
 }
@@ -85,16 +54,10 @@ impl Engine {
                 "cleaned stale temporary files"
             );
         }
-        let table = match &config.router.aliases {
-            Some(path) => AliasTable::load(path)?,
-            None => AliasTable::empty(),
-        };
+        let aliases = WatchedAliases::load(config.router.aliases.clone())?;
         let users = SystemUsers::new(config.local.maildir_root.clone());
         Ok(Engine {
-            aliases: Aliases {
-                path: config.router.aliases.clone(),
-                table,
-            },
+            aliases,
             config,
             spool,
             users,
@@ -109,7 +72,7 @@ impl Engine {
 
     /// Number of aliases in force.
     pub fn alias_count(&self) -> usize {
-        self.aliases.table.len()
+        self.aliases.table().len()
     }
 
     /// Asks for the aliases to be reloaded before the next message.
@@ -131,7 +94,7 @@ impl Engine {
     /// each; see [`transition::route_batch`]).
     pub fn route_batch(&mut self, ids: &[QueueId]) -> Vec<(QueueId, Result<Outcome, RouterError>)> {
         self.aliases.refresh(std::mem::take(&mut self.force_reload));
-        let router = Router::new(&self.config, &self.aliases.table, &self.users);
+        let router = Router::new(&self.config, self.aliases.table(), &self.users);
         transition::route_batch(&self.spool, ids, |info, facts| {
             router.route(&info.envelope, facts.received, facts.is_looping())
         })

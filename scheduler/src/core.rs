@@ -33,6 +33,15 @@ const PUBLISH_AT: usize = 256;
 /// How often the spool is rescanned for control files we were not told of.
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Whether a removed message's files may be reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reuse {
+    /// Retire them into `free/` (docs/spool.md, "Recycled files").
+    Files,
+    /// Unlink them: an agent may still read the message file.
+    Never,
+}
+
 /// What the core reacts to.
 #[derive(Debug)]
 pub enum Event {
@@ -692,7 +701,7 @@ impl Core {
             // Nothing to notify: the removal is the last word, and it
             // needs the journal no more durable than it is itself (see
             // `remove`), so the message's outcomes are never synced.
-            return self.remove(id, "delivered");
+            return self.remove(id, "delivered", Reuse::Files);
         }
         // Outcomes are made durable before anything acts on them: a DSN is
         // sent only for a failure that a power loss cannot undo, a
@@ -701,7 +710,7 @@ impl Core {
         bounce::failures(self, id);
         bounce::successes(self, id);
         if self.msgs.get(id).is_some_and(Msg::is_done) {
-            self.remove(id, "delivered");
+            self.remove(id, "delivered", Reuse::Files);
         }
     }
 
@@ -722,7 +731,9 @@ impl Core {
     }
 
     /// Removes a message (T5: control file first, then the message file).
-    fn remove(&mut self, id: &str, why: &str) {
+    /// With [`Reuse::Files`] its files are retired into `free/` for reuse:
+    /// only for a message none of whose jobs is still held by an agent.
+    fn remove(&mut self, id: &str, why: &str, reuse: Reuse) {
         let Some(m) = self.msgs.remove(id) else {
             return;
         };
@@ -741,7 +752,15 @@ impl Core {
         // finished message removes it again (see `load`). The control file
         // goes first so that a message file is never left looking alive
         // without its journal.
-        let result = self.spool.retire(&m.control_path, &m.message_path, id);
+        let result = match reuse {
+            Reuse::Files => self.spool.retire(&m.control_path, &m.message_path, id),
+            Reuse::Never => std::fs::remove_file(&m.control_path)
+                .map_err(|e| SpoolError::io("unlink", &m.control_path, e))
+                .and_then(|()| {
+                    std::fs::remove_file(&m.message_path)
+                        .map_err(|e| SpoolError::io("unlink", &m.message_path, e))
+                }),
+        };
         if self.spool.retired() >= PUBLISH_AT {
             // Busy without a pause: do not let the pool run dry meanwhile.
             self.publish_retired();
@@ -1217,7 +1236,9 @@ impl Core {
             return unknown(id);
         }
         self.cancel_jobs_of(id);
-        self.remove(id, "deleted by the administrator");
+        // An agent may still be reading the message for a cancelled job:
+        // its file must not be reused under it.
+        self.remove(id, "deleted by the administrator", Reuse::Never);
         ok(format!("{id} deleted"))
     }
 
@@ -1289,7 +1310,7 @@ impl Core {
         }
         match bounce::requeue_copy(self, id) {
             Ok(Some(new_id)) => {
-                self.remove(id, &format!("requeued as {new_id}"));
+                self.remove(id, &format!("requeued as {new_id}"), Reuse::Never);
                 self.spool.kick("router");
                 ok(format!("{id} requeued as {new_id}"))
             }

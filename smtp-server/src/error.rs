@@ -37,6 +37,10 @@ pub enum SmtpdError {
         /// What is wrong, with the file's name.
         detail: String,
     },
+    /// Ours: `router.aliases` does not load, and
+    /// `smtpd.verify_local_recipients` needs it (the router refuses to
+    /// start on it too).
+    Aliases(skein_router::aliases::AliasError),
 }
 
 impl fmt::Display for SmtpdError {
@@ -51,6 +55,7 @@ impl fmt::Display for SmtpdError {
             SmtpdError::Tls { detail } => write!(f, "TLS certificate: {detail}"),
             SmtpdError::PasswordFile { detail } => write!(f, "smtpd.password_file: {detail}"),
             SmtpdError::Submission(what) => write!(f, "smtpd.submission needs {what}"),
+            SmtpdError::Aliases(e) => write!(f, "aliases (for smtpd.verify_local_recipients): {e}"),
         }
     }
 }
@@ -61,6 +66,7 @@ impl std::error::Error for SmtpdError {
             SmtpdError::Bind { source, .. } => Some(source),
             SmtpdError::Spool(e) => Some(e),
             SmtpdError::Privileges(e) => Some(e),
+            SmtpdError::Aliases(e) => Some(e),
             SmtpdError::NothingToListenOn
             | SmtpdError::Tls { .. }
             | SmtpdError::PasswordFile { .. }

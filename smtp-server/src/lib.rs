@@ -8,7 +8,19 @@
 //! the router. Each connection is one [`Session`], a state machine with a
 //! per-state timeout table.
 //!
-//! **Reads.** TCP connections on `smtpd.listen`; the configuration.
+//! **Local recipients.** With `smtpd.verify_local_recipients` (the
+//! default), a recipient at a local domain is routed at `RCPT TO` by the
+//! router's own code, on a one-recipient envelope ([`recipients`]): one the
+//! router would fail (no such user 5.1.1, an alias to nothing 5.2.4, a
+//! refused `|command` or `/file` target 5.7.1, a loop 5.4.6) is refused
+//! `550` with that status and diagnostic — never accepted and bounced
+//! later to a sender that may be forged (backscatter). A user database that
+//! does not answer gives `451 4.3.0`. The aliases follow their files (looked
+//! at for changes at most once a second) and SIGHUP.
+//!
+//! **Reads.** TCP connections on `smtpd.listen`; the configuration; for
+//! the recipient check, the aliases file and its `:include:` files, the
+//! user database (`getpwnam`) and the Maildir root.
 //! **Writes.** `<spool>/tmp/` then `<spool>/incoming/<id>` (envelope with
 //! every DSN parameter, `origin = "smtp [ip] helo=…"`, a `Received:` field
 //! and the message); `run/smtpd.pid`; one datagram to `run/router.wake`
@@ -27,10 +39,12 @@
 //! vanishes mid-message) end that session only — its unfinished message is
 //! discarded, nothing is queued — and the server goes on serving others. A
 //! spool failure answers `451 4.3.0`, never 250. A port that cannot be
-//! bound, or a spool that cannot be opened, stops the start with an error
-//! ([`SmtpdError`]). On SIGTERM the server stops accepting, tells idle and
-//! mid-message clients `421 4.3.2`, waits for messages being committed,
-//! and exits.
+//! bound, a spool that cannot be opened, or (with the recipient check) an
+//! aliases file that does not load stops the start with an error
+//! ([`SmtpdError`]); once running, a broken aliases file is logged and the
+//! previous aliases stay in force. On SIGTERM the server stops accepting,
+//! tells idle and mid-message clients `421 4.3.2`, waits for messages
+//! being committed, and exits.
 //!
 //! **Configuration.** `hostname`, `user`, `spool.dir`, `smtpd.listen`,
 //! `smtpd.relay_networks`, `smtpd.relay_domains`, `router.local_domains`,
@@ -40,8 +54,11 @@
 //! `smtpd.data_timeout`, `tls.cert` and `tls.key` (STARTTLS, RFC 3207,
 //! offered when both are set), `smtpd.submission` and
 //! `smtpd.password_file` (the submission service: STARTTLS, then AUTH
-//! PLAIN or LOGIN, then mail — and an authenticated client may relay).
-//! Read at start only; SIGHUP changes nothing.
+//! PLAIN or LOGIN, then mail — and an authenticated client may relay),
+//! `smtpd.verify_local_recipients` with the router's `router.aliases`,
+//! `router.allow_pipe_targets`, `router.allow_file_targets`, `[[route]]`
+//! and `local.maildir_root`. Read at start only, but for the aliases,
+//! which SIGHUP (or a change of their files) reloads.
 
 pub mod auth;
 mod conn;
@@ -49,6 +66,7 @@ mod error;
 mod gate;
 pub mod policy;
 mod received;
+pub mod recipients;
 mod session;
 mod sink;
 pub mod tls;
@@ -68,6 +86,7 @@ pub use error::{SessionEnd, SmtpdError};
 pub use gate::{Full, Gate, Ticket};
 pub use policy::Policy;
 pub use received::Trace;
+pub use recipients::RecipientCheck;
 pub use session::{Port, Session, SessionLimits, Wait};
 
 /// The program name, in logs.
@@ -104,20 +123,25 @@ pub struct Server {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The AUTH credentials, when `smtpd.password_file` is set.
     pub passwords: Option<Arc<auth::Passwords>>,
+    /// The check of local recipients at `RCPT TO`, when
+    /// `smtpd.verify_local_recipients` is on.
+    pub recipients: Option<Arc<RecipientCheck>>,
 }
 
 impl Server {
     /// The server for `config`, writing into `spool`, offering STARTTLS
     /// with `tls` (see [`tls::server_config`]) and AUTH on submission
-    /// against `passwords`.
+    /// against `passwords`, checking local recipients with `recipients`.
     pub fn new(
         config: &Config,
         spool: Spool,
         tls: Option<Arc<rustls::ServerConfig>>,
         passwords: Option<auth::Passwords>,
+        recipients: Option<Arc<RecipientCheck>>,
     ) -> Server {
         let smtpd = &config.smtpd;
         Server {
+            recipients,
             passwords: passwords.map(Arc::new),
             tls,
             hostname: config.hostname.clone(),
@@ -180,7 +204,27 @@ pub async fn serve(config: Config, ctx: Context) -> Result<(), ServiceError> {
     ctx.drop_privileges().map_err(SmtpdError::Privileges)?;
     let spool = Spool::open(&config.spool.dir).map_err(SmtpdError::Spool)?;
     let _pid_file = PidFile::acquire(spool.dir(Area::Run).join("smtpd.pid"))?;
-    let server = Arc::new(Server::new(&config, spool, tls_config, passwords));
+    // Read as the configured user, like the router reads it.
+    let recipients = if config.smtpd.verify_local_recipients {
+        let check = RecipientCheck::new(&config).map_err(SmtpdError::Aliases)?;
+        tracing::info!(
+            aliases = check.alias_count(),
+            "local recipients are checked at RCPT TO"
+        );
+        Some(Arc::new(check))
+    } else {
+        None
+    };
+    if let Some(check) = &recipients {
+        tokio::spawn(reload_on_sighup(
+            Arc::clone(check),
+            ctx.reloads(),
+            ctx.shutdown(),
+        ));
+    }
+    let server = Arc::new(Server::new(
+        &config, spool, tls_config, passwords, recipients,
+    ));
     let gate = Gate::new(
         config.smtpd.max_connections as usize,
         config.smtpd.max_connections_per_client as usize,
@@ -216,6 +260,27 @@ pub async fn serve(config: Config, ctx: Context) -> Result<(), ServiceError> {
         tracing::warn!(sessions = gate.open(), "stopping with sessions still open");
     }
     Ok(())
+}
+
+/// Turns each SIGHUP into a reload of the aliases before the next lookup.
+async fn reload_on_sighup(
+    check: Arc<RecipientCheck>,
+    mut reloads: tokio::sync::watch::Receiver<u64>,
+    shutdown: Shutdown,
+) {
+    loop {
+        tokio::select! {
+            changed = reloads.changed() => match changed {
+                Ok(()) => {
+                    check.request_reload();
+                    tracing::info!("reload requested: the aliases are read again before the next lookup");
+                }
+                // The skeleton is going away; the stop request follows.
+                Err(_) => return,
+            },
+            () = shutdown.wait() => return,
+        }
+    }
 }
 
 async fn accept_loop(

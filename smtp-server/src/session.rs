@@ -27,6 +27,7 @@ use crate::conn::Conn;
 use crate::error::SessionEnd;
 use crate::policy::{Refusal, Verdict};
 use crate::received::Trace;
+use crate::recipients;
 use crate::sink::{Accepted, MessageSink};
 
 /// How much the session asks the socket for at a time.
@@ -287,7 +288,7 @@ impl Session {
             ServerCommand::Core(Command::Rcpt {
                 forward_path,
                 params,
-            }) => self.rcpt(phase, forward_path, params),
+            }) => self.rcpt(phase, forward_path, params).await,
             ServerCommand::Core(Command::Data) => self.data(phase).await,
             ServerCommand::Core(Command::Bdat { size, last }) => self.bdat(phase, size, last).await,
             ServerCommand::Core(Command::Rset) => {
@@ -551,6 +552,15 @@ impl Session {
             Some(Refusal::new(530, "5.7.0", "Authentication required"))
         } else if !client.esmtp && params != MailParams::default() {
             Some(Refusal::new(555, "5.5.4", "MAIL parameters need EHLO"))
+        } else if params.auth.is_some() && self.port != Port::Submission {
+            // RFC 4954 §5: a parameter of the AUTH extension, which only
+            // the submission port offers. There it is accepted and, as
+            // skein does not pass it on, needs no more.
+            Some(Refusal::new(
+                555,
+                "5.5.4",
+                "AUTH= needs the AUTH extension (submission port)",
+            ))
         } else if params.body == Some(BodyType::BinaryMime) {
             Some(Refusal::new(
                 555,
@@ -590,7 +600,16 @@ impl Session {
         (Phase::Mail(client, tx), Flow::Continue)
     }
 
-    fn rcpt(&mut self, phase: Phase, forward_path: String, params: RcptParams) -> (Phase, Flow) {
+    /// RCPT TO: the recipient limit, the relay policy, then (for a local
+    /// domain, with `smtpd.verify_local_recipients`) the router's verdict.
+    /// Awaited before the next command is looked at, so pipelined RCPTs
+    /// are still answered in order.
+    async fn rcpt(
+        &mut self,
+        phase: Phase,
+        forward_path: String,
+        params: RcptParams,
+    ) -> (Phase, Flow) {
         let (client, mut tx) = match phase {
             Phase::Mail(client, tx) if tx.chunks.is_none() => (client, tx),
             Phase::Mail(..) => {
@@ -623,6 +642,38 @@ impl Session {
         match verdict {
             Verdict::Refuse(r) => (Phase::Mail(client, tx), self.refuse(r)),
             Verdict::Accept(address) => {
+                if let Some(check) = &self.server.recipients {
+                    match check.verify(&address, tx.params.smtputf8).await {
+                        recipients::Outcome::Accept => {}
+                        recipients::Outcome::Refuse(failure) => {
+                            tracing::info!(
+                                client = %self.peer,
+                                rcpt = address.as_str(),
+                                status = failure.status,
+                                diagnostic = failure.diagnostic.as_str(),
+                                "recipient refused: the router would not deliver it"
+                            );
+                            let text = recipients::refusal_text(&address, &failure.diagnostic);
+                            let r = Refusal::new(550, failure.status, text);
+                            return (Phase::Mail(client, tx), self.refuse(r));
+                        }
+                        recipients::Outcome::Unavailable(why) => {
+                            tracing::warn!(
+                                client = %self.peer,
+                                rcpt = address.as_str(),
+                                error = why.as_str(),
+                                "cannot check a local recipient; told the client to try again later"
+                            );
+                            // Not the client's error: not counted against
+                            // smtpd.max_errors.
+                            let text = format!(
+                                "<{address}>: Temporary failure looking up the recipient; try again later"
+                            );
+                            self.push(451, Some("4.3.0"), &text);
+                            return (Phase::Mail(client, tx), Flow::Continue);
+                        }
+                    }
+                }
                 tx.recipients.push(Recipient {
                     address,
                     notify: params.notify.map(notify_text),

@@ -6,7 +6,7 @@ mod smtpd_support;
 use std::io::Write;
 use std::time::Duration;
 
-use smtpd_support::{Client, GUARD, Smtpd};
+use smtpd_support::{Client, GUARD, Smtpd, USERS};
 
 /// A session up to an accepted MAIL and RCPT.
 fn in_transaction(smtpd: &Smtpd) -> Client {
@@ -29,7 +29,13 @@ fn data(c: &mut Client, text: &[u8]) -> String {
 
 #[test]
 fn malformed_input_suite() {
-    let smtpd = Smtpd::start("max_message_size = \"64k\"", "");
+    // Local users must exist: the first 1000 of the many recipients below
+    // (the rest are over the limit, refused before any lookup) and åsa.
+    let many: Vec<String> = (0..1000).map(|n| format!("user{n}")).collect();
+    let mut users: Vec<&str> = many.iter().map(String::as_str).collect();
+    users.extend(USERS);
+    users.push("åsa");
+    let smtpd = Smtpd::start_with_users("max_message_size = \"64k\"", "", &users);
     let mut queued = 0;
 
     // A 10 000-byte command line: refused once, the session goes on.

@@ -67,9 +67,13 @@ fn relay_allowed_from_relay_networks() {
     // The default relay_networks hold loopback.
     let smtpd = Smtpd::start("", "");
     let mut c = smtpd.client();
-    c.send(b"EHLO insider.example\r\nMAIL FROM:<a@insider.example>\r\nRCPT TO:<b@elsewhere.example>\r\nQUIT\r\n");
+    c.send(b"EHLO insider.example\r\nMAIL FROM:<a@insider.example>\r\nRCPT TO:<b@elsewhere.example>\r\nRSET\r\n");
     c.expect(250, "");
     c.expect(250, "2.1.0");
     c.expect(250, "2.1.5");
+    c.expect(250, "");
+    // AUTH= belongs to the AUTH extension, which port 25 does not offer.
+    c.send(b"MAIL FROM:<a@insider.example> AUTH=<>\r\nQUIT\r\n");
+    c.expect(555, "5.5.4");
     c.expect(221, "");
 }

@@ -78,7 +78,9 @@ fn auth_then_relay() {
     c.expect(235, "2.7.0");
     c.send(b"AUTH PLAIN =\r\n");
     c.expect(503, "5.5.1");
-    c.send(b"MAIL FROM:<alice@client.example>\r\nRCPT TO:<far@elsewhere.example>\r\nDATA\r\nSubject: relayed\r\n\r\nby AUTH\r\n.\r\nQUIT\r\n");
+    // With the AUTH= parameter of RFC 4954 §5, as Postfix's smtp client
+    // sends it when it relays through an authenticated submission server.
+    c.send(b"MAIL FROM:<alice@client.example> AUTH=<>\r\nRCPT TO:<far@elsewhere.example>\r\nDATA\r\nSubject: relayed\r\n\r\nby AUTH\r\n.\r\nQUIT\r\n");
     c.expect(250, "2.1.0");
     c.expect(250, "2.1.5");
     c.expect(354, "");

@@ -90,6 +90,12 @@ pub struct SmtpdConfig {
     /// `smtpd.password_file`: the AUTH credentials for submission. `None`
     /// (the default, or `""`): no AUTH.
     pub password_file: Option<PathBuf>,
+    /// `smtpd.verify_local_recipients`: whether `RCPT TO` for a local
+    /// domain is refused (`550`) when the router would not deliver it (no
+    /// such user, a broken alias), instead of accepting it and bouncing
+    /// later. Default true; off where the server cannot see the user
+    /// database.
+    pub verify_local_recipients: bool,
 }
 
 impl SmtpdConfig {
@@ -301,6 +307,7 @@ impl Config {
                 command_timeout: minutes(5),
                 data_timeout: minutes(10),
                 password_file: None,
+                verify_local_recipients: true,
             },
             router: RouterConfig {
                 local_domains: vec!["localhost".to_owned()],

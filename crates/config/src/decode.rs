@@ -136,6 +136,7 @@ fn decode_smtpd(item: &Item<'_, '_>, cwd: &Path, out: &mut SmtpdConfig) -> Resul
         "command_timeout",
         "data_timeout",
         "password_file",
+        "verify_local_recipients",
     ])?;
     if let Some(v) = table.get("listen") {
         out.listen = v.list(Item::socket_addr)?;
@@ -185,6 +186,9 @@ fn decode_smtpd(item: &Item<'_, '_>, cwd: &Path, out: &mut SmtpdConfig) -> Resul
     }
     if let Some(v) = table.get("password_file") {
         out.password_file = v.optional_path(cwd)?;
+    }
+    if let Some(v) = table.get("verify_local_recipients") {
+        out.verify_local_recipients = v.boolean()?;
     }
     Ok(())
 }

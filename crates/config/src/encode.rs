@@ -41,6 +41,10 @@ pub(crate) fn encode(config: &Config) -> String {
     out.kv("command_timeout", &duration(smtpd.command_timeout));
     out.kv("data_timeout", &duration(smtpd.data_timeout));
     out.kv("password_file", &path(smtpd.password_file.as_deref()));
+    out.kv(
+        "verify_local_recipients",
+        &smtpd.verify_local_recipients.to_string(),
+    );
 
     let router = &config.router;
     out.section("[router]");

@@ -48,6 +48,7 @@ max_connections_per_client = 0
 command_timeout = "2m"
 data_timeout = 300
 password_file = "etc/passwd.skein"
+verify_local_recipients = false
 
 [router]
 local_domains = ["Example.ORG", "localhost"]
@@ -143,6 +144,7 @@ fn full_expected() -> Config {
             command_timeout: secs(120),
             data_timeout: secs(300),
             password_file: Some("/srv/skein/etc/passwd.skein".into()),
+            verify_local_recipients: false,
         },
         router: RouterConfig {
             local_domains: vec!["example.org".into(), "localhost".into()],
@@ -251,6 +253,7 @@ fn every_default() {
     assert_eq!(c.smtpd.command_timeout, secs(300));
     assert_eq!(c.smtpd.data_timeout, secs(600));
     assert_eq!(c.smtpd.password_file, None);
+    assert!(c.smtpd.verify_local_recipients);
 
     assert_eq!(c.router.local_domains, ["localhost"]);
     assert_eq!(c.router.aliases, None);
@@ -414,7 +417,7 @@ fn to_toml_spells_out_every_key() {
     };
     assert!(table.contains_key("hostname") && table.contains_key("user"));
     assert_eq!(keys("spool"), ["dir"]);
-    assert_eq!(keys("smtpd").len(), 13);
+    assert_eq!(keys("smtpd").len(), 14);
     assert_eq!(keys("router").len(), 5);
     assert_eq!(keys("local"), ["maildir_root"]);
     assert_eq!(keys("scheduler").len(), 6, "5 keys and the clause array");
@@ -584,6 +587,7 @@ const ERROR_CASES: &[Case] = &[
     case("\n\nhostnme = \"x\"\n", UnknownKey, 3, "hostnme", "did you mean \"hostname\"?"),
     case("[smtpd]\nlisten = []\nlisen = []\n", UnknownKey, 3, "smtpd.lisen", "did you mean \"listen\"?"),
     case("[smtpd]\nfrobnicate = 1\n", UnknownKey, 2, "smtpd.frobnicate", "expected one of: listen, submission"),
+    case("[smtpd]\nverify_local_recipient = false\n", UnknownKey, 2, "smtpd.verify_local_recipient", "did you mean \"verify_local_recipients\"?"),
     case("[bogus]\n", UnknownKey, 1, "bogus", "unknown key"),
     case("[[route]]\ndomain = \"*\"\nchannel = \"smtp\"\n[[route]]\ndomain = \"*\"\nchanel = \"smtp\"\n", UnknownKey, 6, "route[1].chanel", "did you mean \"channel\"?"),
     case("[[scheduler.clause]]\nmatch = \"*\"\ncommand = \"x\"\nmaxthreads = 2\n", UnknownKey, 4, "scheduler.clause[0].maxthreads", "unknown key"),
@@ -593,6 +597,7 @@ const ERROR_CASES: &[Case] = &[
     case("hostname = 42\n", WrongType, 1, "hostname", "expected a string, found an integer"),
     case("smtpd = 5\n", WrongType, 1, "smtpd", "expected a table, found an integer"),
     case("[smtpd]\nlisten = \"127.0.0.1:25\"\n", WrongType, 2, "smtpd.listen", "expected an array, found a string"),
+    case("[smtpd]\nverify_local_recipients = \"no\"\n", WrongType, 2, "smtpd.verify_local_recipients", "expected true or false, found a string"),
     case("[smtpd]\nrelay_networks = [\"10.0.0.0/8\", 1]\n", WrongType, 2, "smtpd.relay_networks[1]", "expected a string"),
     case("[smtpd]\nmax_message_size = true\n", WrongType, 2, "smtpd.max_message_size", "expected a size such as \"50M\", found a boolean"),
     case("[router]\nallow_pipe_targets = \"yes\"\n", WrongType, 2, "router.allow_pipe_targets", "expected true or false, found a string"),

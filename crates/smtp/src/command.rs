@@ -71,6 +71,9 @@ pub struct MailParams {
     pub envid: Option<String>,
     /// `SMTPUTF8`.
     pub smtputf8: bool,
+    /// `AUTH=xtext` (RFC 4954 §5), decoded: the mailbox that submitted the
+    /// message, or `<>` when the client does not know it.
+    pub auth: Option<String>,
 }
 
 /// The parameters of `RCPT TO`.
@@ -152,6 +155,10 @@ impl Command {
                 }
                 if params.smtputf8 {
                     line.push_str(" SMTPUTF8");
+                }
+                if let Some(auth) = &params.auth {
+                    line.push_str(" AUTH=");
+                    line.push_str(&xtext::encode(auth.as_bytes()));
                 }
                 line
             }
@@ -430,7 +437,15 @@ fn parse_mail_params(text: &str) -> Result<MailParams, CommandError> {
                 p.envid.replace(envid).is_some()
             }
             ("SMTPUTF8", None) => std::mem::replace(&mut p.smtputf8, true),
-            ("SIZE" | "BODY" | "RET" | "ENVID" | "SMTPUTF8", _) => return Err(bad()),
+            ("AUTH", Some(v)) if !v.is_empty() => {
+                let raw = xtext::decode(v.as_bytes()).ok_or_else(bad)?;
+                let mailbox = String::from_utf8(raw).map_err(|_| bad())?;
+                if mailbox.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+                    return Err(bad());
+                }
+                p.auth.replace(mailbox).is_some()
+            }
+            ("SIZE" | "BODY" | "RET" | "ENVID" | "SMTPUTF8" | "AUTH", _) => return Err(bad()),
             _ => return Err(CommandError::UnknownParameter(key)),
         };
         if dup {
@@ -509,9 +524,10 @@ mod tests {
                         ret: Some(Ret::Headers),
                         envid: Some("Q1 x+y".into()),
                         smtputf8: true,
+                        auth: Some("joe+x@b.example".into()),
                     },
                 ),
-                "MAIL FROM:<a@b.example> SIZE=1234 BODY=8BITMIME RET=HDRS ENVID=Q1+20x+2By SMTPUTF8\r\n",
+                "MAIL FROM:<a@b.example> SIZE=1234 BODY=8BITMIME RET=HDRS ENVID=Q1+20x+2By SMTPUTF8 AUTH=joe+2Bx@b.example\r\n",
             ),
             (
                 mail(
@@ -646,6 +662,18 @@ mod tests {
                     },
                 ),
             ),
+            (
+                // What Postfix's smtp client sends when it relays with SASL.
+                "MAIL FROM:<a@b> SIZE=5 AUTH=<>",
+                mail(
+                    "a@b",
+                    MailParams {
+                        size: Some(5),
+                        auth: Some("<>".into()),
+                        ..MailParams::default()
+                    },
+                ),
+            ),
         ];
         for (line, want) in table {
             assert_eq!(
@@ -679,6 +707,15 @@ mod tests {
                 matches!(e, CommandError::BadParameter(_))
             }),
             ("MAIL FROM:<a@b> ENVID=a=b", |e| {
+                matches!(e, CommandError::BadParameter(_))
+            }),
+            ("MAIL FROM:<a@b> AUTH=", |e| {
+                matches!(e, CommandError::BadParameter(_))
+            }),
+            ("MAIL FROM:<a@b> AUTH=a+0Ab", |e| {
+                matches!(e, CommandError::BadParameter(_))
+            }),
+            ("MAIL FROM:<a@b> AUTH=<> AUTH=<>", |e| {
                 matches!(e, CommandError::BadParameter(_))
             }),
             ("MAIL FROM:<a@b> FOO=1", |e| {

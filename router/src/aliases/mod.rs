@@ -9,8 +9,12 @@
 //! the aliases file itself. A list file that does not exist is not an
 //! error of the table: the aliases that include it fail with 5.2.4 until
 //! it appears (and its appearance triggers a reload).
+//!
+//! [`WatchedAliases`] keeps a table in force and reloads it when its files
+//! change: the router and the SMTP server both use it.
 
 mod parse;
+mod watched;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 pub use parse::{Alias, SyntaxError, Target, is_local_name, parse_aliases, parse_include};
+pub use watched::{Refresh, WatchedAliases};
 
 /// An `:include:` file as loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,6 +19,11 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local_addr").port()
 }
 
+/// The local users [`Smtpd::start`] creates (Maildirs), the recipients
+/// the tests send to: the server refuses unknown local users at RCPT TO
+/// (`smtpd.verify_local_recipients`).
+pub const USERS: [&str; 2] = ["joe", "ann"];
+
 /// A running `skein-smtpd` and its environment.
 pub struct Smtpd {
     pub env: TestEnv,
@@ -28,12 +33,20 @@ pub struct Smtpd {
 
 impl Smtpd {
     /// Starts `skein-smtpd` with `[smtpd]` keys `smtpd_keys` (the listen
-    /// address is added) and `more` appended to the configuration.
+    /// address is added) and `more` appended to the configuration; the
+    /// local [`USERS`] exist.
     pub fn start(smtpd_keys: &str, more: &str) -> Smtpd {
+        Smtpd::start_with_users(smtpd_keys, more, &USERS)
+    }
+
+    /// [`start`](Self::start) with these local users instead.
+    pub fn start_with_users(smtpd_keys: &str, more: &str, users: &[&str]) -> Smtpd {
         let port = free_port();
         let env = TestEnv::new(&format!(
             "[smtpd]\nlisten = [\"127.0.0.1:{port}\"]\n{smtpd_keys}\n\n{more}"
         ));
+        let users: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+        env.make_users(&users);
         let daemon = env.start("skein-smtpd");
         let smtpd = Smtpd { env, daemon, port };
         let up = smtpd
