@@ -46,8 +46,10 @@
 #             A process living less than a second may be missed by both.
 #
 # Durability stays on for both: skein-smtpd writes and fsyncs the message
-# into incoming/ before its 250, the router and scheduler fsync as always;
-# Postfix's cleanup fsyncs the queue file before smtpd answers 250.
+# into incoming/ before its 250, the router fsyncs each batch's control
+# files, transport/ and queue/ before the scheduler hears of them, and the
+# scheduler syncs what docs/spool.md (T3) requires; Postfix's cleanup
+# fsyncs the queue file before smtpd answers 250.
 # skein's configuration is its defaults plus a route to the sink. Postfix
 # runs with its defaults (compatibility_level 3.6) apart from what a private
 # loopback instance needs; notably in_flow_delay (1s) and the smtp client's

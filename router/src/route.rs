@@ -487,20 +487,10 @@ pub fn xtext(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::users::ListedUsers;
     use std::path::Path;
 
-    struct FakeUsers(&'static [&'static str]);
-
-    impl Users for FakeUsers {
-        fn exists(&self, user: &str) -> io::Result<bool> {
-            if user == "brokendb" {
-                return Err(io::Error::other("user database unavailable"));
-            }
-            Ok(self.0.contains(&user))
-        }
-    }
-
-    const USERS: FakeUsers = FakeUsers(&["ann", "bob", "root", "self2", "dave"]);
+    const USERS: ListedUsers = ListedUsers(&["ann", "bob", "root", "self2", "dave"]);
 
     fn config(extra: &str) -> Config {
         let text = format!(

@@ -44,6 +44,22 @@ impl Users for SystemUsers {
     }
 }
 
+/// A fixed list of users: for tests of code that routes (the router's own
+/// and the SMTP server's recipient check), and for a setup whose users are
+/// known in advance. The name `brokendb` stands for a user database that
+/// does not answer: looking it up is an error.
+#[derive(Debug, Clone, Copy)]
+pub struct ListedUsers(pub &'static [&'static str]);
+
+impl Users for ListedUsers {
+    fn exists(&self, user: &str) -> io::Result<bool> {
+        if user == "brokendb" {
+            return Err(io::Error::other("user database unavailable"));
+        }
+        Ok(self.0.contains(&user))
+    }
+}
+
 /// Whether `user` is safe as a single path component under the Maildir
 /// root and plausible as an account name: letters (any script), digits,
 /// `.`, `-` and `_`, not starting with `.` or `-`, at most 64 bytes.

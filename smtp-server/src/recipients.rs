@@ -204,21 +204,11 @@ pub fn refusal_text(address: &str, diagnostic: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use skein_router::users::ListedUsers;
     use std::path::Path;
 
-    /// Users as a list; `brokendb` makes the lookup fail.
-    struct FakeUsers(&'static [&'static str]);
-
-    impl Users for FakeUsers {
-        fn exists(&self, user: &str) -> io::Result<bool> {
-            if user == "brokendb" {
-                return Err(io::Error::other("user database unavailable"));
-            }
-            Ok(self.0.contains(&user))
-        }
-    }
-
-    const USERS: FakeUsers = FakeUsers(&["ann", "bob", "root"]);
+    /// `brokendb` makes the lookup fail (see `ListedUsers`).
+    const USERS: ListedUsers = ListedUsers(&["ann", "bob", "root"]);
 
     fn config(dir: &Path, aliases: Option<&Path>) -> Config {
         let aliases = aliases.map_or(String::new(), |p| format!("aliases = {:?}\n", p));

@@ -111,6 +111,22 @@ impl TestEnv {
     }
 }
 
+/// The number in a message's `X-Seq:` header field, which the tests put
+/// in every message they send to tell them apart. Panics without one.
+pub fn x_seq(text: &str) -> usize {
+    x_seq_text(text)
+        .parse()
+        .unwrap_or_else(|e| panic!("X-Seq is not a number ({e}): {text}"))
+}
+
+/// The raw `X-Seq:` value of a message (trimmed). Panics without one.
+pub fn x_seq_text(text: &str) -> &str {
+    text.lines()
+        .find_map(|l| l.strip_prefix("X-Seq: "))
+        .unwrap_or_else(|| panic!("no X-Seq header field in: {text}"))
+        .trim()
+}
+
 /// A small deterministic pseudo-random generator (xorshift64*), so that a
 /// failing randomized test can be replayed from its printed seed.
 pub struct Rng(u64);

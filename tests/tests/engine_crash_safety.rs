@@ -75,12 +75,7 @@ fn random_kill9_of_router_and_scheduler_loses_nothing() {
     for u in &users {
         for m in env.maildir(u) {
             let text = String::from_utf8_lossy(&m).into_owned();
-            let n: usize = text
-                .lines()
-                .find_map(|l| l.strip_prefix("X-Seq: "))
-                .expect("X-Seq")
-                .parse()
-                .unwrap();
+            let n = skein_integration_tests::x_seq(&text);
             assert_eq!(
                 format!("u{}", n % USERS),
                 *u,

@@ -72,12 +72,7 @@ fn thousand_messages_to_fifty_users_arrive_exactly_once() {
                 text.contains(&format!("Delivered-To: {user}@localhost\n")),
                 "{text}"
             );
-            let n: usize = text
-                .lines()
-                .find_map(|l| l.strip_prefix("X-Seq: "))
-                .expect("X-Seq")
-                .parse()
-                .unwrap();
+            let n = skein_integration_tests::x_seq(&text);
             assert_eq!(n % USERS, u, "message {n} in the wrong Maildir ({user})");
             let want = body(n);
             let (_, want_body) = want.split_once("\n\n").unwrap();

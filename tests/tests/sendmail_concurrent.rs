@@ -69,12 +69,7 @@ fn eight_concurrent_submitters_store_1000_intact_messages() {
             "file name is the queue id"
         );
         let text = String::from_utf8(bytes).expect("utf-8");
-        let seq = text
-            .lines()
-            .find_map(|l| l.strip_prefix("X-Seq: "))
-            .expect("X-Seq header")
-            .trim()
-            .to_string();
+        let seq = skein_integration_tests::x_seq_text(&text).to_string();
         let (w, n) = seq.split_once('-').expect("w-n");
         let (w, n): (usize, usize) = (w.parse().unwrap(), n.parse().unwrap());
         let original = stored_form(&message(w, n));

@@ -95,12 +95,7 @@ fn files_of_finished_messages_are_reused_and_cut_to_their_new_content() {
 
     let mut seen = BTreeSet::new();
     for text in delivered(&env) {
-        let n: usize = text
-            .lines()
-            .find_map(|l| l.strip_prefix("X-Seq: "))
-            .expect("X-Seq")
-            .parse()
-            .unwrap();
+        let n = skein_integration_tests::x_seq(&text);
         let want = body(n);
         let (_, want_body) = want.split_once("\n\n").unwrap();
         assert!(

@@ -576,13 +576,15 @@ mod tests {
                 }
             );
         }
-        assert!(
-            std::fs::read_dir(s.dir(Area::Tmp))
-                .unwrap()
-                .next()
-                .is_none()
-        );
+        assert!(tmp_is_empty(&s));
         assert!(s.create_controls(&[]).is_empty());
+    }
+
+    fn tmp_is_empty(s: &Spool) -> bool {
+        std::fs::read_dir(s.dir(Area::Tmp))
+            .unwrap()
+            .next()
+            .is_none()
     }
 
     fn inode(path: &Path) -> u64 {
@@ -661,12 +663,30 @@ mod tests {
         let (back, torn) = ControlFile::read(&next_path).unwrap();
         assert_eq!((back, torn), (next, false));
         assert!(free_names(&s).is_empty());
-        assert!(
-            std::fs::read_dir(s.dir(Area::Tmp))
-                .unwrap()
-                .next()
-                .is_none()
-        );
+        assert!(tmp_is_empty(&s));
+    }
+
+    #[test]
+    fn another_process_sees_newly_published_files_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        // Two handles on one spool stand for two processes: the scheduler
+        // (publishing) and a writer (taking), each with its own pool view.
+        let scheduler = Spool::open(d.path()).unwrap();
+        let writer = Spool::open(d.path()).unwrap();
+        for round in 0..3 {
+            let (id, control, message) = queued(&scheduler, b"text\r\n");
+            let ino = inode(&message);
+            scheduler.retire(&control, &message, id.as_str()).unwrap();
+            assert_eq!(scheduler.publish_retired().unwrap(), 2);
+            // The writer's last look found a file, so it looks again now
+            // rather than waiting out the empty-pool pause.
+            let mut w = writer.create_incoming(&env()).unwrap();
+            w.write_message(b"next\r\n").unwrap();
+            let new_id = w.commit().unwrap();
+            let path = writer.path(Area::Incoming, &new_id);
+            assert_eq!(inode(&path), ino, "round {round}");
+            std::fs::remove_file(path).unwrap();
+        }
     }
 
     #[test]
@@ -725,12 +745,7 @@ mod tests {
         assert!(!s.create_control(&other).unwrap());
         let (back, _) = ControlFile::read(&s.path(Area::Transport, &text.id)).unwrap();
         assert_eq!(back, text);
-        assert!(
-            std::fs::read_dir(s.dir(Area::Tmp))
-                .unwrap()
-                .next()
-                .is_none()
-        );
+        assert!(tmp_is_empty(&s));
     }
 
     #[test]

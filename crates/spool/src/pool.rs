@@ -88,7 +88,9 @@ impl Kind {
 #[derive(Debug, Default)]
 struct Seen {
     names: Vec<String>,
-    listed: Option<Instant>,
+    /// When a listing last found none of the kind (cleared by a listing
+    /// that finds some).
+    found_none: Option<Instant>,
 }
 
 /// One process's view of `free/`.
@@ -185,8 +187,8 @@ impl Pool {
         }
         // This process's writers need not wait out RELIST_AFTER to see
         // them.
-        lock(&self.messages).listed = None;
-        lock(&self.controls).listed = None;
+        lock(&self.messages).found_none = None;
+        lock(&self.controls).found_none = None;
         Ok(published)
     }
 
@@ -237,16 +239,19 @@ impl Pool {
         if let Some(name) = seen.names.pop() {
             return Some(name);
         }
-        if seen.listed.is_some_and(|at| at.elapsed() < RELIST_AFTER) {
+        if seen
+            .found_none
+            .is_some_and(|at| at.elapsed() < RELIST_AFTER)
+        {
             return None;
         }
-        seen.listed = Some(Instant::now());
         seen.names = self
             .published()
             .ok()?
             .into_iter()
             .filter(|name| Kind::of(name) == Some(kind))
             .collect();
+        seen.found_none = seen.names.is_empty().then(Instant::now);
         seen.names.pop()
     }
 
