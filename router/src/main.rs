@@ -1,32 +1,14 @@
 //! `skein-router [-c FILE]`: see the library's documentation.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-use skein_config::Config;
-
-/// EX_CONFIG from sysexits.h: the configuration cannot be used.
-const EX_CONFIG: u8 = 78;
-
-/// Routes messages from the spool's incoming/ to the scheduler.
-#[derive(Debug, Parser)]
-#[command(name = "skein-router", version)]
-struct Args {
-    /// The configuration file (default: $SKEIN_CONFIG, else the embedded
-    /// default).
-    #[arg(short = 'c', long = "config", value_name = "FILE")]
-    config: Option<PathBuf>,
-}
-
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let loaded = match Config::load(args.config.as_deref()) {
+    let loaded = match skein_daemon::cli::load_config(
+        skein_router::PROGRAM,
+        "Routes messages from the spool's incoming/ to the scheduler; see docs/router.md.",
+    ) {
         Ok(loaded) => loaded,
-        Err(e) => {
-            eprintln!("skein-router: {e}");
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(code) => return code,
     };
     let options = skein_router::daemon_options(&loaded.config);
     skein_daemon::run(options, |ctx| skein_router::serve(loaded, ctx))

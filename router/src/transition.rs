@@ -349,23 +349,22 @@ fn move_to_queue(spool: &Spool, id: &QueueId) -> Result<bool, RouterError> {
     let to = spool.path(Area::Queue, id);
     if rename_noreplace(&from, &to)? {
         return Ok(true);
-    } else {
-        // queue/<id> exists: an earlier move got as far as the link of
-        // the link + unlink fallback. Same file; drop the old name.
-        match std::fs::remove_file(&from) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(SpoolError::Io {
-                    op: "unlink",
-                    path: from,
-                    source,
-                }
-                .into());
-            }
-        }
-        tracing::info!(queue_id = %id, "removed the incoming name of a message already queued");
     }
+    // queue/<id> exists: an earlier move got as far as the link of the
+    // link + unlink fallback. Same file; drop the old name.
+    match std::fs::remove_file(&from) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(SpoolError::Io {
+                op: "unlink",
+                path: from,
+                source,
+            }
+            .into());
+        }
+    }
+    tracing::info!(queue_id = %id, "removed the incoming name of a message already queued");
     // No fsync of incoming/: if a power loss undoes the removal of the old
     // name, the message is found in incoming/ with its control file and
     // finished again as state S1' — nothing is lost or routed twice.

@@ -111,6 +111,18 @@ impl TestEnv {
     }
 }
 
+/// Rewrites a file in place (same inode) and gives it the modification
+/// time `mtime`: a change a watcher of the file must notice even within
+/// the file system's timestamp granularity.
+pub fn rewrite(path: &Path, text: &str, mtime: std::time::SystemTime) {
+    std::fs::write(path, text).expect("rewrite");
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(mtime))
+        .expect("set mtime");
+}
+
 /// The number in a message's `X-Seq:` header field, which the tests put
 /// in every message they send to tell them apart. Panics without one.
 pub fn x_seq(text: &str) -> usize {

@@ -7,7 +7,6 @@
 //! reloaded; SIGTERM stops the router with status 0.
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -363,17 +362,6 @@ fn leftovers_of_a_crash_are_completed_and_corrupt_files_set_aside() {
     stop(router, &env);
 }
 
-/// Rewrites a file in place (same inode) and gives it the modification
-/// time `mtime`.
-fn rewrite(path: &Path, text: &str, mtime: std::time::SystemTime) {
-    std::fs::write(path, text).expect("rewrite");
-    std::fs::File::options()
-        .write(true)
-        .open(path)
-        .and_then(|f| f.set_modified(mtime))
-        .expect("set mtime");
-}
-
 fn hosts(control: &ControlFile) -> Vec<String> {
     control.recipients.iter().map(|r| r.host.clone()).collect()
 }
@@ -391,7 +379,7 @@ fn aliases_are_reloaded_on_change_and_on_sighup_and_a_broken_file_is_survived() 
 
     // Same size, same inode, same time: invisible to the change check, so
     // the old table stays until SIGHUP.
-    rewrite(&path, "list: bob\n", first_mtime);
+    skein_integration_tests::rewrite(&path, "list: bob\n", first_mtime);
     let id = submit(&env, &["list@localhost"], "Subject: 2\n\n2\n");
     assert_eq!(hosts(&routed(&env, &router, &id)), vec!["ann"]);
     let pid = nix::unistd::Pid::from_raw(router.child.id() as i32);
@@ -403,12 +391,12 @@ fn aliases_are_reloaded_on_change_and_on_sighup_and_a_broken_file_is_survived() 
 
     // A change is noticed without a signal.
     let later = first_mtime + Duration::from_secs(10);
-    rewrite(&path, "list: ann, bob\n", later);
+    skein_integration_tests::rewrite(&path, "list: ann, bob\n", later);
     let id = submit(&env, &["list@localhost"], "Subject: 4\n\n4\n");
     assert_eq!(hosts(&routed(&env, &router, &id)), vec!["ann", "bob"]);
 
     // A broken file: logged with file and line, the previous table kept.
-    rewrite(
+    skein_integration_tests::rewrite(
         &path,
         "list: ann\nthis line is broken\n",
         later + Duration::from_secs(10),

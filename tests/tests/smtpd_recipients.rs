@@ -7,7 +7,7 @@
 mod smtpd_support;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use smtpd_support::{Client, GUARD, Smtpd};
 
@@ -178,17 +178,6 @@ fn refused_recipients_count_as_errors() {
     assert!(smtpd.incoming().is_empty());
 }
 
-/// Rewrites a file in place (same inode) and gives it the modification
-/// time `mtime`.
-fn rewrite(path: &Path, text: &str, mtime: SystemTime) {
-    std::fs::write(path, text).expect("rewrite");
-    std::fs::File::options()
-        .write(true)
-        .open(path)
-        .and_then(|f| f.set_modified(mtime))
-        .expect("set mtime");
-}
-
 /// A fresh transaction on `c` and the reply to one RCPT in it.
 fn try_rcpt(c: &mut Client, address: &str) -> String {
     c.send(b"RSET\r\nMAIL FROM:<sender@client.example>\r\n");
@@ -213,14 +202,14 @@ fn aliases_follow_their_file_and_sighup() {
 
     // A change on disk is noticed (looked for at most once a second).
     let later = first_mtime + Duration::from_secs(10);
-    rewrite(&path, "team: ann\n", later);
+    skein_integration_tests::rewrite(&path, "team: ann\n", later);
     std::thread::sleep(Duration::from_millis(1500));
     assert!(try_rcpt(&mut c, "team@localhost").starts_with("250 "));
     assert!(try_rcpt(&mut c, "crew@localhost").starts_with("550 5.1.1 "));
 
     // Same size, same inode, same time: invisible to the change check,
     // so the old table stays until SIGHUP.
-    rewrite(&path, "crew: ann\n", later);
+    skein_integration_tests::rewrite(&path, "crew: ann\n", later);
     std::thread::sleep(Duration::from_millis(1500));
     assert!(try_rcpt(&mut c, "crew@localhost").starts_with("550 5.1.1 "));
     let pid = nix::unistd::Pid::from_raw(smtpd.daemon.child.id() as i32);
@@ -236,7 +225,7 @@ fn aliases_follow_their_file_and_sighup() {
     assert!(try_rcpt(&mut c, "team@localhost").starts_with("550 5.1.1 "));
 
     // A broken file: logged, the previous aliases stay in force.
-    rewrite(
+    skein_integration_tests::rewrite(
         &path,
         "crew: ann\nthis line is broken\n",
         later + Duration::from_secs(10),

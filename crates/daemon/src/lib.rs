@@ -46,6 +46,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cli;
 mod context;
 mod error;
 mod logging;

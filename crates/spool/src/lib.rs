@@ -344,7 +344,7 @@ impl Spool {
             .dir(Area::Tmp)
             .join(format!("{}.{id}.ctl", std::process::id()));
         let (mut f, recycled) = match self.pool.take(FileKind::Control, &tmp) {
-            Some(taken) => (taken.file, true),
+            Some(file) => (file, true),
             None => {
                 let f = std::fs::OpenOptions::new()
                     .write(true)

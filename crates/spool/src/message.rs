@@ -296,7 +296,7 @@ impl MessageWriter {
         let tmp_path = tmp_dir.join(format!("{}.{id}", std::process::id()));
         let taken = pool.and_then(|pool| {
             pool.take(Kind::Message, &tmp_path)
-                .map(|taken| (taken.file, Arc::clone(pool)))
+                .map(|file| (file, Arc::clone(pool)))
         });
         let (file, recycled_from) = match taken {
             Some((file, pool)) => (file, Some(pool)),

@@ -106,16 +106,6 @@ pub(crate) struct Pool {
     staged: Mutex<Vec<(String, PathBuf)>>,
 }
 
-/// A file taken from the pool, renamed to the caller's temporary name,
-/// still holding its old content: the caller writes from offset 0 and then
-/// cuts the file to the length it wrote (`set_len`). Before anything durable refers to it (before the rename that
-/// commits it), the caller calls [`Pool::sync`]: until then `free/` may
-/// still name it after a power loss.
-#[derive(Debug)]
-pub(crate) struct Taken {
-    pub file: File,
-}
-
 impl Pool {
     pub(crate) fn new(dir: PathBuf) -> Pool {
         Pool {
@@ -199,9 +189,13 @@ impl Pool {
 
     /// Step 3: takes a published file of `kind`, renamed to `tmp` (a name
     /// of the caller's in `tmp/`), or `None` if there is none to take (the
-    /// caller then creates a new file). See [`Taken`] for what the caller
-    /// owes it.
-    pub(crate) fn take(&self, kind: Kind, tmp: &Path) -> Option<Taken> {
+    /// caller then creates a new file). The file still holds its old
+    /// content: the caller writes from offset 0 and then cuts the file to
+    /// the length it wrote (`set_len`). Before anything durable refers to
+    /// it (before the rename that commits it) the caller calls
+    /// [`Pool::sync`]: until then `free/` may still name it after a power
+    /// loss.
+    pub(crate) fn take(&self, kind: Kind, tmp: &Path) -> Option<File> {
         loop {
             let name = self.next_name(kind)?;
             let from = self.dir.join(&name);
@@ -211,7 +205,7 @@ impl Pool {
                 Ok(false) | Err(_) => continue,
             }
             return match self.prepare(tmp) {
-                Ok(file) => Some(Taken { file }),
+                Ok(file) => Some(file),
                 Err(_) => {
                     // Unusable (a second name, no permission): out of the
                     // pool with it.
