@@ -11,9 +11,9 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use skein_config::Config;
-use skein_router::aliases::{AliasTable, parse_include};
-use skein_router::route::Router;
-use skein_router::users::Users;
+use skein_routing::aliases::{AliasTable, parse_include};
+use skein_routing::route::Router;
+use skein_routing::users::Users;
 use skein_spool::{Envelope, Recipient};
 
 /// Everyone exists except "nobody", so both outcomes are reached.

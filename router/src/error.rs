@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use skein_daemon::DaemonError;
 use skein_spool::{QueueId, SpoolError};
 
-use crate::aliases::AliasError;
+use skein_routing::aliases::AliasError;
 
 /// What can stop the router, or the routing of one message.
 #[derive(Debug)]

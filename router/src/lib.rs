@@ -1,12 +1,13 @@
 //! # skein-router — from `incoming/` to the scheduler
 //!
 //! **Job.** Takes each accepted message from `<spool>/incoming/`, checks
-//! it, reads its header section, expands aliases, routes every recipient
-//! to a thread `(channel, host)` — or to a failure with its enhanced
-//! status code — and performs spool transition T2: the control file into
-//! `transport/<id>`, the message into `queue/<id>`, then a `Submitted`
-//! notification to the scheduler. `docs/router.md` describes the rules
-//! and argues crash safety step by step.
+//! it, reads its header section, has every recipient routed by
+//! [`skein_routing`] (aliases expanded, each recipient sent to a thread
+//! `(channel, host)` — or to a failure with its enhanced status code) and
+//! performs spool transition T2: the control file into `transport/<id>`,
+//! the message into `queue/<id>`, then a `Submitted` notification to the
+//! scheduler. `docs/router.md` describes the rules and argues crash safety
+//! step by step.
 //!
 //! **Reads.** `incoming/<id>` (locked with `flock` while routed); the
 //! configuration; the aliases file and its `:include:` files; the user
@@ -23,9 +24,9 @@
 //! scanned by mail-parser, bounded to 1 MiB, for `Received` fields and the
 //! `Message-ID`; addresses are checked with `skein_mail::Mailbox` before
 //! use, and a local user name becomes a path component only after
-//! [`users::is_safe_user_name`]. The aliases file is trusted as the
-//! operator's; `|command` and `/file` targets are refused unless the
-//! configuration allows them.
+//! [`skein_routing::users::is_safe_user_name`]. The aliases file is
+//! trusted as the operator's; `|command` and `/file` targets are refused
+//! unless the configuration allows them.
 //!
 //! **On failure.** A corrupt message is moved to `corrupt/` and logged,
 //! never retried. A message that cannot be routed for a local reason (disk,
@@ -43,14 +44,11 @@
 //! are reloaded when one of their files changes and on SIGHUP; the rest of
 //! the configuration is read at start only.
 
-pub mod aliases;
 mod error;
 pub mod header;
 mod notify;
-pub mod route;
 mod service;
 pub mod transition;
-pub mod users;
 mod wake;
 
 use skein_config::Config;

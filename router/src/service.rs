@@ -12,15 +12,15 @@ use std::time::Duration;
 
 use skein_config::{Config, Loaded};
 use skein_daemon::{Context, PidFile, ServiceError};
+use skein_routing::aliases::WatchedAliases;
+use skein_routing::route::Router;
+use skein_routing::users::SystemUsers;
 use skein_spool::{Area, QueueId, Spool};
 use tracing::{debug, error, info};
 
-use crate::aliases::WatchedAliases;
 use crate::error::RouterError;
 use crate::notify::SchedulerLink;
-use crate::route::Router;
 use crate::transition::{self, Outcome, Summary};
-use crate::users::SystemUsers;
 use crate::wake::WakeSocket;
 
 /// How often `incoming/` is scanned without a wake-up: the safety net for

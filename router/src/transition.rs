@@ -31,7 +31,7 @@ use skein_spool::{
 
 use crate::error::RouterError;
 use crate::header::{self, HeaderFacts};
-use crate::route::Routed;
+use skein_routing::route::Routed;
 
 /// What became of one incoming message.
 #[derive(Debug)]
@@ -403,7 +403,7 @@ fn now_micros() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::Failure;
+    use skein_routing::route::Failure;
     use skein_spool::Recipient;
 
     fn submit(spool: &Spool, rcpts: &[&str], message: &[u8]) -> QueueId {

@@ -40,7 +40,7 @@ pub enum SmtpdError {
     /// Ours: `router.aliases` does not load, and
     /// `smtpd.verify_local_recipients` needs it (the router refuses to
     /// start on it too).
-    Aliases(skein_router::aliases::AliasError),
+    Aliases(skein_routing::aliases::AliasError),
 }
 
 impl fmt::Display for SmtpdError {

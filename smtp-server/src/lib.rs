@@ -10,8 +10,8 @@
 //!
 //! **Local recipients.** With `smtpd.verify_local_recipients` (the
 //! default), a recipient at a local domain is routed at `RCPT TO` by the
-//! router's own code, on a one-recipient envelope ([`recipients`]): one the
-//! router would fail (no such user 5.1.1, an alias to nothing 5.2.4, a
+//! code the router routes with (`skein-routing`), on a one-recipient
+//! envelope ([`recipients`]): one the router would fail (no such user 5.1.1, an alias to nothing 5.2.4, a
 //! refused `|command` or `/file` target 5.7.1, a loop 5.4.6) is refused
 //! `550` with that status and diagnostic — never accepted and bounced
 //! later to a sender that may be forged (backscatter). A user database that

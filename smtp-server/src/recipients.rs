@@ -3,11 +3,11 @@
 //! Without this check the server would accept any address at a local
 //! domain, and the router would later bounce the unknown ones (5.1.1) to
 //! the envelope sender — backscatter, when the sender is forged. Instead,
-//! for a recipient whose domain is local, the server runs the router's own
-//! routing ([`skein_router::route::Router`], with the same aliases and the
-//! same user lookup) on a one-recipient envelope, and refuses the
-//! recipient with `550` and the router's status and diagnostic when the
-//! router would fail it: the two can never disagree.
+//! for a recipient whose domain is local, the server runs the router's
+//! routing ([`skein_routing::route::Router`], the same code with the same
+//! aliases and the same user lookup) on a one-recipient envelope, and
+//! refuses the recipient with `550` and the router's status and
+//! diagnostic when the router would fail it: the two can never disagree.
 //!
 //! The aliases are the router's file (`router.aliases`), kept in force by
 //! [`WatchedAliases`]: looked at for changes before a lookup (at most once
@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use skein_config::Config;
 use skein_mail::Mailbox;
-use skein_router::aliases::{AliasError, AliasTable, WatchedAliases};
-use skein_router::route::{Failure, Router};
-use skein_router::users::{SystemUsers, Users};
+use skein_routing::aliases::{AliasError, AliasTable, WatchedAliases};
+use skein_routing::route::{Failure, Router};
+use skein_routing::users::{SystemUsers, Users};
 use skein_spool::{Envelope, Recipient};
 
 /// How often, at most, the aliases' files are looked at for a change.
@@ -204,7 +204,7 @@ pub fn refusal_text(address: &str, diagnostic: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use skein_router::users::ListedUsers;
+    use skein_routing::users::ListedUsers;
     use std::path::Path;
 
     /// `brokendb` makes the lookup fail (see `ListedUsers`).
