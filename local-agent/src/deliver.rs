@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 use crate::error::LocalError;
 use crate::maildir::{DeliverError, Maildir};
 use crate::message::{CopyError, MessageSource};
-use crate::users::{check_user_name, lookup, user_for};
+use crate::users::{SystemUsers, check_user_name, lookup, user_for};
 
 /// What a delivery needs to know besides the job.
 #[derive(Debug, Clone)]
@@ -73,9 +73,9 @@ fn deliver_one(
 ) -> Result<PathBuf, LocalError> {
     let user = user_for(job, &recipient.address);
     check_user_name(&user)?;
-    let dir = target.maildir_root.join(&user);
-    lookup(&user, &dir)?;
-    let maildir = Maildir::ensure(&dir)?;
+    let users = SystemUsers::new(target.maildir_root.clone());
+    lookup(&users, &user)?;
+    let maildir = Maildir::ensure(&users.maildir(&user))?;
     let result = maildir.deliver(&target.hostname, |out| {
         let header = format!(
             "Return-Path: <{}>\nDelivered-To: {}\n",
@@ -232,6 +232,59 @@ mod tests {
         let r = &deliver_job(&f.target, &job)[0];
         assert_eq!(r.status, Status::Failed);
         assert_eq!(r.enhanced.to_string(), "5.1.3");
+    }
+
+    /// The router routes a local user to `local/<user>` exactly when this
+    /// agent delivers to that user: one name rule, one lookup. Maildirs
+    /// exist for names the rule refuses, to show they do not count.
+    #[test]
+    fn the_router_and_the_agent_agree_on_every_user() {
+        use skein_config::Config;
+        use skein_routing::aliases::AliasTable;
+        use skein_routing::route::Router;
+        use skein_spool::{Envelope, Recipient};
+
+        let f = fixture();
+        let root = &f.target.maildir_root;
+        for dir in ["ann", "o'brien", "-x", "Upper", "a b"] {
+            std::fs::create_dir_all(root.join(dir)).expect("maildir");
+        }
+        let text = format!("hostname = \"mx.test\"\n[local]\nmaildir_root = {root:?}\n");
+        let config = Config::from_toml_str(&text, "test", Path::new("/")).expect("config");
+        let aliases = AliasTable::from_text("pm: \\postmaster\n", Path::new("/")).expect("aliases");
+        let users = SystemUsers::new(root.clone());
+        let router = Router::new(&config, &aliases, &users);
+        let table = [
+            ("ann@localhost", "ann", true),
+            ("Ann+x@localhost", "ann", true),
+            ("root@mx.test", "root", true),
+            ("pm@localhost", "postmaster", true),
+            ("no-such-user-skein@localhost", "no-such-user-skein", false),
+            ("Upper@localhost", "upper", false),
+            ("o'brien@localhost", "o'brien", false),
+            ("-x@localhost", "-x", false),
+            ("\"a b\"@localhost", "\"a b\"", false),
+        ];
+        for (address, user, deliverable) in table {
+            let envelope = Envelope {
+                recipients: vec![Recipient::new(address)],
+                ..Envelope::default()
+            };
+            let routed = router.route(&envelope, 0, false).expect("lookup");
+            let to_user = routed
+                .iter()
+                .any(|r| r.failure.is_none() && r.channel == "local" && r.host == user);
+            assert_eq!(to_user, deliverable, "router, {address}: {routed:?}");
+            // The agent, handed that user's thread (a user the router
+            // refused can only reach it through a bug or a hand-made job).
+            let job = f.job(user, &[address]);
+            let status = &deliver_job(&f.target, &job)[0].status;
+            assert_eq!(
+                *status == Status::Delivered,
+                deliverable,
+                "agent, {address}: {status:?}"
+            );
+        }
     }
 
     #[test]

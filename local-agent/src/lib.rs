@@ -11,15 +11,19 @@
 //!
 //! **Reads and writes.** Reads the spool's message files named in its jobs
 //! (read-only, streamed in 64 KiB chunks) and the user database
-//! (`getpwnam`). Writes only under `local.maildir_root`: the users'
-//! Maildirs, created (mode 0700) for a system account or `postmaster`
-//! that has none yet. Talks to the scheduler on fd 3, logs on stderr.
+//! (`getpwnam`, through `skein-routing`'s user lookup, the one the router
+//! and the SMTP server use). Writes only under `local.maildir_root`: the
+//! users' Maildirs, created (mode 0700) for a system account or
+//! `postmaster` that has none yet. Talks to the scheduler on fd 3, logs on
+//! stderr.
 //!
 //! **Trusts.** The scheduler and the spool it names. Recipient addresses
 //! come from remote senders: a user name that is not a plain directory
-//! name (empty, with a slash, starting with a dot, with control
-//! characters) is refused, so no address can write outside the Maildir
-//! root. It runs with the privilege the scheduler gives it and needs
+//! name is refused by the user-name rule the router applies too
+//! (`skein_routing::users::check_user_name`: letters, digits, `.`, `-`,
+//! `_`, in lower case, not starting with `.` or `-`, at most 255 bytes),
+//! so no address can write outside the Maildir root. It runs with the
+//! privilege the scheduler gives it and needs
 //! write access to the Maildirs; it does not change file ownership (a
 //! Maildir it creates belongs to the user skein runs as).
 //!

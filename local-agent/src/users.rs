@@ -3,15 +3,14 @@
 //! The router puts local recipients on thread `local/<user>`, the user
 //! being the lower-cased local part without its `+extension`; the agent
 //! takes the user from the thread and only derives it from the address
-//! itself when the thread does not name one (see [`user_for`]). A user
-//! exists when it is a system account, when its Maildir directory exists
-//! (virtual users), or when it is `postmaster`, which RFC 5321 requires to
-//! exist.
-
-use std::io;
-use std::path::Path;
+//! itself when the thread does not name one (see [`user_for`]). Whether
+//! the name is acceptable and whether the user exists (a Maildir, a
+//! system account, or `postmaster`) is decided by `skein_routing::users`,
+//! exactly as the router and the SMTP server decide it; this module maps
+//! the answers to the agent's errors.
 
 use skein_proto::Job;
+pub use skein_routing::users::{Known, SystemUsers};
 
 use crate::error::LocalError;
 
@@ -64,56 +63,28 @@ fn unquote(quoted: &str) -> String {
 }
 
 /// Refuses user names that cannot safely be one directory under the
-/// Maildir root: the name comes from a remote sender's address.
+/// Maildir root: the name comes from a remote sender's address. The rule
+/// is the one the router and the SMTP server apply
+/// ([`skein_routing::users::check_user_name`]); a refusal here fails with
+/// 5.1.3.
 pub fn check_user_name(user: &str) -> Result<(), LocalError> {
-    let why = if user.is_empty() {
-        Some("empty")
-    } else if user.len() > 255 {
-        Some("longer than 255 bytes")
-    } else if user.starts_with('.') {
-        Some("starts with a dot")
-    } else if user.contains('/') {
-        Some("contains a slash")
-    } else if user.chars().any(char::is_control) {
-        Some("contains a control character")
-    } else {
-        None
-    };
-    match why {
-        Some(why) => Err(LocalError::BadUserName {
-            user: user.to_owned(),
-            why,
-        }),
-        None => Ok(()),
-    }
+    skein_routing::users::check_user_name(user).map_err(|bad| LocalError::BadUserName {
+        user: user.to_owned(),
+        why: bad.why(),
+    })
 }
 
-/// How a user is known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Known {
-    /// Its Maildir directory exists (whether or not it is a system
-    /// account).
-    Maildir,
-    /// A system account (or `postmaster`) without a Maildir yet: the agent
-    /// creates it.
-    Account,
-}
-
-/// Whether `user` (already checked with [`check_user_name`]) exists, its
-/// Maildir being `maildir`.
-pub fn lookup(user: &str, maildir: &Path) -> Result<Known, LocalError> {
-    if maildir.is_dir() {
-        return Ok(Known::Maildir);
-    }
-    if user == "postmaster" {
-        return Ok(Known::Account);
-    }
-    match nix::unistd::User::from_name(user) {
-        Ok(Some(_)) => Ok(Known::Account),
+/// Whether `user` (already checked with [`check_user_name`]) exists, by
+/// the lookup the router and the SMTP server use
+/// ([`SystemUsers::lookup`]): unknown fails with 5.1.1, a user database
+/// that does not answer defers.
+pub fn lookup(users: &SystemUsers, user: &str) -> Result<Known, LocalError> {
+    match users.lookup(user) {
+        Ok(Some(known)) => Ok(known),
         Ok(None) => Err(LocalError::UnknownUser(user.to_owned())),
-        Err(errno) => Err(LocalError::UserLookup {
+        Err(source) => Err(LocalError::UserLookup {
             user: user.to_owned(),
-            source: io::Error::from(errno),
+            source,
         }),
     }
 }
@@ -163,7 +134,9 @@ mod tests {
         let table = [
             ("alice", true),
             ("joe.bloggs", true),
-            ("a b", true),
+            // Refused since the rule is the router's too (it was accepted
+            // here alone, and looked up).
+            ("a b", false),
             ("", false),
             (".", false),
             ("..", false),
@@ -177,6 +150,13 @@ mod tests {
             assert_eq!(check_user_name(user).is_ok(), ok, "{user:?}");
         }
         assert!(check_user_name(&"x".repeat(256)).is_err());
+        assert!(check_user_name(&"x".repeat(255)).is_ok());
+        match check_user_name("a/b") {
+            Err(LocalError::BadUserName { user, why }) => {
+                assert_eq!((user.as_str(), why), ("a/b", "contains a slash"))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -189,8 +169,9 @@ mod tests {
             ("postmaster", Some(Known::Account)),
             ("no-such-user-skein-test", None),
         ];
+        let users = SystemUsers::new(root.path().to_path_buf());
         for (user, known) in table {
-            let got = lookup(user, &root.path().join(user));
+            let got = lookup(&users, user);
             match known {
                 Some(known) => assert_eq!(got.ok(), Some(known), "{user}"),
                 None => assert!(

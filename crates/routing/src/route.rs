@@ -1085,6 +1085,47 @@ empty: :include:/lists/empty
         );
     }
 
+    /// With the machine's lookup, `postmaster` is a user even without an
+    /// account or a Maildir (RFC 5321 §4.5.1), as the local agent has it:
+    /// an alias that names it as a user delivers to its Maildir.
+    #[test]
+    fn postmaster_is_always_a_user() {
+        let d = tempfile::tempdir().unwrap();
+        let users = crate::users::SystemUsers::new(d.path().to_path_buf());
+        let config = config("");
+        let table = AliasTable::from_text(
+            "postmaster: \\postmaster, no-such-user-skein-test\n",
+            Path::new("/"),
+        )
+        .unwrap();
+        let envelope = Envelope {
+            recipients: vec![Recipient::new("postmaster@localhost")],
+            ..Default::default()
+        };
+        let routed = Router::new(&config, &table, &users)
+            .route(&envelope, 0, false)
+            .unwrap();
+        assert_eq!(
+            rows(&routed),
+            [
+                (
+                    "local".into(),
+                    "postmaster".into(),
+                    "postmaster@localhost".into(),
+                    None,
+                    None
+                ),
+                (
+                    "error".into(),
+                    "router".into(),
+                    "no-such-user-skein-test@localhost".into(),
+                    Some("rfc822;postmaster@localhost".into()),
+                    Some("5.1.1".into())
+                ),
+            ]
+        );
+    }
+
     #[test]
     fn xtext_encoding() {
         for (plain, encoded) in [
