@@ -29,7 +29,7 @@ use std::io;
 use std::path::PathBuf;
 
 use skein_config::Config;
-use skein_mail::Mailbox;
+use skein_mail::{Mailbox, xtext};
 use skein_spool::{Envelope, Recipient};
 
 use crate::aliases::{AliasTable, Include, Target};
@@ -435,7 +435,7 @@ impl Expansion<'_, '_> {
         }
         let orcpt = self.original.orcpt.clone().or_else(|| {
             (address != self.original.address)
-                .then(|| format!("rfc822;{}", xtext(&self.original.address)))
+                .then(|| format!("rfc822;{}", xtext::encode(self.original.address.as_bytes())))
         });
         self.out.routed.push(Routed {
             channel: channel.to_owned(),
@@ -468,20 +468,6 @@ fn address_key(channel: &str, address: &str) -> String {
         Some((local, domain)) => format!("{local}@{}", domain.to_lowercase()),
         None => address.to_owned(),
     }
-}
-
-/// RFC 3461 §4 xtext: `+` followed by two upper-case hex digits for `+`,
-/// `=`, and every byte outside `!`..`~`.
-pub fn xtext(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for &b in text.as_bytes() {
-        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("+{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -1093,7 +1079,7 @@ empty: :include:/lists/empty
             ("\"a b\"@c", "\"a+20b\"@c"),
             ("ü@x", "+C3+BC@x"),
         ] {
-            assert_eq!(xtext(plain), encoded);
+            assert_eq!(xtext::encode(plain.as_bytes()), encoded);
         }
     }
 }
