@@ -17,8 +17,8 @@
 use std::path::{Path, PathBuf};
 
 use skein_spool::{
-    Area, BodyType, ControlFile, ControlRecipient, Envelope, OutcomeKind, QueueId, Recipient,
-    Record, Ret, Spool, read_message,
+    Area, BodyType, ControlFile, ControlRecipient, Envelope, Notify, OutcomeKind, QueueId,
+    Recipient, Record, Ret, Spool, read_message,
 };
 
 const MESSAGE_V1: &[u8] = include_bytes!("fixtures/message-v1");
@@ -37,6 +37,16 @@ fn in_spool(bytes: &[u8], id: &str) -> (tempfile::TempDir, Spool, PathBuf) {
 
 fn id(s: &str) -> QueueId {
     s.parse().unwrap()
+}
+
+/// NOTIFY with these conditions (not `NEVER`).
+fn notify(success: bool, failure: bool, delay: bool) -> Notify {
+    Notify {
+        never: false,
+        success,
+        failure,
+        delay,
+    }
 }
 
 /// The header lines after `id` and `arrival`, which a new write changes.
@@ -65,17 +75,17 @@ fn message_v1_envelope() -> Envelope {
         recipients: vec![
             Recipient {
                 address: "\"ann smith\"@example.net".into(),
-                notify: Some("SUCCESS,FAILURE".into()),
+                notify: Some(notify(true, true, false)),
                 orcpt: Some("rfc822;ann+2Bsmith@example.net".into()),
             },
             Recipient {
                 address: "bob@example.net".into(),
-                notify: Some("NEVER".into()),
+                notify: Some(Notify::NEVER),
                 orcpt: None,
             },
             Recipient {
                 address: "carol@example.net".into(),
-                notify: Some("DELAY".into()),
+                notify: Some(notify(false, false, true)),
                 orcpt: None,
             },
             Recipient {
@@ -113,7 +123,7 @@ fn sendmail_recipients() -> Vec<Recipient> {
         .into_iter()
         .map(|address| Recipient {
             address: address.into(),
-            notify: Some("DELAY,SUCCESS,SUCCESS".into()),
+            notify: Some(notify(true, false, true)),
             orcpt: None,
         })
         .collect()
@@ -157,7 +167,7 @@ fn outcome(
         at,
         kind,
         attempt,
-        status: status.into(),
+        status: status.parse().unwrap(),
         retry_at,
         reply: None,
         remote_mta: None,
@@ -184,7 +194,7 @@ fn control_recipient(
     index: u32,
     (channel, host, address): (&str, &str, &str),
     nexthop: Option<&str>,
-    notify: Option<&str>,
+    notify: Option<Notify>,
     orcpt: Option<&str>,
 ) -> ControlRecipient {
     ControlRecipient {
@@ -193,7 +203,7 @@ fn control_recipient(
         host: host.into(),
         address: address.into(),
         nexthop: nexthop.map(Into::into),
-        notify: notify.map(Into::into),
+        notify,
         orcpt: orcpt.map(Into::into),
     }
 }
@@ -221,28 +231,28 @@ fn control_v1() -> ControlFile {
                 1,
                 ("smtp", "example.net", "\"b b\"@example.net"),
                 Some("127.0.0.1:2600"),
-                Some("FAILURE,DELAY"),
+                Some(notify(false, true, true)),
                 Some("rfc822;b+20b@example.net"),
             ),
             control_recipient(
                 2,
                 ("smtp", "example.org", "carol@example.org"),
                 None,
-                Some("NEVER"),
+                Some(Notify::NEVER),
                 None,
             ),
             control_recipient(
                 3,
                 ("error", "router", "nobody@localhost"),
                 None,
-                Some("SUCCESS,FAILURE,DELAY"),
+                Some(notify(true, true, true)),
                 Some("rfc822;nobody@localhost"),
             ),
             control_recipient(
                 4,
                 ("smtp", "example.com", "dan@example.com"),
                 None,
-                Some("SUCCESS"),
+                Some(notify(true, false, false)),
                 None,
             ),
         ],
@@ -356,7 +366,7 @@ fn control_file_v1_from_sendmail_reads_identically() {
             size: 15,
             recipients: vec![
                 ControlRecipient {
-                    notify: recipients[0].notify.clone(),
+                    notify: recipients[0].notify,
                     ..control_recipient(
                         0,
                         ("smtp", "example.net", "ann@example.net"),
@@ -366,7 +376,7 @@ fn control_file_v1_from_sendmail_reads_identically() {
                     )
                 },
                 ControlRecipient {
-                    notify: recipients[1].notify.clone(),
+                    notify: recipients[1].notify,
                     ..control_recipient(1, ("local", "bob", "bob@localhost"), None, None, None)
                 },
             ],
@@ -384,5 +394,11 @@ fn control_file_v1_from_sendmail_reads_identically() {
                 "delivered to maildir",
             )],
         }
+    );
+    // Written back, NOTIFY takes its one spelling; nothing else changes.
+    let old = String::from_utf8_lossy(CONTROL_V1_SENDMAIL);
+    assert_eq!(
+        control.render().unwrap(),
+        old.replace("notify=DELAY,SUCCESS,SUCCESS", "notify=SUCCESS,DELAY")
     );
 }
