@@ -8,23 +8,6 @@ use std::path::PathBuf;
 use skein_agent::Delivery;
 use skein_proto::EnhancedCode;
 
-/// `4.2.2`: mailbox full. Also used for a full file system rather than
-/// `4.3.1` (mail system full): from the recipient's side it is the same
-/// condition — the mailbox cannot grow until space is freed — and the
-/// scheduler treats both alike (deferred, retried).
-const MAILBOX_FULL: EnhancedCode = code(4, 2, 2);
-/// `4.3.0`: other mail system problem.
-const SYSTEM_TROUBLE: EnhancedCode = code(4, 3, 0);
-/// `5.1.3`: bad destination mailbox address syntax.
-const BAD_SYNTAX: EnhancedCode = code(5, 1, 3);
-
-const fn code(class: u8, subject: u16, detail: u16) -> EnhancedCode {
-    match EnhancedCode::new(class, subject, detail) {
-        Some(code) => code,
-        None => EnhancedCode::TRANSIENT,
-    }
-}
-
 /// A failed local delivery.
 ///
 /// | variant | fault | outcome |
@@ -86,13 +69,17 @@ impl LocalError {
         let diagnostic = self.to_string();
         match self {
             LocalError::UnknownUser(_) => Delivery::failed(EnhancedCode::BAD_MAILBOX, diagnostic),
-            LocalError::BadUserName { .. } => Delivery::failed(BAD_SYNTAX, diagnostic),
+            LocalError::BadUserName { .. } => {
+                Delivery::failed(EnhancedCode::BAD_MAILBOX_SYNTAX, diagnostic)
+            }
             LocalError::Mailbox { source, .. } if is_full(source) => {
-                Delivery::deferred(MAILBOX_FULL, diagnostic, None)
+                Delivery::deferred(EnhancedCode::MAILBOX_FULL, diagnostic, None)
             }
             LocalError::Message { .. }
             | LocalError::Mailbox { .. }
-            | LocalError::UserLookup { .. } => Delivery::deferred(SYSTEM_TROUBLE, diagnostic, None),
+            | LocalError::UserLookup { .. } => {
+                Delivery::deferred(EnhancedCode::SYSTEM_TROUBLE, diagnostic, None)
+            }
         }
     }
 }

@@ -101,7 +101,7 @@ impl Deliver for LocalAgent {
             Ok(deliveries) => deliveries,
             Err(e) => {
                 let diagnostic = format!("local delivery failed: {e}");
-                let trouble = EnhancedCode::new(4, 3, 0).unwrap_or(EnhancedCode::TRANSIENT);
+                let trouble = EnhancedCode::SYSTEM_TROUBLE;
                 job.recipients
                     .iter()
                     .map(|_| Delivery::deferred(trouble, diagnostic.clone(), None))

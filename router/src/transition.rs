@@ -77,7 +77,7 @@ impl Summary {
                 } => control
                     .recipients
                     .get(*rcpt as usize)
-                    .map(|r| (r.address.clone(), status.clone(), diagnostic.clone())),
+                    .map(|r| (r.address.clone(), status.to_string(), diagnostic.clone())),
                 _ => None,
             })
             .collect();
@@ -287,7 +287,7 @@ pub fn control_file(info: &MessageInfo, routed: Vec<Routed>, now: u64) -> Contro
                 at: now,
                 kind: OutcomeKind::Failed,
                 attempt: 0,
-                status: failure.status.to_owned(),
+                status: failure.status,
                 retry_at: None,
                 reply: None,
                 remote_mta: None,
@@ -436,7 +436,7 @@ mod tests {
             routed(
                 "x@localhost",
                 Some(Failure {
-                    status: "5.1.1",
+                    status: "5.1.1".parse().unwrap(),
                     diagnostic: "no such local user: x".into(),
                 }),
             ),
@@ -485,7 +485,7 @@ mod tests {
         assert_eq!(control.recipients.len(), 2);
         assert!(matches!(
             &control.records[..],
-            [Record::Outcome { rcpt: 1, kind: OutcomeKind::Failed, attempt: 0, status, .. }] if status == "5.1.1"
+            [Record::Outcome { rcpt: 1, kind: OutcomeKind::Failed, attempt: 0, status, .. }] if status.to_string() == "5.1.1"
         ));
     }
 

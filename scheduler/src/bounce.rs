@@ -90,11 +90,7 @@ fn send_dsn(
                 final_recipient: cr.address.clone(),
                 original_recipient: cr.orcpt.clone(),
                 action,
-                status: if r.status.is_empty() {
-                    action.generic_status().to_string()
-                } else {
-                    r.status.clone()
-                },
+                status: r.status.unwrap_or(action.generic_status()).to_string(),
                 remote_mta: r.remote_mta.clone(),
                 diagnostic_code,
                 last_attempt_unix: (r.last_attempt > 0)
@@ -179,7 +175,7 @@ pub fn failures(core: &mut Core, id: &str) {
         .iter()
         .copied()
         .filter(|&i| {
-            let n = notify_of(m.control.recipients[i as usize].notify.as_deref());
+            let n = notify_of(m.control.recipients[i as usize].notify);
             n.failure && !n.never
         })
         .collect();
@@ -253,7 +249,7 @@ pub fn delay_warning(core: &mut Core, id: &str) {
             let r = &m.rcpts[i as usize];
             r.state == RState::Deferred
                 && !r.delay_notified
-                && notify_of(m.control.recipients[i as usize].notify.as_deref()).delay
+                && notify_of(m.control.recipients[i as usize].notify).delay
         })
         .collect();
     let sender = m.control.envelope.sender.clone();
@@ -288,7 +284,7 @@ pub fn requeue_copy(core: &Core, id: &str) -> Result<Option<String>, SpoolError>
         .filter(|(_, r)| !r.state.is_final() && !matches!(r.state, RState::Failed { .. }))
         .map(|(cr, _)| Recipient {
             address: cr.address.clone(),
-            notify: cr.notify.clone(),
+            notify: cr.notify,
             orcpt: cr.orcpt.clone(),
         })
         .collect();

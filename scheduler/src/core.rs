@@ -361,7 +361,7 @@ impl Core {
             &queue_id,
             o.recipient,
             kind,
-            o.enhanced.to_string(),
+            o.enhanced,
             o.reply.as_ref().map(|r| r.to_string()),
             Some(relay),
             o.diagnostic,
@@ -382,7 +382,7 @@ impl Core {
         queue_id: &str,
         rcpt: u32,
         kind: OutcomeKind,
-        status: String,
+        status: skein_proto::EnhancedCode,
         reply: Option<String>,
         remote_mta: Option<String>,
         diagnostic: String,
@@ -408,7 +408,7 @@ impl Core {
             at: now,
             kind,
             attempt,
-            status: status.clone(),
+            status,
             retry_at,
             reply: reply.clone(),
             remote_mta: remote_mta.clone(),
@@ -423,8 +423,8 @@ impl Core {
             // again (at-least-once). Keep going in memory.
             Err(e) => tracing::error!(queue_id, error = %e, "cannot record an outcome"),
         }
-        let notify = notify_of(msg.control.recipients[i].notify.as_deref());
-        r.status = status.clone();
+        let notify = notify_of(msg.control.recipients[i].notify);
+        r.status = Some(status);
         r.diagnostic = Some(diagnostic.clone());
         r.reply = reply.clone();
         r.remote_mta = remote_mta.clone();
@@ -496,7 +496,7 @@ impl Core {
                     &j.queue_id,
                     *r,
                     OutcomeKind::Deferred,
-                    "4.3.0".into(),
+                    skein_proto::EnhancedCode::SYSTEM_TROUBLE,
                     None,
                     None,
                     "the agent finished the job without reporting this recipient".into(),
@@ -547,7 +547,7 @@ impl Core {
                         &j.queue_id,
                         *r,
                         OutcomeKind::Deferred,
-                        "4.3.0".into(),
+                        skein_proto::EnhancedCode::SYSTEM_TROUBLE,
                         None,
                         None,
                         format!("transport agent failed: {reason}"),
@@ -653,7 +653,7 @@ impl Core {
                 && m.rcpts.iter().enumerate().any(|(i, r)| {
                     r.state == RState::Deferred
                         && !r.delay_notified
-                        && notify_of(m.control.recipients[i].notify.as_deref()).delay
+                        && notify_of(m.control.recipients[i].notify).delay
                 })
             {
                 warn.push(id.clone());
@@ -666,7 +666,7 @@ impl Core {
                 &id,
                 i,
                 OutcomeKind::Failed,
-                "4.4.7".into(),
+                skein_proto::EnhancedCode::EXPIRED,
                 None,
                 None,
                 format!("message expired after {days:.1} days in the queue; last error: {last}"),
@@ -1087,7 +1087,7 @@ impl Core {
                 index: i,
                 address: cr.address.clone(),
                 orcpt: cr.orcpt.clone(),
-                notify: notify_of(cr.notify.as_deref()),
+                notify: notify_of(cr.notify),
             });
         }
         let env = &m.control.envelope;
@@ -1099,15 +1099,8 @@ impl Core {
             nexthop,
             sender: env.sender.clone(),
             envid: env.envid.clone(),
-            ret: env.ret.map(|r| match r {
-                skein_spool::Ret::Full => skein_proto::Ret::Full,
-                skein_spool::Ret::Headers => skein_proto::Ret::Headers,
-            }),
-            body: match env.body {
-                skein_spool::BodyType::SevenBit => skein_proto::BodyType::SevenBit,
-                skein_spool::BodyType::EightBitMime => skein_proto::BodyType::EightBitMime,
-                skein_spool::BodyType::BinaryMime => skein_proto::BodyType::BinaryMime,
-            },
+            ret: env.ret,
+            body: env.body,
             smtputf8: env.smtputf8,
             message_path: m.message_path.to_string_lossy().into_owned(),
             message_offset: m.control.offset,

@@ -115,15 +115,8 @@ pub(crate) fn detail(core: &Core, m: &Msg) -> MessageDetail {
     MessageDetail {
         summary: summary(m),
         envid: env.envid.clone(),
-        ret: env.ret.map(|r| match r {
-            skein_spool::Ret::Full => skein_proto::Ret::Full,
-            skein_spool::Ret::Headers => skein_proto::Ret::Headers,
-        }),
-        body: match env.body {
-            skein_spool::BodyType::SevenBit => skein_proto::BodyType::SevenBit,
-            skein_spool::BodyType::EightBitMime => skein_proto::BodyType::EightBitMime,
-            skein_spool::BodyType::BinaryMime => skein_proto::BodyType::BinaryMime,
-        },
+        ret: env.ret,
+        body: env.body,
         smtputf8: env.smtputf8,
         message_path: m.message_path.display().to_string(),
         control_path: m.control_path.display().to_string(),

@@ -51,8 +51,8 @@ pub struct Rcpt {
     pub attempts: u32,
     /// Earliest next attempt (deferred only), microseconds.
     pub retry_at: u64,
-    /// Last enhanced status code.
-    pub status: String,
+    /// Last enhanced status code (none before the first outcome).
+    pub status: Option<skein_proto::EnhancedCode>,
     /// Last diagnostic.
     pub diagnostic: Option<String>,
     /// Last remote reply.
@@ -85,28 +85,11 @@ pub struct Msg {
     pub unsynced: bool,
 }
 
-/// Parses a NOTIFY value (`NEVER` or a comma list); absent = the RFC 3461
-/// default (failure and delay).
-pub fn notify_of(value: Option<&str>) -> Notify {
-    let Some(v) = value else {
-        return Notify::default();
-    };
-    let mut n = Notify {
-        never: false,
-        success: false,
-        failure: false,
-        delay: false,
-    };
-    for word in v.split(',') {
-        match word.trim().to_ascii_uppercase().as_str() {
-            "NEVER" => n.never = true,
-            "SUCCESS" => n.success = true,
-            "FAILURE" => n.failure = true,
-            "DELAY" => n.delay = true,
-            _ => {}
-        }
-    }
-    n
+/// A recipient's NOTIFY (parsed by the spool, with skein-mail's
+/// [`Notify::parse_relaxed`]); absent = the RFC 3461 default (failure and
+/// delay).
+pub fn notify_of(value: Option<Notify>) -> Notify {
+    value.unwrap_or_default()
 }
 
 impl Msg {
@@ -119,7 +102,7 @@ impl Msg {
                 state: RState::Pending,
                 attempts: 0,
                 retry_at: 0,
-                status: String::new(),
+                status: None,
                 diagnostic: None,
                 reply: None,
                 remote_mta: None,
@@ -146,7 +129,7 @@ impl Msg {
                         continue; // the parser already refuses these
                     };
                     r.attempts = r.attempts.max(*attempt);
-                    r.status = status.clone();
+                    r.status = Some(*status);
                     r.diagnostic = Some(diagnostic.clone());
                     r.reply = reply.clone();
                     r.remote_mta = remote_mta.clone();
@@ -154,8 +137,7 @@ impl Msg {
                     r.state = match kind {
                         OutcomeKind::Delivered => {
                             r.success_dsn_due =
-                                notify_of(control.recipients[*rcpt as usize].notify.as_deref())
-                                    .success;
+                                notify_of(control.recipients[*rcpt as usize].notify).success;
                             RState::Delivered
                         }
                         OutcomeKind::Deferred => {
@@ -236,7 +218,7 @@ mod tests {
                     host: format!("u{i}"),
                     address: format!("u{i}@localhost"),
                     nexthop: None,
-                    notify: (i == 2).then(|| "SUCCESS".to_string()),
+                    notify: (i == 2).then(|| "SUCCESS".parse().unwrap()),
                     orcpt: None,
                 })
                 .collect(),
@@ -250,7 +232,7 @@ mod tests {
             at: 10,
             kind,
             attempt,
-            status: "x".into(),
+            status: skein_proto::EnhancedCode::TRANSIENT,
             retry_at: Some(99),
             reply: None,
             remote_mta: None,
@@ -315,8 +297,8 @@ mod tests {
     #[test]
     fn notify_parsing() {
         assert_eq!(notify_of(None), Notify::default());
-        let n = notify_of(Some("success, DELAY"));
+        let n = notify_of(Notify::parse_relaxed("success, DELAY").ok());
         assert!(n.success && n.delay && !n.failure && !n.never);
-        assert!(notify_of(Some("NEVER")).never);
+        assert!(notify_of(Notify::parse_relaxed("NEVER").ok()).never);
     }
 }

@@ -7,12 +7,11 @@ use std::sync::Arc;
 
 use skein_agent::{AgentError, Delivery, Event, JobReceiver, Reporter};
 use skein_config::Config;
-use skein_proto::{Job, JobId, Status};
+use skein_proto::{EnhancedCode, Job, JobId, Status};
 use tokio::signal::unix::Signal;
 use tracing::{debug, info, warn};
 
 use crate::dest::Destination;
-use crate::error::NOT_ACCEPTING;
 
 /// A job held by the agent until every recipient is reported.
 #[derive(Debug)]
@@ -176,7 +175,7 @@ impl Agent {
         let (gone, kept): (Vec<Plan>, Vec<Plan>) = self.plans.drain(..).partition(&which);
         self.plans = kept.into();
         for plan in gone {
-            let delivery = Delivery::deferred(NOT_ACCEPTING, why, None);
+            let delivery = Delivery::deferred(EnhancedCode::NOT_ACCEPTING, why, None);
             for pos in plan.rcpts {
                 self.report(plan.job, pos, delivery.clone()).await?;
             }

@@ -3,10 +3,8 @@
 //! that cannot take it.
 
 use skein_agent::Delivery;
-use skein_proto::{BodyType, Job, JobRecipient, Notify};
+use skein_proto::{BodyType, EnhancedCode, Job, JobRecipient, Notify};
 use skein_smtp_codec::{Command, Extensions, MailParams, Orcpt, RcptParams};
-
-use crate::error::{CONVERSION_REQUIRED, TOO_BIG, UTF8_REQUIRED};
 
 /// Why `job` cannot go to a server with `ext`, as the outcome of all its
 /// recipients: too large for its SIZE (5.3.4), 8-bit or binary content it
@@ -21,7 +19,7 @@ pub fn check(job: &Job, ext: &Extensions, server: &str) -> Result<(), Delivery> 
         && job.size > limit
     {
         return Err(Delivery::failed(
-            TOO_BIG,
+            EnhancedCode::TOO_BIG,
             format!(
                 "message of {} bytes exceeds the {limit} bytes {server} accepts (SIZE)",
                 job.size
@@ -31,13 +29,13 @@ pub fn check(job: &Job, ext: &Extensions, server: &str) -> Result<(), Delivery> 
     match job.body {
         BodyType::EightBitMime if !ext.eightbitmime => {
             return Err(Delivery::failed(
-                CONVERSION_REQUIRED,
+                EnhancedCode::CONVERSION_REQUIRED,
                 format!("8-bit message and {server} does not offer 8BITMIME"),
             ));
         }
         BodyType::BinaryMime if !(ext.binarymime && ext.chunking) => {
             return Err(Delivery::failed(
-                CONVERSION_REQUIRED,
+                EnhancedCode::CONVERSION_REQUIRED,
                 format!("binary message and {server} does not offer BINARYMIME with CHUNKING"),
             ));
         }
@@ -45,7 +43,7 @@ pub fn check(job: &Job, ext: &Extensions, server: &str) -> Result<(), Delivery> 
     }
     if job.smtputf8 && !ext.smtputf8 {
         return Err(Delivery::failed(
-            UTF8_REQUIRED,
+            EnhancedCode::UTF8_REQUIRED,
             format!("message needs SMTPUTF8 and {server} does not offer it"),
         ));
     }

@@ -8,37 +8,6 @@ use skein_agent::Delivery;
 use skein_proto::EnhancedCode;
 use skein_smtp_codec::{Reply, ReplyError};
 
-/// `code` as a constant, checked at compile time.
-const fn code(class: u8, subject: u16, detail: u16) -> EnhancedCode {
-    match EnhancedCode::new(class, subject, detail) {
-        Some(c) => c,
-        None => EnhancedCode::TRANSIENT,
-    }
-}
-
-/// `4.3.0`: a local problem (the spool file, the system).
-pub(crate) const LOCAL_TROUBLE: EnhancedCode = code(4, 3, 0);
-/// `4.3.2`: the agent is stopping (or the job was cancelled).
-pub(crate) const NOT_ACCEPTING: EnhancedCode = code(4, 3, 2);
-/// `4.3.5`: the configuration is wrong.
-pub(crate) const BAD_CONFIG: EnhancedCode = code(4, 3, 5);
-/// `4.5.0`: the server broke the protocol.
-pub(crate) const PROTOCOL_TROUBLE: EnhancedCode = code(4, 5, 0);
-/// `4.7.4`: the server lacks a security feature the policy insists on.
-pub(crate) const NO_SECURITY: EnhancedCode = code(4, 7, 4);
-/// `4.7.5`: the TLS handshake or the certificate check failed.
-pub(crate) const CRYPTO_FAILURE: EnhancedCode = code(4, 7, 5);
-/// `5.1.10`: the domain publishes a null MX (RFC 7505).
-pub(crate) const NULL_MX: EnhancedCode = code(5, 1, 10);
-/// `5.4.6`: routing loop (we are the best MX of the domain).
-pub(crate) const LOOP: EnhancedCode = code(5, 4, 6);
-/// `5.3.4`: the message is larger than the server takes.
-pub(crate) const TOO_BIG: EnhancedCode = code(5, 3, 4);
-/// `5.6.3`: the message needs a conversion the server cannot take.
-pub(crate) const CONVERSION_REQUIRED: EnhancedCode = code(5, 6, 3);
-/// `5.6.7`: the message needs SMTPUTF8 and the server lacks it.
-pub(crate) const UTF8_REQUIRED: EnhancedCode = code(5, 6, 7);
-
 /// A failure of a connection or of a whole session. Every one becomes an
 /// outcome for the recipients it hits ([`SmtpError::delivery`]); only a
 /// refusing reply or a null MX can make that outcome permanent.
@@ -138,18 +107,20 @@ impl SmtpError {
             SmtpError::Resolve { .. } => {
                 Delivery::deferred(EnhancedCode::ROUTING_SERVER_FAILURE, diagnostic, None)
             }
-            SmtpError::NullMx { .. } => Delivery::failed(NULL_MX, diagnostic),
+            SmtpError::NullMx { .. } => Delivery::failed(EnhancedCode::NULL_MX, diagnostic),
             SmtpError::NoSuchDomain { .. } => {
                 Delivery::failed(EnhancedCode::BAD_SYSTEM, diagnostic)
             }
-            SmtpError::Loop { .. } => Delivery::failed(LOOP, diagnostic),
+            SmtpError::Loop { .. } => Delivery::failed(EnhancedCode::ROUTING_LOOP, diagnostic),
             SmtpError::Connect { .. } => {
                 Delivery::deferred(EnhancedCode::NO_ANSWER, diagnostic, None)
             }
             SmtpError::Timeout { .. } | SmtpError::Lost { .. } => {
                 Delivery::deferred(EnhancedCode::BAD_CONNECTION, diagnostic, None)
             }
-            SmtpError::Protocol(_) => Delivery::deferred(PROTOCOL_TROUBLE, diagnostic, None),
+            SmtpError::Protocol(_) => {
+                Delivery::deferred(EnhancedCode::PROTOCOL_TROUBLE, diagnostic, None)
+            }
             SmtpError::Refused { reply, .. } => {
                 let smtp = reply.to_smtp_reply();
                 let enhanced = reply.enhanced;
@@ -165,10 +136,16 @@ impl SmtpError {
                     .with_reply(smtp)
                 }
             }
-            SmtpError::TlsUnavailable { .. } => Delivery::deferred(NO_SECURITY, diagnostic, None),
-            SmtpError::Tls { .. } => Delivery::deferred(CRYPTO_FAILURE, diagnostic, None),
-            SmtpError::Local { .. } => Delivery::deferred(LOCAL_TROUBLE, diagnostic, None),
-            SmtpError::Config(_) => Delivery::deferred(BAD_CONFIG, diagnostic, None),
+            SmtpError::TlsUnavailable { .. } => {
+                Delivery::deferred(EnhancedCode::NO_SECURITY, diagnostic, None)
+            }
+            SmtpError::Tls { .. } => {
+                Delivery::deferred(EnhancedCode::CRYPTO_FAILURE, diagnostic, None)
+            }
+            SmtpError::Local { .. } => {
+                Delivery::deferred(EnhancedCode::SYSTEM_TROUBLE, diagnostic, None)
+            }
+            SmtpError::Config(_) => Delivery::deferred(EnhancedCode::BAD_CONFIG, diagnostic, None),
         }
     }
 

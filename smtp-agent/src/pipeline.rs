@@ -411,7 +411,7 @@ impl Session {
                 // router let something through it should not have.
                 warn!(queue_id = %job.queue_id, error = %e, "cannot send the envelope");
                 let delivery = Delivery::failed(
-                    EnhancedCode::new(5, 1, 3).unwrap_or(EnhancedCode::PERMANENT),
+                    EnhancedCode::BAD_MAILBOX_SYNTAX,
                     format!("cannot send the envelope: {e}"),
                 );
                 for pos in plan.rcpts {
@@ -665,8 +665,7 @@ impl Session {
                     let mut delivery = self.refusal(&reply);
                     if reply.is_positive() {
                         delivery = Delivery::deferred(
-                            skein_proto::EnhancedCode::new(4, 5, 0)
-                                .unwrap_or(EnhancedCode::TRANSIENT),
+                            EnhancedCode::PROTOCOL_TROUBLE,
                             format!("unexpected reply to DATA: {reply}"),
                             None,
                         )

@@ -1,6 +1,7 @@
 //! Who may send mail to whom: the relay decision and the envelope address
 //! checks, without I/O, so that they can be tested by table.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use skein_config::Config;
@@ -28,17 +29,22 @@ pub enum Verdict {
 pub struct Refusal {
     /// The reply code.
     pub code: u16,
-    /// The enhanced status code, `x.y.z`.
-    pub enhanced: &'static str,
+    /// The enhanced status code, `x.y.z`: a literal of this crate, or the
+    /// router's code for a recipient it would fail.
+    pub enhanced: Cow<'static, str>,
     /// The text.
     pub text: String,
 }
 
 impl Refusal {
-    pub(crate) fn new(code: u16, enhanced: &'static str, text: impl Into<String>) -> Refusal {
+    pub(crate) fn new(
+        code: u16,
+        enhanced: impl Into<Cow<'static, str>>,
+        text: impl Into<String>,
+    ) -> Refusal {
         Refusal {
             code,
-            enhanced,
+            enhanced: enhanced.into(),
             text: text.into(),
         }
     }
@@ -186,7 +192,7 @@ local_domains = ["localhost", "example.org"]
             );
         }
         match p.check_recipient("joe@elsewhere.example", false, outside, false) {
-            Verdict::Refuse(r) => assert_eq!((r.code, r.enhanced), (554, "5.7.1")),
+            Verdict::Refuse(r) => assert_eq!((r.code, r.enhanced.as_ref()), (554, "5.7.1")),
             v => panic!("{v:?}"),
         }
     }
@@ -195,8 +201,14 @@ local_domains = ["localhost", "example.org"]
     fn address_table() {
         let p = policy();
         let ip: IpAddr = "192.0.2.7".parse().expect("ip");
+        // The policy's codes are its own literals.
         let refused = |v: Verdict| match v {
-            Verdict::Refuse(r) => Some((r.code, r.enhanced)),
+            Verdict::Refuse(Refusal {
+                code,
+                enhanced: Cow::Borrowed(enhanced),
+                ..
+            }) => Some((code, enhanced)),
+            Verdict::Refuse(r) => panic!("not a literal code: {r:?}"),
             Verdict::Accept(_) => None,
         };
         assert_eq!(

@@ -17,7 +17,7 @@ use std::time::Duration;
 use skein_daemon::Shutdown;
 use skein_smtp_codec::server::{CommandLines, LineEnd, LineEvent, ServerCommand};
 use skein_smtp_codec::{
-    BodyType, Command, CommandError, DataDecoder, Extensions, MailParams, Notify, RcptParams, Ret,
+    BodyType, Command, CommandError, DataDecoder, Extensions, MailParams, RcptParams,
 };
 use skein_spool::{Envelope, Recipient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -649,12 +649,12 @@ impl Session {
                             tracing::info!(
                                 client = %self.peer,
                                 rcpt = address.as_str(),
-                                status = failure.status,
+                                status = %failure.status,
                                 diagnostic = failure.diagnostic.as_str(),
                                 "recipient refused: the router would not deliver it"
                             );
                             let text = recipients::refusal_text(&address, &failure.diagnostic);
-                            let r = Refusal::new(550, failure.status, text);
+                            let r = Refusal::new(550, failure.status.to_string(), text);
                             return (Phase::Mail(client, tx), self.refuse(r));
                         }
                         recipients::Outcome::Unavailable(why) => {
@@ -676,7 +676,7 @@ impl Session {
                 }
                 tx.recipients.push(Recipient {
                     address,
-                    notify: params.notify.map(notify_text),
+                    notify: params.notify,
                     orcpt: params.orcpt.map(|o| o.to_param()),
                 });
                 self.push(250, Some("2.1.5"), "Ok");
@@ -798,15 +798,8 @@ impl Session {
             sender: tx.sender.clone(),
             recipients: tx.recipients.clone(),
             envid: tx.params.envid.clone(),
-            ret: tx.params.ret.map(|r| match r {
-                Ret::Full => skein_spool::Ret::Full,
-                Ret::Headers => skein_spool::Ret::Headers,
-            }),
-            body: match tx.params.body {
-                Some(BodyType::EightBitMime) => skein_spool::BodyType::EightBitMime,
-                Some(BodyType::BinaryMime) => skein_spool::BodyType::BinaryMime,
-                Some(BodyType::SevenBit) | None => skein_spool::BodyType::SevenBit,
-            },
+            ret: tx.params.ret,
+            body: tx.params.body.unwrap_or_default(),
             smtputf8: tx.params.smtputf8,
             origin: format!("smtp [{}] helo={}", self.peer, client.helo),
         };
@@ -885,7 +878,7 @@ impl Session {
     /// Queues a refusal and counts it; past `smtpd.max_errors`, adds the
     /// 421 and ends the session.
     fn refuse(&mut self, r: Refusal) -> Flow {
-        self.push(r.code, Some(r.enhanced), &r.text);
+        self.push(r.code, Some(&r.enhanced), &r.text);
         self.errors += 1;
         if self.errors >= self.server.limits.max_errors {
             let text = format!(
@@ -949,21 +942,4 @@ impl Session {
             }
         }
     }
-}
-
-/// NOTIFY as the spool stores it: `NEVER` or the conditions.
-fn notify_text(n: Notify) -> String {
-    if n.never {
-        return "NEVER".to_owned();
-    }
-    let list: Vec<&str> = [
-        (n.success, "SUCCESS"),
-        (n.failure, "FAILURE"),
-        (n.delay, "DELAY"),
-    ]
-    .iter()
-    .filter(|(on, _)| *on)
-    .map(|(_, w)| *w)
-    .collect();
-    list.join(",")
 }

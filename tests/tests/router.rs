@@ -139,7 +139,7 @@ fn failure(control: &ControlFile, rcpt: u32) -> (String, String) {
             status,
             diagnostic,
             ..
-        } if *r == rcpt => Some((status.clone(), diagnostic.clone())),
+        } if *r == rcpt => Some((status.to_string(), diagnostic.clone())),
         _ => None,
     });
     found.unwrap_or_else(|| panic!("no failure record for {rcpt}: {control:?}"))

@@ -72,10 +72,17 @@ fn whole_session_in_one_write() {
         "{}",
         env.origin
     );
+    // NOTIFY as the file spells it.
+    let notify: Vec<Option<String>> = env
+        .recipients
+        .iter()
+        .map(|r| r.notify.map(|n| n.to_string()))
+        .collect();
     let rcpts: Vec<(&str, Option<&str>, Option<&str>)> = env
         .recipients
         .iter()
-        .map(|r| (r.address.as_str(), r.notify.as_deref(), r.orcpt.as_deref()))
+        .zip(&notify)
+        .map(|(r, n)| (r.address.as_str(), n.as_deref(), r.orcpt.as_deref()))
         .collect();
     assert_eq!(
         rcpts,

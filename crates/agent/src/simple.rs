@@ -36,20 +36,6 @@ use crate::error::{AgentError, Result};
 /// there is no point in waiting long.
 const BLOCKING_GRACE: Duration = Duration::from_secs(5);
 
-/// `4.3.2`, "system not accepting network messages": the agent is
-/// stopping and gives back jobs it has not started.
-const SHUTTING_DOWN: EnhancedCode = match EnhancedCode::new(4, 3, 2) {
-    Some(code) => code,
-    None => EnhancedCode::TRANSIENT,
-};
-
-/// `4.3.0`, "other or undefined mail system status": the agent itself
-/// went wrong (a panic, a missing outcome).
-const AGENT_TROUBLE: EnhancedCode = match EnhancedCode::new(4, 3, 0) {
-    Some(code) => code,
-    None => EnhancedCode::TRANSIENT,
-};
-
 /// What an agent does with one job: deliver it and say, for each of
 /// `job.recipients` in order, what became of it.
 ///
@@ -307,7 +293,7 @@ async fn job_loop<H: Deliver + ?Sized>(
                 Event::Job(job) if stopping => {
                     // Only possible after a stop signal: the scheduler has
                     // not heard that we are stopping.
-                    give_back(&reporter, job, SHUTTING_DOWN, "the agent is stopping").await?;
+                    give_back(&reporter, job, EnhancedCode::NOT_ACCEPTING, "the agent is stopping").await?;
                 }
                 Event::Job(job) => {
                     debug!(job = job.id.0, queue_id = job.queue_id.as_str(), "job received");
@@ -400,7 +386,7 @@ async fn report_job(
     for recipient in &job.recipients {
         let delivery = deliveries
             .next()
-            .unwrap_or_else(|| Delivery::deferred(AGENT_TROUBLE, gap.clone(), None));
+            .unwrap_or_else(|| Delivery::deferred(EnhancedCode::SYSTEM_TROUBLE, gap.clone(), None));
         debug!(
             job = job.id.0,
             queue_id = job.queue_id.as_str(),
@@ -440,7 +426,13 @@ async fn give_back(reporter: &Reporter, job: Job, code: EnhancedCode, why: &str)
 
 async fn give_back_all(reporter: &Reporter, waiting: &mut VecDeque<Job>) -> Result<()> {
     while let Some(job) = waiting.pop_front() {
-        give_back(reporter, job, SHUTTING_DOWN, "the agent is stopping").await?;
+        give_back(
+            reporter,
+            job,
+            EnhancedCode::NOT_ACCEPTING,
+            "the agent is stopping",
+        )
+        .await?;
     }
     Ok(())
 }

@@ -8,6 +8,8 @@
 //! empty line. Fields appear in the order of the RFC's grammar, extension
 //! fields (`X-…`) last.
 
+use skein_mail::EnhancedCode;
+
 use crate::sanitize::{fold_field, one_line};
 use crate::{Action, DsnRecipient, DsnRequest};
 
@@ -67,7 +69,7 @@ fn render_recipient(r: &DsnRecipient, body: &mut String) {
         ),
     ));
     body.push_str(&fold_field("Action", r.action.keyword()));
-    body.push_str(&fold_field("Status", status(&r.status, r.action)));
+    body.push_str(&fold_field("Status", &status(&r.status, r.action)));
     if let Some(mta) = r.remote_mta.as_deref().map(one_line)
         && !mta.is_empty()
     {
@@ -144,18 +146,13 @@ fn split_type(value: &str) -> Option<(&str, &str)> {
     plausible.then_some((kind, rest.trim()))
 }
 
-/// The status code if it is a valid `class.subject.detail` (RFC 3463:
-/// class 2, 4 or 5, then one to three digits twice), else the action's
-/// generic code.
-fn status(code: &str, action: Action) -> &str {
-    let code = code.trim();
-    let parts: Vec<&str> = code.split('.').collect();
-    let valid = parts.len() == 3
-        && matches!(parts[0], "2" | "4" | "5")
-        && parts[1..]
-            .iter()
-            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
-    if valid { code } else { action.generic_status() }
+/// The status code if it is a valid `class.subject.detail` (RFC 3463,
+/// white space around it ignored), else the action's generic code.
+fn status(code: &str, action: Action) -> String {
+    code.trim()
+        .parse::<EnhancedCode>()
+        .unwrap_or(action.generic_status())
+        .to_string()
 }
 
 #[cfg(test)]

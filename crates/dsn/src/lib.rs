@@ -61,6 +61,7 @@ use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::raw::Raw;
 use mail_builder::headers::text::Text;
 use mail_builder::mime::{BodyPart, MimePart, make_boundary};
+use skein_mail::EnhancedCode;
 
 pub use sanitize::one_line;
 
@@ -126,13 +127,14 @@ impl Action {
         }
     }
 
-    /// The generic status code of the action, used when the given one is
-    /// not a valid `class.subject.detail`.
-    pub fn generic_status(self) -> &'static str {
+    /// The generic status code of the action (`5.0.0`, `4.0.0` or
+    /// `2.0.0`), used when the given one is not a valid
+    /// `class.subject.detail`.
+    pub fn generic_status(self) -> EnhancedCode {
         match self {
-            Action::Failed => "5.0.0",
-            Action::Delayed => "4.0.0",
-            Action::Delivered | Action::Relayed | Action::Expanded => "2.0.0",
+            Action::Failed => EnhancedCode::PERMANENT,
+            Action::Delayed => EnhancedCode::TRANSIENT,
+            Action::Delivered | Action::Relayed | Action::Expanded => EnhancedCode::SUCCESS,
         }
     }
 }
@@ -148,7 +150,9 @@ pub struct DsnRecipient {
     pub original_recipient: Option<String>,
     /// What happened.
     pub action: Action,
-    /// The enhanced status code, e.g. `5.1.1`.
+    /// The enhanced status code, e.g. `5.1.1`, as text: text that is not
+    /// a valid RFC 3463 code is reported as the action's
+    /// [generic code](Action::generic_status).
     pub status: String,
     /// The host name of the remote MTA that gave the diagnostic, if any.
     pub remote_mta: Option<String>,

@@ -10,9 +10,10 @@
 //! agent exits, hangs or sends garbage is deferred by the scheduler.
 
 use serde::{Deserialize, Serialize};
+use skein_mail::{BodyType, EnhancedCode, Notify, Ret};
 
-use crate::envelope::{BodyType, JobId, Notify, Ret, ThreadKey};
-use crate::reply::{EnhancedCode, SmtpReply};
+use crate::envelope::{JobId, ThreadKey};
+use crate::reply::SmtpReply;
 
 /// One message's worth of recipients for one thread, handed to one agent.
 ///

@@ -7,8 +7,9 @@
 //! open for `Submitted`).
 
 use serde::{Deserialize, Serialize};
+use skein_mail::{BodyType, Ret};
 
-use crate::envelope::{BodyType, Ret, ThreadKey};
+use crate::envelope::ThreadKey;
 
 /// A request to the scheduler.
 ///

@@ -1,5 +1,11 @@
-//! Identifiers and envelope attributes shared by the agent and control
-//! messages.
+//! Identifiers shared by the agent and control messages.
+//!
+//! The envelope attributes they carry — [`Ret`](crate::Ret),
+//! [`BodyType`](crate::BodyType), [`Notify`](crate::Notify) — and
+//! [`EnhancedCode`](crate::EnhancedCode) are defined once for all of skein
+//! in `skein-mail` and re-exported by this crate. Their layouts, documented
+//! there, are part of this protocol: changing one needs a
+//! [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION) bump like any type here.
 
 use std::fmt;
 
@@ -47,61 +53,6 @@ impl fmt::Display for ThreadKey {
     }
 }
 
-/// DSN `RET` (RFC 3461): how much of the message a failure report returns.
-///
-/// Layout: variant index `0` = `Full`, `1` = `Headers`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Ret {
-    /// `RET=FULL`: the whole message.
-    Full,
-    /// `RET=HDRS`: the headers only.
-    Headers,
-}
-
-/// The message body type announced to the next hop (`BODY=` of RFC 6152
-/// and RFC 3030).
-///
-/// Layout: variant index `0` = `SevenBit`, `1` = `EightBitMime`,
-/// `2` = `BinaryMime`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum BodyType {
-    /// `BODY=7BIT`, or no `BODY=` parameter.
-    SevenBit,
-    /// `BODY=8BITMIME`.
-    EightBitMime,
-    /// `BODY=BINARYMIME`: needs `CHUNKING` at the next hop.
-    BinaryMime,
-}
-
-/// DSN `NOTIFY` (RFC 3461) of one recipient.
-///
-/// `never` excludes the three others. [`Notify::default`] is what RFC 3461
-/// says applies when the parameter is absent: failure and delay.
-///
-/// Layout: four `bool`s (one byte each, 0 or 1) in field order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Notify {
-    /// `NOTIFY=NEVER`.
-    pub never: bool,
-    /// Report successful delivery.
-    pub success: bool,
-    /// Report failure.
-    pub failure: bool,
-    /// Report delay.
-    pub delay: bool,
-}
-
-impl Default for Notify {
-    fn default() -> Self {
-        Notify {
-            never: false,
-            success: false,
-            failure: true,
-            delay: true,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,11 +65,5 @@ mod tests {
         );
         assert_eq!(ThreadKey::new("local", "").to_string(), "local/");
         assert_eq!(JobId(42).to_string(), "job#42");
-    }
-
-    #[test]
-    fn notify_default_is_rfc3461() {
-        let n = Notify::default();
-        assert!(!n.never && !n.success && n.failure && n.delay);
     }
 }

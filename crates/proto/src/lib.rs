@@ -52,7 +52,7 @@ pub use control::{
     GroupInfo, MessageDetail, MessageSummary, RecipientState, RecipientSummary, SchedulerStatus,
     ThreadInfo,
 };
-pub use envelope::{BodyType, JobId, Notify, Ret, ThreadKey};
+pub use envelope::{JobId, ThreadKey};
 pub use error::{ProtoError, Result};
 pub use frame::{
     DEFAULT_MAX_FRAME, FrameDecoder, HEADER_LEN, MAX_FRAME_CEILING, decode_payload, encode_frame,
@@ -63,4 +63,7 @@ pub use handshake::{
     expect_scheduler, handshake_as_connector, handshake_as_listener, refusal_for,
 };
 pub use io::{FrameReader, FrameWriter, Framed};
-pub use reply::{EnhancedCode, ParseEnhancedCodeError, SmtpReply};
+pub use reply::SmtpReply;
+/// Defined in `skein-mail`, shared with the spool and the SMTP codec; part
+/// of this protocol all the same (see [`PROTOCOL_VERSION`]).
+pub use skein_mail::{BodyType, EnhancedCode, Notify, ParseEnhancedCodeError, Ret};

@@ -29,7 +29,7 @@ use std::io;
 use std::path::PathBuf;
 
 use skein_config::Config;
-use skein_mail::Mailbox;
+use skein_mail::{EnhancedCode, Mailbox, Notify, xtext};
 use skein_spool::{Envelope, Recipient};
 
 use crate::aliases::{AliasTable, Include, Target};
@@ -53,7 +53,7 @@ pub const FILE_CHANNEL: &str = "file";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     /// Enhanced status code (RFC 3463).
-    pub status: &'static str,
+    pub status: EnhancedCode,
     /// For the log and the DSN's Diagnostic-Code.
     pub diagnostic: String,
 }
@@ -70,7 +70,7 @@ pub struct Routed {
     /// The static next hop `host:port`, when a route gave one.
     pub nexthop: Option<String>,
     /// NOTIFY= of the envelope recipient it came from.
-    pub notify: Option<String>,
+    pub notify: Option<Notify>,
     /// ORCPT=: the envelope's, else `rfc822;<original>` when expansion
     /// changed the address.
     pub orcpt: Option<String>,
@@ -130,7 +130,7 @@ impl<'a> Router<'a> {
             if looping {
                 expansion.fail(
                     &original.address,
-                    "5.4.6",
+                    EnhancedCode::ROUTING_LOOP,
                     format!(
                         "mail loop detected: the message has {received} Received header fields"
                     ),
@@ -143,7 +143,7 @@ impl<'a> Router<'a> {
                 // needs a recipient, and the sender should hear of it.
                 expansion.fail(
                     &original.address,
-                    "5.2.4",
+                    EnhancedCode::LIST_EXPANSION,
                     "alias expansion yielded no recipients (empty mailing list)".to_owned(),
                 );
             }
@@ -203,7 +203,11 @@ impl Expansion<'_, '_> {
         match Mailbox::parse(&address, smtputf8) {
             Ok(mailbox) => self.address(mailbox.local(), mailbox.domain(), &mut Vec::new(), None),
             Err(e) => {
-                self.fail(given, "5.1.3", format!("bad recipient address syntax: {e}"));
+                self.fail(
+                    given,
+                    EnhancedCode::BAD_MAILBOX_SYNTAX,
+                    format!("bad recipient address syntax: {e}"),
+                );
                 Ok(())
             }
         }
@@ -273,7 +277,7 @@ impl Expansion<'_, '_> {
                 .collect();
             self.fail(
                 address,
-                "5.4.6",
+                EnhancedCode::ROUTING_LOOP,
                 format!("alias loop: {}", path.join(" -> ")),
             );
             return false;
@@ -281,7 +285,7 @@ impl Expansion<'_, '_> {
         if chain.len() >= MAX_ALIAS_DEPTH {
             self.fail(
                 address,
-                "5.4.6",
+                EnhancedCode::ROUTING_LOOP,
                 format!("aliases nested more than {MAX_ALIAS_DEPTH} levels deep"),
             );
             return false;
@@ -311,7 +315,7 @@ impl Expansion<'_, '_> {
                 Err(e) => {
                     self.fail(
                         address,
-                        "5.1.3",
+                        EnhancedCode::BAD_MAILBOX_SYNTAX,
                         format!("alias {parent}: bad address: {e}"),
                     );
                     Ok(())
@@ -323,7 +327,7 @@ impl Expansion<'_, '_> {
                 } else {
                     self.fail(
                         &format!("{parent}@{domain}"),
-                        "5.7.1",
+                        EnhancedCode::NOT_AUTHORIZED,
                         format!(
                             "alias {parent}: delivery to a command (|{command}) is not allowed (router.allow_pipe_targets is off)"
                         ),
@@ -337,7 +341,7 @@ impl Expansion<'_, '_> {
                 } else {
                     self.fail(
                         &format!("{parent}@{domain}"),
-                        "5.7.1",
+                        EnhancedCode::NOT_AUTHORIZED,
                         format!(
                             "alias {parent}: delivery to a file ({path}) is not allowed (router.allow_file_targets is off)"
                         ),
@@ -352,7 +356,7 @@ impl Expansion<'_, '_> {
                     Some(Include::Missing) | None => {
                         self.fail(
                             &here,
-                            "5.2.4",
+                            EnhancedCode::LIST_EXPANSION,
                             format!(
                                 "alias {parent}: include file {} does not exist",
                                 path.display()
@@ -382,7 +386,11 @@ impl Expansion<'_, '_> {
         if is_safe_user_name(user) && self.router.users.exists(user)? {
             self.leaf("local", user, address.to_owned(), None);
         } else {
-            self.fail(address, "5.1.1", format!("no such local user: {user}"));
+            self.fail(
+                address,
+                EnhancedCode::BAD_MAILBOX,
+                format!("no such local user: {user}"),
+            );
         }
         Ok(())
     }
@@ -406,7 +414,7 @@ impl Expansion<'_, '_> {
         self.push(channel, host, address, nexthop, None);
     }
 
-    fn fail(&mut self, address: &str, status: &'static str, diagnostic: String) {
+    fn fail(&mut self, address: &str, status: EnhancedCode, diagnostic: String) {
         self.push(
             FAILED_CHANNEL,
             FAILED_HOST,
@@ -435,14 +443,14 @@ impl Expansion<'_, '_> {
         }
         let orcpt = self.original.orcpt.clone().or_else(|| {
             (address != self.original.address)
-                .then(|| format!("rfc822;{}", xtext(&self.original.address)))
+                .then(|| format!("rfc822;{}", xtext::encode(self.original.address.as_bytes())))
         });
         self.out.routed.push(Routed {
             channel: channel.to_owned(),
             host: host.to_owned(),
             address,
             nexthop,
-            notify: self.original.notify.clone(),
+            notify: self.original.notify,
             orcpt,
             failure,
         });
@@ -468,20 +476,6 @@ fn address_key(channel: &str, address: &str) -> String {
         Some((local, domain)) => format!("{local}@{}", domain.to_lowercase()),
         None => address.to_owned(),
     }
-}
-
-/// RFC 3461 §4 xtext: `+` followed by two upper-case hex digits for `+`,
-/// `=`, and every byte outside `!`..`~`.
-pub fn xtext(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for &b in text.as_bytes() {
-        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("+{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -569,7 +563,7 @@ empty: :include:/lists/empty
                     r.host.clone(),
                     r.address.clone(),
                     r.orcpt.clone(),
-                    r.failure.as_ref().map(|f| f.status.to_owned()),
+                    r.failure.as_ref().map(|f| f.status.to_string()),
                 )
             })
             .collect()
@@ -990,7 +984,7 @@ empty: :include:/lists/empty
         let routed = route_with(&config(""), &table, &["d0@localhost"]);
         assert_eq!(routed.len(), 1);
         let failure = routed[0].failure.as_ref().unwrap();
-        assert_eq!(failure.status, "5.4.6");
+        assert_eq!(failure.status.to_string(), "5.4.6");
         assert!(failure.diagnostic.contains("nested"), "{failure:?}");
         // Just under the limit is fine.
         let mut text = String::new();
@@ -1024,12 +1018,12 @@ empty: :include:/lists/empty
             recipients: vec![
                 Recipient {
                     address: "staff@localhost".into(),
-                    notify: Some("SUCCESS,FAILURE".into()),
+                    notify: Some("SUCCESS,FAILURE".parse().unwrap()),
                     orcpt: Some("rfc822;list@elsewhere.example".into()),
                 },
                 Recipient {
                     address: "bob@localhost".into(),
-                    notify: Some("NEVER".into()),
+                    notify: Some("NEVER".parse().unwrap()),
                     orcpt: None,
                 },
             ],
@@ -1042,7 +1036,10 @@ empty: :include:/lists/empty
             .unwrap();
         assert_eq!(routed.len(), 4, "bob collapses into the first copy");
         for r in &routed {
-            assert_eq!(r.notify.as_deref(), Some("SUCCESS,FAILURE"));
+            assert_eq!(
+                r.notify.map(|n| n.to_string()).as_deref(),
+                Some("SUCCESS,FAILURE")
+            );
             assert_eq!(r.orcpt.as_deref(), Some("rfc822;list@elsewhere.example"));
         }
     }
@@ -1065,7 +1062,7 @@ empty: :include:/lists/empty
         assert_eq!(routed.len(), 2);
         for r in &routed {
             let f = r.failure.as_ref().unwrap();
-            assert_eq!(f.status, "5.4.6");
+            assert_eq!(f.status.to_string(), "5.4.6");
             assert!(f.diagnostic.contains("101 Received"), "{f:?}");
         }
     }
@@ -1134,7 +1131,7 @@ empty: :include:/lists/empty
             ("\"a b\"@c", "\"a+20b\"@c"),
             ("ü@x", "+C3+BC@x"),
         ] {
-            assert_eq!(xtext(plain), encoded);
+            assert_eq!(xtext::encode(plain.as_bytes()), encoded);
         }
     }
 }

@@ -2,10 +2,9 @@
 //! 8BITMIME/BINARYMIME (RFC 6152, RFC 3030), DSN (RFC 3461) and SMTPUTF8
 //! (RFC 6531): rendered by the client, parsed by the server.
 
-use skein_proto::{BodyType, Notify, Ret};
+use skein_mail::{BodyType, Notify, Ret, xtext};
 
 use crate::error::{CommandError, show};
-use crate::xtext;
 
 /// The longest command line [`Command::parse`] accepts, CRLF included:
 /// RFC 5321's 512 plus room for the parameters of the extensions above
@@ -137,17 +136,10 @@ impl Command {
                     line.push_str(&format!(" SIZE={size}"));
                 }
                 if let Some(body) = params.body {
-                    line.push_str(match body {
-                        BodyType::SevenBit => " BODY=7BIT",
-                        BodyType::EightBitMime => " BODY=8BITMIME",
-                        BodyType::BinaryMime => " BODY=BINARYMIME",
-                    });
+                    line.push_str(&format!(" BODY={body}"));
                 }
                 if let Some(ret) = params.ret {
-                    line.push_str(match ret {
-                        Ret::Full => " RET=FULL",
-                        Ret::Headers => " RET=HDRS",
-                    });
+                    line.push_str(&format!(" RET={ret}"));
                 }
                 if let Some(envid) = &params.envid {
                     line.push_str(" ENVID=");
@@ -168,8 +160,7 @@ impl Command {
             } => {
                 let mut line = format!("RCPT TO:<{}>", checked_path(forward_path)?);
                 if let Some(notify) = params.notify {
-                    line.push_str(" NOTIFY=");
-                    line.push_str(&notify_value(notify));
+                    line.push_str(&format!(" NOTIFY={notify}"));
                 }
                 if let Some(orcpt) = &params.orcpt {
                     let ok = !orcpt.addr_type.is_empty()
@@ -297,50 +288,6 @@ impl Command {
     }
 }
 
-/// `NEVER`, or the list of conditions in a fixed order.
-fn notify_value(n: Notify) -> String {
-    let list: Vec<&str> = [
-        (n.success, "SUCCESS"),
-        (n.failure, "FAILURE"),
-        (n.delay, "DELAY"),
-    ]
-    .iter()
-    .filter(|(on, _)| *on)
-    .map(|(_, w)| *w)
-    .collect();
-    if n.never || list.is_empty() {
-        "NEVER".to_owned()
-    } else {
-        list.join(",")
-    }
-}
-
-fn parse_notify(value: &str) -> Option<Notify> {
-    let mut n = Notify {
-        never: false,
-        success: false,
-        failure: false,
-        delay: false,
-    };
-    for word in value.split(',') {
-        let slot = match word.to_ascii_uppercase().as_str() {
-            "NEVER" => &mut n.never,
-            "SUCCESS" => &mut n.success,
-            "FAILURE" => &mut n.failure,
-            "DELAY" => &mut n.delay,
-            _ => return None,
-        };
-        if *slot {
-            return None;
-        }
-        *slot = true;
-    }
-    if n.never && (n.success || n.failure || n.delay) {
-        return None;
-    }
-    Some(n)
-}
-
 fn checked_domain(domain: &str) -> Result<&str, CommandError> {
     if domain.is_empty() || domain.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(CommandError::Unrenderable(format!("domain {domain:?}")));
@@ -415,20 +362,11 @@ fn parse_mail_params(text: &str) -> Result<MailParams, CommandError> {
                 p.size.replace(v.parse().map_err(|_| bad())?).is_some()
             }
             ("BODY", Some(v)) => {
-                let body = match v.to_ascii_uppercase().as_str() {
-                    "7BIT" => BodyType::SevenBit,
-                    "8BITMIME" => BodyType::EightBitMime,
-                    "BINARYMIME" => BodyType::BinaryMime,
-                    _ => return Err(bad()),
-                };
+                let body = BodyType::from_keyword(v).ok_or_else(bad)?;
                 p.body.replace(body).is_some()
             }
             ("RET", Some(v)) => {
-                let ret = match v.to_ascii_uppercase().as_str() {
-                    "FULL" => Ret::Full,
-                    "HDRS" => Ret::Headers,
-                    _ => return Err(bad()),
-                };
+                let ret = Ret::from_keyword(v).ok_or_else(bad)?;
                 p.ret.replace(ret).is_some()
             }
             ("ENVID", Some(v)) => {
@@ -460,7 +398,7 @@ fn parse_rcpt_params(text: &str) -> Result<RcptParams, CommandError> {
     for (key, value) in params(text) {
         let bad = || CommandError::BadParameter(format!("{key}={}", value.unwrap_or("")));
         let dup = match (key.as_str(), value) {
-            ("NOTIFY", Some(v)) => p.notify.replace(parse_notify(v).ok_or_else(bad)?).is_some(),
+            ("NOTIFY", Some(v)) => p.notify.replace(v.parse().map_err(|_| bad())?).is_some(),
             ("ORCPT", Some(v)) => p.orcpt.replace(Orcpt::parse(v).ok_or_else(bad)?).is_some(),
             ("NOTIFY" | "ORCPT", None) => return Err(bad()),
             _ => return Err(CommandError::UnknownParameter(key)),

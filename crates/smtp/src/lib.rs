@@ -20,7 +20,6 @@
 //! - [`DotStuffer`] and [`DataDecoder`]: message content for `DATA`,
 //!   stuffed chunk by chunk on the way out and un-stuffed on the way in,
 //!   so a message is never held whole in memory.
-//! - [`xtext`]: RFC 3461 xtext for `ENVID` and `ORCPT`.
 //!
 //! **Whom it trusts.** Nobody: every input may be hostile. Parsers return
 //! errors that say whose fault it is ([`ReplyError`], [`CommandError`]);
@@ -31,7 +30,7 @@
 //! commands well, but has no streaming dot-stuffer, no bounded incremental
 //! reply decoder of the shape the pipelining agent wants (many replies
 //! queued in one read, each taken off as it completes), and would carry
-//! types of its own where skein already has [`skein_proto::EnhancedCode`].
+//! types of its own where skein already has [`skein_mail::EnhancedCode`].
 //! The codec is small enough to own, with table tests, round trips and
 //! fuzz targets.
 
@@ -43,7 +42,6 @@ mod ehlo;
 mod error;
 mod reply;
 pub mod server;
-pub mod xtext;
 
 pub use command::{Command, MailParams, Orcpt, RcptParams};
 pub use data::{DataDecoder, DotStuffer};
@@ -51,4 +49,4 @@ pub use ehlo::Extensions;
 pub use error::{CommandError, ReplyError};
 pub use reply::{Limits, Reply, ReplyDecoder, parse_reply};
 
-pub use skein_proto::{BodyType, EnhancedCode, Notify, Ret};
+pub use skein_mail::{BodyType, EnhancedCode, Notify, Ret};

@@ -1,7 +1,8 @@
 //! SMTP replies (RFC 5321 §4.2) with RFC 3463 enhanced status codes
 //! (RFC 2034 §4): parsing, incrementally and bounded, and rendering.
 
-use skein_proto::{EnhancedCode, SmtpReply};
+use skein_mail::EnhancedCode;
+use skein_proto::SmtpReply;
 
 use crate::error::{ReplyError, show};
 

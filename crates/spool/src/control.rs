@@ -30,6 +30,8 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use skein_mail::{EnhancedCode, Notify};
+
 use crate::message::{parse_common, render_common};
 use crate::text::{escape, unescape};
 use crate::{Envelope, QueueId, SpoolError};
@@ -49,8 +51,9 @@ pub struct ControlRecipient {
     pub address: String,
     /// Static next hop `host:port` (no MX lookup), when routed so.
     pub nexthop: Option<String>,
-    /// NOTIFY= (RFC 3461) verbatim.
-    pub notify: Option<String>,
+    /// NOTIFY= (RFC 3461), written and read as in the message file (see
+    /// [`crate::Recipient::notify`]).
+    pub notify: Option<Notify>,
     /// ORCPT= (RFC 3461): the address as originally given.
     pub orcpt: Option<String>,
 }
@@ -89,8 +92,8 @@ pub enum Record {
         kind: OutcomeKind,
         /// Attempt number (1 = first).
         attempt: u32,
-        /// Enhanced status code, e.g. `5.1.1`.
-        status: String,
+        /// Enhanced status code, e.g. `5.1.1` (written as that text).
+        status: EnhancedCode,
         /// Earliest next attempt (deferred only).
         retry_at: Option<u64>,
         /// The remote server's reply, verbatim, when there was one.
@@ -179,7 +182,7 @@ impl Record {
                 let mut s = format!(
                     "outcome {rcpt} {at} {} {attempt} {}",
                     kind.keyword(),
-                    escape(status)
+                    escape(&status.to_string())
                 );
                 opt_field(&mut s, "retry", &retry_at.map(|r| r.to_string()));
                 opt_field(&mut s, "reply", reply);
@@ -227,7 +230,7 @@ impl Record {
                     at: num(at)?,
                     kind,
                     attempt: attempt.parse().ok()?,
-                    status: unescape(status)?,
+                    status: unescape(status)?.parse().ok()?,
                     retry_at: None,
                     reply: None,
                     remote_mta: None,
@@ -307,7 +310,7 @@ impl ControlFile {
                 escape(&r.address)
             ));
             opt_field(&mut h, "nexthop", &r.nexthop);
-            opt_field(&mut h, "notify", &r.notify);
+            opt_field(&mut h, "notify", &r.notify.map(|n| n.to_string()));
             opt_field(&mut h, "orcpt", &r.orcpt);
             h.push('\n');
         }
@@ -404,11 +407,13 @@ impl ControlFile {
                     };
                     for kv in rest {
                         let (k, v) = kv.split_once('=').ok_or_else(e)?;
-                        let v = Some(unescape(v).ok_or_else(e)?);
+                        let v = unescape(v).ok_or_else(e)?;
                         match k {
-                            "nexthop" => r.nexthop = v,
-                            "notify" => r.notify = v,
-                            "orcpt" => r.orcpt = v,
+                            "nexthop" => r.nexthop = Some(v),
+                            "notify" => {
+                                r.notify = Some(Notify::parse_relaxed(&v).map_err(|_| e())?)
+                            }
+                            "orcpt" => r.orcpt = Some(v),
                             _ => return Err(e()),
                         }
                     }
@@ -560,7 +565,7 @@ pub(crate) mod tests {
                     host: "example.net".into(),
                     address: "\"b b\"@example.net".into(),
                     nexthop: Some("127.0.0.1:2600".into()),
-                    notify: Some("FAILURE,DELAY".into()),
+                    notify: Some("FAILURE,DELAY".parse().unwrap()),
                     orcpt: Some("rfc822;b@example.net".into()),
                 },
             ],
@@ -570,7 +575,7 @@ pub(crate) mod tests {
                     at: 5,
                     kind: OutcomeKind::Deferred,
                     attempt: 1,
-                    status: "4.4.1".into(),
+                    status: "4.4.1".parse().unwrap(),
                     retry_at: Some(65),
                     reply: None,
                     remote_mta: None,
@@ -581,7 +586,7 @@ pub(crate) mod tests {
                     at: 6,
                     kind: OutcomeKind::Failed,
                     attempt: 2,
-                    status: "5.1.1".into(),
+                    status: "5.1.1".parse().unwrap(),
                     retry_at: None,
                     reply: Some("550 5.1.1 no such user\r\n".into()),
                     remote_mta: Some("mx.example.net".into()),
@@ -672,7 +677,7 @@ pub(crate) mod tests {
                     at: 1,
                     kind: OutcomeKind::Delivered,
                     attempt: 1,
-                    status: "2.0.0".into(),
+                    status: "2.0.0".parse().unwrap(),
                     retry_at: None,
                     reply: None,
                     remote_mta: None,

@@ -44,11 +44,15 @@ pub use control::{ControlFile, ControlRecipient, Journal, OutcomeKind, Record};
 pub use durable::FileLock;
 pub use error::SpoolError;
 pub use message::{
-    BodyType, Envelope, MAX_HEADER, MessageInfo, MessageWriter, Recipient, Ret, parse_header,
-    read_header, read_message, verify_body,
+    Envelope, MAX_HEADER, MessageInfo, MessageWriter, Recipient, parse_header, read_header,
+    read_message, verify_body,
 };
 pub use pool::{Kind as FileKind, POOL_MAX};
 pub use queue_id::{InvalidQueueId, QUEUE_ID_LEN, QueueId};
+/// The types of envelope and journal fields, defined in `skein-mail` and
+/// shared with the SMTP codec and the agent protocol. On disk they are
+/// written as their text (`HDRS`, `8BITMIME`, `SUCCESS,DELAY`, `5.1.1`).
+pub use skein_mail::{BodyType, EnhancedCode, Notify, Ret};
 
 /// The states a file can be in, named after their directories.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

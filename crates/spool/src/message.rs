@@ -33,6 +33,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use skein_mail::{BodyType, Notify, Ret};
+
 use crate::durable::{self, GroupSync, fsync_dir};
 use crate::pool::{Kind, Pool};
 use crate::text::{escape, unescape};
@@ -43,75 +45,16 @@ const MAGIC: &str = "SKEIN-MESSAGE 1";
 /// thousand recipients); a larger one is corrupt.
 pub const MAX_HEADER: u64 = 64 * 1024 * 1024;
 
-/// RET= of RFC 3461.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ret {
-    /// Return the full message in a DSN.
-    Full,
-    /// Return only the headers.
-    Headers,
-}
-
-/// BODY= of RFC 1652 / RFC 3030.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BodyType {
-    /// 7-bit (no BODY parameter).
-    #[default]
-    SevenBit,
-    /// BODY=8BITMIME.
-    EightBitMime,
-    /// BODY=BINARYMIME.
-    BinaryMime,
-}
-
-impl BodyType {
-    /// The keyword used in the file and in SMTP.
-    pub fn keyword(self) -> &'static str {
-        match self {
-            BodyType::SevenBit => "7BIT",
-            BodyType::EightBitMime => "8BITMIME",
-            BodyType::BinaryMime => "BINARYMIME",
-        }
-    }
-
-    /// Parses an SMTP BODY= value (case-insensitive).
-    pub fn from_keyword(s: &str) -> Option<BodyType> {
-        match s.to_ascii_uppercase().as_str() {
-            "7BIT" => Some(BodyType::SevenBit),
-            "8BITMIME" => Some(BodyType::EightBitMime),
-            "BINARYMIME" => Some(BodyType::BinaryMime),
-            _ => None,
-        }
-    }
-}
-
-impl Ret {
-    /// The keyword used in the file and in SMTP.
-    pub fn keyword(self) -> &'static str {
-        match self {
-            Ret::Full => "FULL",
-            Ret::Headers => "HDRS",
-        }
-    }
-
-    /// Parses an SMTP RET= value (case-insensitive).
-    pub fn from_keyword(s: &str) -> Option<Ret> {
-        match s.to_ascii_uppercase().as_str() {
-            "FULL" => Some(Ret::Full),
-            "HDRS" => Some(Ret::Headers),
-            _ => None,
-        }
-    }
-}
-
 /// One envelope recipient with its DSN parameters (RFC 3461).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Recipient {
     /// The address as given in RCPT TO (without angle brackets).
     pub address: String,
-    /// NOTIFY= value verbatim (`NEVER` or a list of SUCCESS, FAILURE,
-    /// DELAY), when given.
-    pub notify: Option<String>,
+    /// NOTIFY=, when given. Written as `NEVER` or the conditions in the
+    /// order SUCCESS,FAILURE,DELAY; read with
+    /// [`Notify::parse_relaxed`], which also takes the user's order and
+    /// repeats that older files hold for `sendmail -N`.
+    pub notify: Option<Notify>,
     /// ORCPT= value (`addr-type;xtext`), when given.
     pub orcpt: Option<String>,
 }
@@ -246,9 +189,9 @@ fn render_header(
         check_field("recipient", &r.address)?;
         h.push_str("rcpt ");
         h.push_str(&escape(&r.address));
-        if let Some(n) = &r.notify {
+        if let Some(n) = r.notify {
             h.push_str(" notify=");
-            h.push_str(&escape(n));
+            h.push_str(&escape(&n.to_string()));
         }
         if let Some(o) = &r.orcpt {
             h.push_str(" orcpt=");
@@ -528,7 +471,11 @@ pub fn parse_header(
                         .ok_or_else(|| bad(format!("bad rcpt parameter {p:?}")))?;
                     let v = unescape(v).ok_or_else(|| bad(format!("bad rcpt parameter {p:?}")))?;
                     match k {
-                        "notify" => r.notify = Some(v),
+                        "notify" => {
+                            let n = Notify::parse_relaxed(&v)
+                                .map_err(|e| bad(format!("bad rcpt parameter {p:?}: {e}")))?;
+                            r.notify = Some(n);
+                        }
                         "orcpt" => r.orcpt = Some(v),
                         _ => return Err(bad(format!("unknown rcpt parameter {p:?}"))),
                     }
@@ -640,7 +587,7 @@ mod tests {
             recipients: vec![
                 Recipient {
                     address: "\"ann smith\"@example.net".into(),
-                    notify: Some("SUCCESS,FAILURE".into()),
+                    notify: Some("SUCCESS,FAILURE".parse().unwrap()),
                     orcpt: Some("rfc822;ann@example.net".into()),
                 },
                 Recipient::new("bob@bücher.example"),

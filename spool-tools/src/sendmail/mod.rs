@@ -169,7 +169,7 @@ impl<'a> Submitter<'a> {
                 .into_iter()
                 .map(|address| Recipient {
                     address,
-                    notify: self.opts.notify.clone(),
+                    notify: self.opts.notify,
                     orcpt: None,
                 })
                 .collect(),

@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use skein_mail::Notify;
+
 /// What the command line asked for.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -19,7 +21,7 @@ pub struct Options {
     /// `-C`: configuration file.
     pub config: Option<PathBuf>,
     /// `-N`: DSN NOTIFY for every recipient.
-    pub notify: Option<String>,
+    pub notify: Option<Notify>,
     /// `-R`: DSN RET.
     pub ret: Option<String>,
     /// `-V`: DSN ENVID.
@@ -100,16 +102,12 @@ fn apply_with_arg(o: &mut Options, c: char, value: String) -> Result<(), UsageEr
         'F' => o.full_name = Some(value),
         'C' => o.config = Some(PathBuf::from(value)),
         'N' => {
-            let v = value.to_ascii_uppercase();
-            let ok = v == "NEVER"
-                || v.split(',')
-                    .all(|n| matches!(n.trim(), "SUCCESS" | "FAILURE" | "DELAY"));
-            if !ok {
-                return Err(UsageError(format!(
+            let notify = Notify::parse_relaxed(&value).map_err(|_| {
+                UsageError(format!(
                     "-N {value}: expected never, or a list of success, failure, delay"
-                )));
-            }
-            o.notify = Some(v.split(',').map(str::trim).collect::<Vec<_>>().join(","));
+                ))
+            })?;
+            o.notify = Some(notify);
         }
         'R' => {
             let v = value.to_ascii_uppercase();
@@ -189,7 +187,10 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(o.full_name.as_deref(), Some("Joe User"));
-        assert_eq!(o.notify.as_deref(), Some("SUCCESS,FAILURE"));
+        assert_eq!(
+            o.notify.map(|n| n.to_string()).as_deref(),
+            Some("SUCCESS,FAILURE")
+        );
         assert_eq!(o.ret.as_deref(), Some("HDRS"));
         assert_eq!(o.envid.as_deref(), Some("id1"));
         assert_eq!(o.recipients, vec!["-weird@x"]);

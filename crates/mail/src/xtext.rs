@@ -1,6 +1,6 @@
-//! RFC 3461 §4 xtext: how `ENVID` and `ORCPT` values travel. Printable
-//! ASCII other than `+` and `=` as is; every other byte as `+XX` (upper-case
-//! hex).
+//! RFC 3461 §4 xtext: how `ENVID`, `ORCPT` and `AUTH=` values travel.
+//! Printable ASCII other than `+` and `=` as is; every other byte as `+XX`
+//! (upper-case hex).
 
 /// Encodes bytes as xtext.
 pub fn encode(value: &[u8]) -> String {
