@@ -36,10 +36,10 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::agent::{Agent, Plan};
+use crate::connect::{BoxStream, Established};
 use crate::dest::Destination;
 use crate::envelope;
 use crate::error::SmtpError;
-use crate::session::{BoxStream, Established};
 
 /// Bytes handed to the writer at a time. Large enough that a small
 /// message's body, its end and the next envelope go in one write.
@@ -135,7 +135,7 @@ struct Txn {
 }
 
 /// One connection in its transaction phase.
-pub struct Session {
+pub struct Pipeline {
     reader: ReadHalf<BoxStream>,
     chunks: mpsc::Sender<Vec<u8>>,
     progress: mpsc::UnboundedReceiver<io::Result<usize>>,
@@ -163,14 +163,14 @@ pub struct Session {
     quitting: bool,
 }
 
-impl Session {
+impl Pipeline {
     /// The transaction phase of an established connection.
     pub fn new(
         established: Established,
         dest: Destination,
         thread_host: String,
         timeouts: &SmtpConfig,
-    ) -> Session {
+    ) -> Pipeline {
         let (reader, writer) = tokio::io::split(established.stream);
         let (chunks, chunk_rx) = mpsc::channel(CHUNKS_QUEUED);
         let (progress_tx, progress) = mpsc::unbounded_channel();
@@ -188,7 +188,7 @@ impl Session {
             size = established.ext.size_limit().unwrap_or(0),
             "session open"
         );
-        Session {
+        Pipeline {
             reader,
             chunks,
             progress,
