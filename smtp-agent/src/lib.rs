@@ -55,6 +55,7 @@ mod connect;
 mod dest;
 mod envelope;
 mod error;
+mod ledger;
 mod pipeline;
 mod tls;
 
