@@ -228,6 +228,9 @@ pub struct Ledger<B> {
     in_flight_bytes: u64,
     completed: u64,
     quitting: bool,
+    /// A `421` came: the server answered everything before it and takes
+    /// nothing after it, so no message in flight can have been delivered.
+    closed_by_server: bool,
 }
 
 impl<B> Ledger<B> {
@@ -250,6 +253,7 @@ impl<B> Ledger<B> {
             in_flight_bytes: 0,
             completed: 0,
             quitting: false,
+            closed_by_server: false,
         }
     }
 
@@ -455,7 +459,10 @@ impl<B> Ledger<B> {
         };
         if reply.code == 421 && expect.kind != Awaited::Quit {
             // Whatever the server has not answered is deferred with this
-            // reply.
+            // reply. Like any 4xx it says the command's action did not
+            // happen, and the server closes without reading further: the
+            // transactions in flight cannot have been delivered.
+            self.closed_by_server = true;
             return Err(SmtpError::Refused {
                 stage: expect.kind.describe(),
                 reply,
@@ -675,6 +682,7 @@ impl<B> Ledger<B> {
         let mut decisions = Vec::new();
         for (_, txn) in txns {
             let data_gone = txn.end_at.is_some_and(|end| written >= end)
+                && !self.closed_by_server
                 && !txn.final_seen
                 && !txn.accepted.is_empty();
             let mut delivery = base.clone();

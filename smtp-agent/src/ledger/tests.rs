@@ -204,11 +204,13 @@ fn table() -> Vec<Case> {
                  RSET, MAIL FROM:<s@x>, RCPT TO:<c@x>, BDAT 100 LAST, <message 2>",
             ],
             outcomes: &[
-                "a deferred 4.3.2 421: the RCPT TO reply refused: 421 4.3.2 shutting down after the end of data (the message may have been delivered; it will be sent again)",
-                "b deferred 4.3.2 421: the RCPT TO reply refused: 421 4.3.2 shutting down after the end of data (the message may have been delivered; it will be sent again)",
+                "a deferred 4.3.2 421: the RCPT TO reply refused: 421 4.3.2 shutting down",
+                "b deferred 4.3.2 421: the RCPT TO reply refused: 421 4.3.2 shutting down",
                 "c deferred 4.3.2 421: the RCPT TO reply refused: 421 4.3.2 shutting down",
             ],
-            end: "the RCPT TO reply refused: 421 4.3.2 shutting down; lost 2 in flight; job 1 may be delivered twice to 1",
+            // The first message was written whole, but the server said 421
+            // before it: no duplicate is possible.
+            end: "the RCPT TO reply refused: 421 4.3.2 shutting down; lost 2 in flight",
             ..CASE
         },
         Case {
@@ -217,9 +219,9 @@ fn table() -> Vec<Case> {
             reads: &["250 ok\n250 ok\n354 go\n", "421 4.3.2 shutting down\n"],
             sent: &["MAIL FROM:<s@x>, RCPT TO:<a@x>, DATA", "<message 1>."],
             outcomes: &[
-                "a deferred 4.3.2 421: the reply to the end of data refused: 421 4.3.2 shutting down after the end of data (the message may have been delivered; it will be sent again)",
+                "a deferred 4.3.2 421: the reply to the end of data refused: 421 4.3.2 shutting down",
             ],
-            end: "the reply to the end of data refused: 421 4.3.2 shutting down; lost 1 in flight; job 1 may be delivered twice to 1",
+            end: "the reply to the end of data refused: 421 4.3.2 shutting down; lost 1 in flight",
             ..CASE
         },
         Case {
