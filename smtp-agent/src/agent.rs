@@ -219,13 +219,6 @@ impl Agent {
         self.plans.remove(i)
     }
 
-    /// Whether a recipient has been reported.
-    pub fn is_reported(&self, job: JobId, pos: usize) -> bool {
-        self.jobs
-            .get(&job)
-            .is_none_or(|e| e.reported.get(pos).copied().unwrap_or(true))
-    }
-
     /// Reports one recipient, once; ends the job when it was its last.
     pub async fn report(
         &mut self,

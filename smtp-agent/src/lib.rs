@@ -51,11 +51,12 @@
 #![warn(missing_docs)]
 
 mod agent;
+mod connect;
 mod dest;
 mod envelope;
 mod error;
+mod ledger;
 mod pipeline;
-mod session;
 mod tls;
 
 use std::process::ExitCode;
@@ -71,7 +72,7 @@ pub use dest::{Candidate, Destination, Resolver, Target};
 pub use error::SmtpError;
 
 use crate::agent::Agent;
-use crate::pipeline::{Session, SessionEnd};
+use crate::pipeline::{Pipeline, SessionEnd};
 
 /// The agent's name, in logs and in its `Hello`.
 pub const PROGRAM: &str = "skein-smtp";
@@ -153,11 +154,11 @@ async fn drive(agent: &mut Agent, resolver: &Resolver) -> Result<(), AgentError>
             .and_then(|p| agent.jobs.get(&p.job))
             .map(|e| e.job.thread.host.clone())
             .unwrap_or_default();
-        match session::establish(&agent.config, resolver, &dest).await {
+        match connect::establish(&agent.config, resolver, &dest).await {
             Ok(established) => {
-                let mut session =
-                    Session::new(established, dest.clone(), thread_host, &agent.config.smtp);
-                match session.serve(agent).await? {
+                let mut pipeline =
+                    Pipeline::new(established, dest.clone(), thread_host, &agent.config.smtp);
+                match pipeline.serve(agent).await? {
                     SessionEnd::Done => {}
                     SessionEnd::Lost { productive, error } => {
                         // A connection that delivered something is worth

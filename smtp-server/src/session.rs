@@ -9,6 +9,14 @@
 //! has buffered, in order, into one output buffer, and writes that buffer
 //! only when it must wait for the client — so a pipelined group gets its
 //! replies in one write. A message's final reply waits for its commit.
+//!
+//! This file is the command dispatch and the states; two exchanges that
+//! take over the connection for a while have their own modules: `sasl`
+//! (AUTH and its challenges) and `intake` (DATA and BDAT text into the
+//! spool, and the end of data).
+
+mod intake;
+mod sasl;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,19 +24,16 @@ use std::time::Duration;
 
 use skein_daemon::Shutdown;
 use skein_smtp_codec::server::{CommandLines, LineEnd, LineEvent, ServerCommand};
-use skein_smtp_codec::{
-    BodyType, Command, CommandError, DataDecoder, Extensions, MailParams, RcptParams,
-};
-use skein_spool::{Envelope, Recipient};
+use skein_smtp_codec::{BodyType, Command, CommandError, Extensions, MailParams, RcptParams};
+use skein_spool::Recipient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::Server;
 use crate::conn::Conn;
 use crate::error::SessionEnd;
 use crate::policy::{Refusal, Verdict};
-use crate::received::Trace;
 use crate::recipients;
-use crate::sink::{Accepted, MessageSink};
+use crate::sink::MessageSink;
 
 /// How much the session asks the socket for at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -124,14 +129,6 @@ impl Phase {
 enum Flow {
     Continue,
     Close(SessionEnd),
-}
-
-/// Why an AUTH exchange stopped before its credentials were complete.
-enum AuthAbort {
-    /// The client sent `*` (or an unusable line).
-    Cancelled,
-    /// The session ended.
-    End(SessionEnd),
 }
 
 /// One command line as it came off the wire.
@@ -350,15 +347,6 @@ impl Session {
         }
     }
 
-    /// AUTH is offered on the submission port only, and only under TLS
-    /// (RFC 4954 §4: no plaintext passwords on the wire).
-    fn offers_auth(&self) -> bool {
-        self.port == Port::Submission
-            && self.tls.is_some()
-            && self.server.passwords.is_some()
-            && self.authenticated.is_none()
-    }
-
     /// STARTTLS (RFC 3207): 220, the handshake, and a fresh start — the
     /// client must say EHLO again, and nothing it said before counts.
     async fn starttls(&mut self, phase: Phase) -> (Phase, Flow) {
@@ -405,134 +393,6 @@ impl Session {
             }
             Ok(Err(e)) => (Phase::Fresh, Flow::Close(SessionEnd::Tls(e.to_string()))),
             Err(_) => (Phase::Fresh, Flow::Close(SessionEnd::Timeout)),
-        }
-    }
-
-    /// AUTH PLAIN / LOGIN (RFC 4954) on the submission port, under TLS.
-    async fn auth(
-        &mut self,
-        phase: Phase,
-        mechanism: &str,
-        initial: Option<String>,
-    ) -> (Phase, Flow) {
-        let refusal = match &phase {
-            _ if self.port != Port::Submission || self.server.passwords.is_none() => {
-                Some(Refusal::new(502, "5.5.1", "AUTH not available"))
-            }
-            Phase::Fresh => Some(Refusal::new(503, "5.5.1", "Send EHLO first")),
-            Phase::Mail(..) => Some(Refusal::new(
-                503,
-                "5.5.1",
-                "AUTH not allowed during a transaction",
-            )),
-            _ if self.authenticated.is_some() => {
-                Some(Refusal::new(503, "5.5.1", "Already authenticated"))
-            }
-            _ if self.tls.is_none() => Some(Refusal::new(
-                538,
-                "5.7.11",
-                "Encryption required: STARTTLS first",
-            )),
-            _ => None,
-        };
-        if let Some(r) = refusal {
-            return (phase, self.refuse(r));
-        }
-        let credentials = match mechanism {
-            "PLAIN" => {
-                let response = match initial {
-                    Some(r) => Ok(r.into_bytes()),
-                    None => self.sasl_response("").await,
-                };
-                response.map(|r| {
-                    if r == b"=" {
-                        Some(Vec::new())
-                    } else {
-                        crate::auth::decode_base64(&r)
-                    }
-                    .and_then(|plain| crate::auth::split_plain(&plain))
-                })
-            }
-            "LOGIN" => {
-                let user = match initial {
-                    Some(r) => Ok(r.into_bytes()),
-                    None => {
-                        self.sasl_response(&crate::auth::encode_base64(b"Username:"))
-                            .await
-                    }
-                };
-                match user {
-                    Err(e) => Err(e),
-                    Ok(user) => {
-                        let password = self
-                            .sasl_response(&crate::auth::encode_base64(b"Password:"))
-                            .await;
-                        password.map(|p| {
-                            let user = crate::auth::decode_base64(&user)
-                                .and_then(|u| String::from_utf8(u).ok())?;
-                            let password = crate::auth::decode_base64(&p)?;
-                            Some((user, password))
-                        })
-                    }
-                }
-            }
-            _ => {
-                let r = Refusal::new(504, "5.5.4", "Unrecognized authentication mechanism");
-                return (phase, self.refuse(r));
-            }
-        };
-        let credentials = match credentials {
-            Ok(c) => c,
-            Err(AuthAbort::Cancelled) => {
-                let r = Refusal::new(501, "5.0.0", "Authentication cancelled");
-                return (phase, self.refuse(r));
-            }
-            Err(AuthAbort::End(end)) => return (phase, Flow::Close(end)),
-        };
-        let Some((user, password)) = credentials else {
-            let r = Refusal::new(501, "5.5.2", "Cannot decode the response");
-            return (phase, self.refuse(r));
-        };
-        let Some(passwords) = self.server.passwords.clone() else {
-            return (phase, Flow::Continue);
-        };
-        let checked_user = user.clone();
-        // argon2 is slow by design: keep it off the async threads.
-        let ok = tokio::task::spawn_blocking(move || passwords.verify(&checked_user, &password))
-            .await
-            .unwrap_or(false);
-        if ok {
-            tracing::info!(client = %self.peer, user = user.as_str(), "authenticated");
-            self.authenticated = Some(user);
-            self.push(235, Some("2.7.0"), "Authentication successful");
-            (phase, Flow::Continue)
-        } else {
-            tracing::warn!(client = %self.peer, user = user.as_str(), "authentication failed");
-            let r = Refusal::new(535, "5.7.8", "Authentication credentials invalid");
-            (phase, self.refuse(r))
-        }
-    }
-
-    /// Sends a `334` challenge and reads the client's response line.
-    async fn sasl_response(&mut self, challenge: &str) -> Result<Vec<u8>, AuthAbort> {
-        self.push(334, None, challenge);
-        loop {
-            let (used, event) = self.lines.next(&self.input[self.pos..]);
-            let line = event.map(|e| match e {
-                LineEvent::Line(line, LineEnd::Crlf) => Some(line.to_vec()),
-                _ => None,
-            });
-            self.pos += used;
-            match line {
-                Some(Some(line)) if line == b"*" => return Err(AuthAbort::Cancelled),
-                Some(Some(line)) => return Ok(line),
-                // A bare LF or an over-long line is no response: cancel.
-                Some(None) => return Err(AuthAbort::Cancelled),
-                None => self
-                    .need_more(Wait::Command)
-                    .await
-                    .map_err(AuthAbort::End)?,
-            }
         }
     }
 
@@ -682,185 +542,6 @@ impl Session {
                 self.push(250, Some("2.1.5"), "Ok");
                 (Phase::Mail(client, tx), Flow::Continue)
             }
-        }
-    }
-
-    /// Why a transaction cannot take message text now, if it cannot.
-    fn not_ready_for_text(phase: &Phase) -> Option<Refusal> {
-        match phase {
-            Phase::Fresh => Some(Refusal::new(503, "5.5.1", "Send EHLO or HELO first")),
-            Phase::Ready(_) => Some(Refusal::new(503, "5.5.1", "Need MAIL command")),
-            Phase::Mail(_, tx) if tx.recipients.is_empty() && tx.rcpt_attempts > 0 => {
-                Some(Refusal::new(554, "5.5.1", "No valid recipients"))
-            }
-            Phase::Mail(_, tx) if tx.recipients.is_empty() => {
-                Some(Refusal::new(503, "5.5.1", "Need RCPT command"))
-            }
-            Phase::Mail(..) => None,
-        }
-    }
-
-    async fn data(&mut self, phase: Phase) -> (Phase, Flow) {
-        let refusal = match &phase {
-            Phase::Mail(_, tx) if tx.chunks.is_some() => {
-                Some(Refusal::new(503, "5.5.1", "DATA after BDAT"))
-            }
-            other => Self::not_ready_for_text(other),
-        };
-        if let Some(r) = refusal {
-            return (phase, self.refuse(r));
-        }
-        let Phase::Mail(client, tx) = phase else {
-            return (phase, Flow::Continue);
-        };
-        self.push(354, None, "End data with <CR><LF>.<CR><LF>");
-        let mut sink = self.open_sink(&client, &tx);
-        let mut decoder = DataDecoder::new();
-        let mut text = Vec::with_capacity(READ_CHUNK);
-        loop {
-            text.clear();
-            let available = &self.input[self.pos..];
-            let end = decoder.decode(available, &mut text);
-            self.pos += end.unwrap_or(available.len());
-            sink.write(&text);
-            if end.is_some() {
-                break;
-            }
-            if let Err(end) = self.need_more(Wait::Text).await {
-                // The sink is dropped here: its temporary file goes.
-                return (Phase::Ready(client), Flow::Close(end));
-            }
-        }
-        let flow = self.finish_message(sink, &tx).await;
-        (Phase::Ready(client), flow)
-    }
-
-    async fn bdat(&mut self, phase: Phase, size: u64, last: bool) -> (Phase, Flow) {
-        // The chunk follows the command whatever the answer: it is always
-        // read, so that the session stays in step with the client.
-        if let Some(r) = Self::not_ready_for_text(&phase) {
-            if let Err(end) = self.take_chunk(size, None).await {
-                return (phase, Flow::Close(end));
-            }
-            return (phase, self.refuse(r));
-        }
-        let Phase::Mail(client, mut tx) = phase else {
-            return (phase, Flow::Continue);
-        };
-        let mut sink = match tx.chunks.take() {
-            Some(sink) => sink,
-            None => self.open_sink(&client, &tx),
-        };
-        if sink.would_exceed(size) {
-            sink.refuse_size();
-        }
-        if let Err(end) = self.take_chunk(size, Some(&mut sink)).await {
-            return (Phase::Ready(client), Flow::Close(end));
-        }
-        if let Some(r) = sink.refusal() {
-            // RFC 3030 §2: after an error the client sends no more chunks
-            // of this message; any it pipelined get 503 (no transaction).
-            return (Phase::Ready(client), self.refuse(r));
-        }
-        if last {
-            let flow = self.finish_message(sink, &tx).await;
-            return (Phase::Ready(client), flow);
-        }
-        self.push(250, Some("2.0.0"), &format!("{size} octets received"));
-        tx.chunks = Some(sink);
-        (Phase::Mail(client, tx), Flow::Continue)
-    }
-
-    /// Reads `size` bytes of a BDAT chunk into `sink` (or nowhere).
-    async fn take_chunk(
-        &mut self,
-        size: u64,
-        mut sink: Option<&mut MessageSink>,
-    ) -> Result<(), SessionEnd> {
-        let mut remaining = size;
-        loop {
-            let available = &self.input[self.pos..];
-            let n = usize::try_from(remaining).map_or(available.len(), |r| r.min(available.len()));
-            if let Some(sink) = sink.as_deref_mut() {
-                sink.write(&available[..n]);
-            }
-            self.pos += n;
-            remaining -= n as u64;
-            if remaining == 0 {
-                return Ok(());
-            }
-            self.need_more(Wait::Text).await?;
-        }
-    }
-
-    fn open_sink(&self, client: &Client, tx: &Transaction) -> MessageSink {
-        let envelope = Envelope {
-            sender: tx.sender.clone(),
-            recipients: tx.recipients.clone(),
-            envid: tx.params.envid.clone(),
-            ret: tx.params.ret,
-            body: tx.params.body.unwrap_or_default(),
-            smtputf8: tx.params.smtputf8,
-            origin: format!("smtp [{}] helo={}", self.peer, client.helo),
-        };
-        // RFC 3848 and RFC 6531 names.
-        let base = match (tx.params.smtputf8, client.esmtp) {
-            (true, _) => "UTF8SMTP",
-            (false, true) => "ESMTP",
-            (false, false) => "SMTP",
-        };
-        let protocol = format!(
-            "{base}{}{}",
-            if self.tls.is_some() { "S" } else { "" },
-            if self.authenticated.is_some() {
-                "A"
-            } else {
-                ""
-            }
-        );
-        let single = match tx.recipients.as_slice() {
-            [only] => Some(only.address.as_str()),
-            _ => None,
-        };
-        let date = skein_mail::date::now_local();
-        let server = &self.server;
-        MessageSink::open(
-            &server.spool,
-            &envelope,
-            server.limits.max_line,
-            server.limits.max_message_size,
-            |id| {
-                Trace {
-                    helo: &client.helo,
-                    client: self.peer,
-                    hostname: &server.hostname,
-                    protocol: &protocol,
-                    tls: self.tls.as_deref(),
-                    id,
-                    single_recipient: single,
-                    date: &date,
-                }
-                .render()
-            },
-        )
-    }
-
-    async fn finish_message(&mut self, sink: MessageSink, tx: &Transaction) -> Flow {
-        match sink.finish().await {
-            Accepted::Queued(id) => {
-                self.messages += 1;
-                tracing::info!(
-                    id = id.as_str(),
-                    client = %self.peer,
-                    from = tx.sender.as_str(),
-                    nrcpt = tx.recipients.len(),
-                    "accepted"
-                );
-                self.server.spool.kick("router");
-                self.push(250, Some("2.0.0"), &format!("Ok: queued as {id}"));
-                Flow::Continue
-            }
-            Accepted::Refused(r) => self.refuse(r),
         }
     }
 

@@ -1,7 +1,8 @@
 //! Opening a session: connect, greeting, EHLO (HELO fallback), STARTTLS
 //! as the policy says. Lock-step by nature (each step depends on the last
-//! reply), so it is written as plain sequential code; the pipelined part
-//! of the session is `pipeline`.
+//! reply), so it is written as plain sequential code; what follows, the
+//! pipelined transactions, is `pipeline` (its I/O) and `ledger` (its
+//! accounting).
 
 use std::net::SocketAddr;
 use std::time::Duration;
