@@ -1,4 +1,5 @@
-//! Delivery status notifications (RFC 3464) and requeueing: both write a
+//! Delivery status notifications (RFC 3464) and requeueing, built from the
+//! queue, the spool and the configuration: both write a
 //! new message into `incoming/` through the normal path (T1 of
 //! docs/spool.md) and only then journal that they did (T4), so a crash in
 //! between repeats a DSN but never loses one.
@@ -9,16 +10,17 @@
 
 use std::io::{Read, Seek, SeekFrom};
 
+use skein_config::Config;
 use skein_dsn::{Action, DsnKind, DsnRecipient, DsnRequest, OriginalPart};
-use skein_spool::{Envelope, Recipient, Record, SpoolError};
+use skein_spool::{Envelope, Recipient, Record, Spool, SpoolError};
 
-use crate::core::Core;
-use crate::state::{Msg, RState, notify_of, now_micros};
+use crate::clock::now_micros;
+use crate::message::{Msg, RState};
+use crate::queue::Queue;
 
 const DOUBLE_BOUNCE: &str = "dsn double-bounce";
 
-fn qualify_domain(core: &Core) -> String {
-    let c = core.config();
+fn qualify_domain(c: &Config) -> String {
     c.router
         .local_domains
         .first()
@@ -51,16 +53,14 @@ fn headers_only(bytes: &[u8]) -> Vec<u8> {
 /// Builds and queues a DSN about `rcpts` of message `id`; returns its
 /// queue id.
 fn send_dsn(
-    core: &Core,
-    id: &str,
+    (spool, config): (&Spool, &Config),
+    m: &Msg,
     kind: DsnKind,
     rcpts: &[u32],
     to: &str,
     double_bounce: bool,
 ) -> Result<String, SpoolError> {
-    let m = core
-        .msg(id)
-        .ok_or_else(|| SpoolError::Invalid(format!("no message {id}")))?;
+    let id = m.id();
     let original = read_original(m)?;
     let full = m.control.size as usize <= skein_dsn::DEFAULT_MAX_FULL_SIZE
         && m.control.envelope.ret != Some(skein_spool::Ret::Headers);
@@ -69,7 +69,7 @@ fn send_dsn(
     } else {
         OriginalPart::Headers(headers_only(&original))
     };
-    let expiry = core.config().scheduler.expiry.as_secs() as i64;
+    let expiry = config.scheduler.expiry.as_secs() as i64;
     let arrival_unix = (m.control.arrival_micros / 1_000_000) as i64;
     let recipients = rcpts
         .iter()
@@ -99,7 +99,7 @@ fn send_dsn(
             }
         })
         .collect();
-    let host = core.config().hostname.clone();
+    let host = config.hostname.clone();
     let request = DsnRequest {
         reporting_mta: host.clone(),
         from: format!("MAILER-DAEMON@{host}"),
@@ -131,25 +131,25 @@ fn send_dsn(
         smtputf8: !to.is_ascii(),
         ..Default::default()
     };
-    let mut w = core.spool().create_incoming(&envelope)?;
+    let mut w = spool.create_incoming(&envelope)?;
     w.write_message(&bytes)?;
     let new_id = w.commit()?;
-    core.spool().kick("router");
+    spool.kick("router");
     Ok(new_id.to_string())
 }
 
-fn record_notified(core: &mut Core, id: &str, rcpts: Vec<u32>, what: &str, dsn: &str) -> bool {
+fn record_notified(queue: &mut Queue, id: &str, rcpts: Vec<u32>, what: &str, dsn: &str) -> bool {
     let rec = Record::Notified {
         rcpts: rcpts.clone(),
         at: now_micros(),
         what: what.to_string(),
         dsn: dsn.to_string(),
     };
-    if let Err(e) = core.journal(id, rec) {
+    if let Err(e) = queue.append(id, rec) {
         tracing::error!(queue_id = id, error = %e, "cannot record a notification");
         return false;
     }
-    if let Some(m) = core.msg_mut(id) {
+    if let Some(m) = queue.get_mut(id) {
         for i in rcpts {
             let r = &mut m.rcpts[i as usize];
             match what {
@@ -163,8 +163,8 @@ fn record_notified(core: &mut Core, id: &str, rcpts: Vec<u32>, what: &str, dsn: 
 }
 
 /// Bounces the failed recipients of `id` not yet notified.
-pub fn failures(core: &mut Core, id: &str) {
-    let Some(m) = core.msg(id) else { return };
+pub fn failures(queue: &mut Queue, spool: &Spool, config: &Config, id: &str) {
+    let Some(m) = queue.get(id) else { return };
     let failed: Vec<u32> = (0..m.rcpts.len() as u32)
         .filter(|&i| m.rcpts[i as usize].state == RState::Failed { notified: false })
         .collect();
@@ -175,7 +175,7 @@ pub fn failures(core: &mut Core, id: &str) {
         .iter()
         .copied()
         .filter(|&i| {
-            let n = notify_of(m.control.recipients[i as usize].notify);
+            let n = m.notify(i as usize);
             n.failure && !n.never
         })
         .collect();
@@ -186,11 +186,11 @@ pub fn failures(core: &mut Core, id: &str) {
     } else if origin.starts_with(DOUBLE_BOUNCE) {
         None
     } else {
-        Some((format!("postmaster@{}", qualify_domain(core)), true))
+        Some((format!("postmaster@{}", qualify_domain(config)), true))
     };
     let dsn = match target {
         Some((to, double)) if !wanted.is_empty() => {
-            match send_dsn(core, id, DsnKind::Failure, &wanted, &to, double) {
+            match send_dsn((spool, config), m, DsnKind::Failure, &wanted, &to, double) {
                 Ok(dsn) => {
                     tracing::info!(queue_id = id, dsn_id = %dsn, to = %to, recipients = wanted.len(), "sender non-delivery notification");
                     dsn
@@ -211,12 +211,12 @@ pub fn failures(core: &mut Core, id: &str) {
             String::new()
         }
     };
-    record_notified(core, id, failed, "failure", &dsn);
+    record_notified(queue, id, failed, "failure", &dsn);
 }
 
 /// Sends success reports asked for with NOTIFY=SUCCESS.
-pub fn successes(core: &mut Core, id: &str) {
-    let Some(m) = core.msg(id) else { return };
+pub fn successes(queue: &mut Queue, spool: &Spool, config: &Config, id: &str) {
+    let Some(m) = queue.get(id) else { return };
     let due: Vec<u32> = (0..m.rcpts.len() as u32)
         .filter(|&i| {
             let r = &m.rcpts[i as usize];
@@ -230,7 +230,7 @@ pub fn successes(core: &mut Core, id: &str) {
     let dsn = if sender.is_empty() {
         String::new()
     } else {
-        match send_dsn(core, id, DsnKind::Success, &due, &sender, false) {
+        match send_dsn((spool, config), m, DsnKind::Success, &due, &sender, false) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(queue_id = id, error = %e, "cannot queue a success report");
@@ -238,18 +238,16 @@ pub fn successes(core: &mut Core, id: &str) {
             }
         }
     };
-    record_notified(core, id, due, "success", &dsn);
+    record_notified(queue, id, due, "success", &dsn);
 }
 
 /// Sends a "still trying" report for deferred recipients that ask for one.
-pub fn delay_warning(core: &mut Core, id: &str) {
-    let Some(m) = core.msg(id) else { return };
+pub fn delay_warning(queue: &mut Queue, spool: &Spool, config: &Config, id: &str) {
+    let Some(m) = queue.get(id) else { return };
     let due: Vec<u32> = (0..m.rcpts.len() as u32)
         .filter(|&i| {
             let r = &m.rcpts[i as usize];
-            r.state == RState::Deferred
-                && !r.delay_notified
-                && notify_of(m.control.recipients[i as usize].notify).delay
+            r.state == RState::Deferred && !r.delay_notified && m.notify(i as usize).delay
         })
         .collect();
     let sender = m.control.envelope.sender.clone();
@@ -259,7 +257,7 @@ pub fn delay_warning(core: &mut Core, id: &str) {
     let dsn = if sender.is_empty() {
         String::new()
     } else {
-        match send_dsn(core, id, DsnKind::Delay, &due, &sender, false) {
+        match send_dsn((spool, config), m, DsnKind::Delay, &due, &sender, false) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(queue_id = id, error = %e, "cannot queue a delay warning");
@@ -267,15 +265,13 @@ pub fn delay_warning(core: &mut Core, id: &str) {
             }
         }
     };
-    record_notified(core, id, due, "delay", &dsn);
+    record_notified(queue, id, due, "delay", &dsn);
 }
 
 /// Writes a copy of message `id` into `incoming/` addressed to the
 /// recipients that are not final. `None` when there are none.
-pub fn requeue_copy(core: &Core, id: &str) -> Result<Option<String>, SpoolError> {
-    let m = core
-        .msg(id)
-        .ok_or_else(|| SpoolError::Invalid(format!("no message {id}")))?;
+pub fn requeue_copy(spool: &Spool, m: &Msg) -> Result<Option<String>, SpoolError> {
+    let id = m.id();
     let recipients: Vec<Recipient> = m
         .control
         .recipients
@@ -298,7 +294,7 @@ pub fn requeue_copy(core: &Core, id: &str) -> Result<Option<String>, SpoolError>
     let mut f = std::fs::File::open(path).map_err(|e| SpoolError::io("open", path, e))?;
     f.seek(SeekFrom::Start(m.control.offset))
         .map_err(|e| SpoolError::io("seek", path, e))?;
-    let mut w = core.spool().create_incoming(&envelope)?;
+    let mut w = spool.create_incoming(&envelope)?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut left = m.control.size;
     while left > 0 {

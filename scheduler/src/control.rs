@@ -11,7 +11,7 @@ use skein_proto::{ControlRequest, ControlResponse, Framed, Hello, Role};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::Event;
+use crate::event::Event;
 
 /// Binds the socket (replacing a stale one: we hold the scheduler lock,
 /// so no live scheduler owns it) with mode 0660.

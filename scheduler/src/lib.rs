@@ -39,12 +39,39 @@
 //! `command`, `args`, `maxthr`, `maxring`, `maxchannel`, `overfeed`,
 //! `idlemax`.
 
-mod agent;
+//!
+//! **Modules**, each one concept, none importing one above it:
+//!
+//! | module | holds |
+//! |---|---|
+//! | `engine` | the event loop's state and reactions: wires the others |
+//! | `admin`, `report` | hold/delete/flush/requeue; the views for the spool tools |
+//! | `bounce` | DSNs and requeued copies, from the queue, the spool and the configuration |
+//! | `policy` | the pure decisions: limits, which thread an agent gets, how many jobs to feed, hung and idle agents |
+//! | `agents` | agent bookkeeping; process start-up behind the `Launcher` trait |
+//! | `process` | the real launcher: fork/exec with fd 3, the per-agent I/O tasks |
+//! | `control` | the control socket |
+//! | `queue` | messages and threads, the journal writes, handing out jobs |
+//! | `load` | reading the queue back from the spool; finishing interrupted removals |
+//! | `message` | one message's state folded from its journal, its recipients by thread |
+//! | `group` | thread groups (clauses) and their limits |
+//! | `event`, `clock`, `error` | what the engine reacts to; spool time; whose fault |
+
+mod admin;
+mod agents;
 mod bounce;
+mod clock;
 mod control;
-mod core;
+mod engine;
+mod error;
+mod event;
+mod group;
+mod load;
+mod message;
+mod policy;
+mod process;
+mod queue;
 mod report;
-mod state;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,7 +81,11 @@ use skein_daemon::{Context, ServiceError};
 use skein_spool::{Area, FileLock, Spool};
 use tokio::sync::mpsc;
 
-use crate::core::{Core, Event};
+use crate::agents::Agents;
+use crate::engine::Engine;
+pub use crate::error::SchedulerError;
+use crate::event::Event;
+use crate::process::Processes;
 
 /// How long agents get to finish their jobs when the scheduler stops.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -68,12 +99,11 @@ pub async fn serve(
     let spool = Spool::open(&config.spool.dir)?;
     let lock_path = spool.dir(Area::Run).join("scheduler.lock");
     let _lock = FileLock::create(&lock_path).map_err(|e| match e {
-        skein_spool::SpoolError::Locked { .. } => format!(
+        skein_spool::SpoolError::Locked { .. } => SchedulerError::Config(format!(
             "another scheduler is already running on {}",
             spool.root().display()
-        )
-        .into(),
-        e => ServiceError::from(e),
+        )),
+        e => SchedulerError::Spool(e),
     })?;
     let report = spool.clean_stale_tmp()?;
     if !report.removed.is_empty() {
@@ -92,9 +122,10 @@ pub async fn serve(
     ctx.drop_privileges()?;
 
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut core = Core::new(config, config_path, spool, tx.clone());
-    core.scan();
-    core.dispatch();
+    let agents = Agents::new(Box::new(Processes::new(tx.clone())), config_path);
+    let mut engine = Engine::new(config, spool, agents);
+    engine.scan();
+    engine.dispatch();
     tokio::spawn(control::accept_loop(listener, tx.clone()));
     let ticker = tx.clone();
     tokio::spawn(async move {
@@ -113,9 +144,9 @@ pub async fn serve(
         tokio::select! {
             ev = rx.recv() => match ev {
                 Some(ev) => {
-                    core.handle(ev);
+                    engine.handle(ev);
                     if rx.is_empty() {
-                        core.publish_retired();
+                        engine.publish_retired();
                     }
                 }
                 None => break,
@@ -124,17 +155,17 @@ pub async fn serve(
         }
     }
     // Let agents report what they hold, then stop them.
-    core.shutdown_agents();
+    engine.shutdown_agents();
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
-    while core.agent_count() > 0 {
+    while engine.agent_count() > 0 {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(ev @ (Event::AgentMsg { .. } | Event::AgentGone { .. }))) => core.handle(ev),
+            Ok(Some(ev @ (Event::AgentMsg { .. } | Event::AgentGone { .. }))) => engine.handle(ev),
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,
         }
     }
-    core.kill_agents();
-    core.publish_retired();
+    engine.kill_agents();
+    engine.publish_retired();
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }

@@ -1,21 +1,28 @@
 //! Views of the scheduler's state for the spool tools (`skein mailq`,
-//! `skein mailq --threads`, `skein queue show`, `skein status`).
+//! `skein mailq --threads`, `skein queue show`, `skein status`): read
+//! only, from the queue, the agents and the groups.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use skein_proto::{
     FeedState, GroupInfo, MessageDetail, MessageSummary, RecipientState, RecipientSummary,
     SchedulerStatus, ThreadInfo, ThreadKey,
 };
 
-use crate::core::Core;
-use crate::state::{Msg, RState, now_micros};
+use crate::agents::Agents;
+use crate::clock::now_micros;
+use crate::group::{GroupId, Groups};
+use crate::message::{Msg, RState};
+use crate::queue::Queue;
 
 /// One thread, as gathered for `mailq --threads`.
 #[derive(Debug)]
 pub struct ThreadView {
     /// The thread.
     pub key: ThreadKey,
-    /// Index of its clause.
-    pub clause: usize,
+    /// Its group.
+    pub group: Option<GroupId>,
     /// Messages with a non-final recipient in it.
     pub messages: u64,
     /// Non-final recipients in it.
@@ -40,7 +47,7 @@ impl Default for ThreadView {
     fn default() -> Self {
         ThreadView {
             key: ThreadKey::new("", ""),
-            clause: 0,
+            group: None,
             messages: 0,
             recipients: 0,
             attempts: 0,
@@ -54,24 +61,26 @@ impl Default for ThreadView {
     }
 }
 
-pub(crate) fn status(core: &Core) -> SchedulerStatus {
-    let msgs: Vec<&Msg> = core.messages().collect();
+/// `skein status`.
+pub fn status(queue: &Queue, agents: &Agents, uptime: Duration) -> SchedulerStatus {
+    let msgs: Vec<&Msg> = queue.messages().collect();
     SchedulerStatus {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        uptime_secs: core.uptime().as_secs(),
+        uptime_secs: uptime.as_secs(),
         messages: msgs.len() as u64,
         recipients: msgs
             .iter()
             .flat_map(|m| &m.rcpts)
             .filter(|r| !r.state.is_final())
             .count() as u64,
-        threads: core.thread_count() as u64,
-        agents: core.agent_count() as u64,
+        threads: queue.thread_count() as u64,
+        agents: agents.len() as u64,
     }
 }
 
-pub(crate) fn summary(m: &Msg) -> MessageSummary {
+/// One message, as `mailq` lists it.
+pub fn summary(m: &Msg) -> MessageSummary {
     MessageSummary {
         queue_id: m.id().to_string(),
         size: m.control.size,
@@ -86,7 +95,7 @@ pub(crate) fn summary(m: &Msg) -> MessageSummary {
             .map(|(cr, r)| RecipientSummary {
                 index: cr.index,
                 address: cr.address.clone(),
-                thread: ThreadKey::new(cr.channel.clone(), cr.host.clone()),
+                thread: m.thread_of(cr.index as usize).clone(),
                 state: match r.state {
                     RState::Pending => RecipientState::Pending,
                     RState::InFlight => RecipientState::InProgress,
@@ -103,15 +112,16 @@ pub(crate) fn summary(m: &Msg) -> MessageSummary {
     }
 }
 
-pub(crate) fn queue(core: &Core) -> Vec<MessageSummary> {
-    let mut v: Vec<MessageSummary> = core.messages().map(summary).collect();
+/// `mailq`: every message, in queue-id order.
+pub fn queue(queue: &Queue) -> Vec<MessageSummary> {
+    let mut v: Vec<MessageSummary> = queue.messages().map(summary).collect();
     v.sort_by(|a, b| a.queue_id.cmp(&b.queue_id));
     v
 }
 
-pub(crate) fn detail(core: &Core, m: &Msg) -> MessageDetail {
+/// `skein queue show`.
+pub fn detail(m: &Msg) -> MessageDetail {
     let env = &m.control.envelope;
-    let _ = core;
     MessageDetail {
         summary: summary(m),
         envid: env.envid.clone(),
@@ -123,15 +133,14 @@ pub(crate) fn detail(core: &Core, m: &Msg) -> MessageDetail {
     }
 }
 
-pub(crate) fn threads(core: &Core) -> Vec<GroupInfo> {
+/// `mailq --threads`: the groups in clause order, each with its threads.
+pub fn threads(queue: &Queue, agents: &Agents, groups: &Groups) -> Vec<GroupInfo> {
     let now = now_micros();
-    let clauses = &core.config().scheduler.clause;
-    let mut groups: Vec<GroupInfo> = clauses
+    let mut infos: Vec<GroupInfo> = groups
         .iter()
-        .enumerate()
-        .map(|(i, c)| GroupInfo {
-            clause: c.pattern.clone(),
-            agents: core.agent_pids_of_clause(i),
+        .map(|g| GroupInfo {
+            clause: g.pattern.clone(),
+            agents: agents.pids_of_group(g.id),
             threads: Vec::new(),
         })
         .collect();
@@ -140,7 +149,7 @@ pub(crate) fn threads(core: &Core) -> Vec<GroupInfo> {
         agents: Vec::new(),
         threads: Vec::new(),
     };
-    for v in core.thread_view() {
+    for v in thread_view(queue, agents, groups) {
         let feed = if v.held {
             FeedState::Held
         } else if v.running || !v.agent_pids.is_empty() {
@@ -167,13 +176,62 @@ pub(crate) fn threads(core: &Core) -> Vec<GroupInfo> {
             },
             last_diagnostic: v.last_diag,
         };
-        match groups.get_mut(v.clause) {
+        match v.group.and_then(|g| infos.get_mut(g.0)) {
             Some(g) => g.threads.push(info),
             None => unmatched.threads.push(info),
         }
     }
     if !unmatched.threads.is_empty() {
-        groups.push(unmatched);
+        infos.push(unmatched);
     }
-    groups
+    infos
+}
+
+/// Every thread with a recipient that is not final, or that the
+/// scheduler still keeps (backoff, agents), in key order.
+fn thread_view(queue: &Queue, agents: &Agents, groups: &Groups) -> Vec<ThreadView> {
+    let now = now_micros();
+    let mut map: BTreeMap<ThreadKey, ThreadView> = BTreeMap::new();
+    for m in queue.messages() {
+        let mut seen_here: BTreeSet<&ThreadKey> = BTreeSet::new();
+        for (i, r) in m.rcpts.iter().enumerate() {
+            if r.state.is_final() {
+                continue;
+            }
+            let key = m.thread_of(i);
+            let v = map.entry(key.clone()).or_insert_with(|| ThreadView {
+                key: key.clone(),
+                group: groups.of(key),
+                ..Default::default()
+            });
+            v.recipients += 1;
+            if seen_here.insert(key) {
+                v.messages += 1;
+                v.oldest_arrival = if v.oldest_arrival == 0 {
+                    m.control.arrival_micros
+                } else {
+                    v.oldest_arrival.min(m.control.arrival_micros)
+                };
+            }
+            v.held |= m.held;
+            v.running |= r.state == RState::InFlight;
+        }
+    }
+    for (key, t) in queue.threads() {
+        let v = map.entry(key.clone()).or_insert_with(|| ThreadView {
+            key: key.clone(),
+            group: t.group,
+            ..Default::default()
+        });
+        v.attempts = t.attempts;
+        v.next_attempt_in =
+            (t.next_attempt > now).then(|| ((t.next_attempt - now) / 1_000_000) as i64);
+        v.last_diag = t.last_diag.clone();
+        v.agent_pids = t
+            .agents
+            .iter()
+            .filter_map(|a| agents.get(*a).map(|a| a.pid))
+            .collect();
+    }
+    map.into_values().collect()
 }

@@ -1,21 +1,15 @@
 //! A message as the scheduler holds it: the control file plus, for each
-//! recipient, the state folded from the journal.
+//! recipient, the state folded from the journal, and the message's
+//! recipients grouped by thread (its *legs*).
 //!
 //! Everything here is rebuilt from the control file alone (invariant 4):
-//! [`Msg::load`] replays the journal records in order.
+//! [`Msg::load`] replays the journal records in order. Nothing here does
+//! I/O; [`crate::queue`] writes the journal.
 
 use std::path::PathBuf;
 
-use skein_proto::{Notify, ThreadKey};
+use skein_proto::{EnhancedCode, Notify, ThreadKey};
 use skein_spool::{ControlFile, OutcomeKind, Record};
-
-/// Microseconds since the epoch.
-pub fn now_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
 
 /// Where one recipient stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +34,11 @@ impl RState {
     pub fn is_final(self) -> bool {
         matches!(self, RState::Delivered | RState::Failed { notified: true })
     }
+
+    /// Waiting for an attempt: never tried, or deferred.
+    pub fn is_waiting(self) -> bool {
+        matches!(self, RState::Pending | RState::Deferred)
+    }
 }
 
 /// One recipient's state.
@@ -52,7 +51,7 @@ pub struct Rcpt {
     /// Earliest next attempt (deferred only), microseconds.
     pub retry_at: u64,
     /// Last enhanced status code (none before the first outcome).
-    pub status: Option<skein_proto::EnhancedCode>,
+    pub status: Option<EnhancedCode>,
     /// Last diagnostic.
     pub diagnostic: Option<String>,
     /// Last remote reply.
@@ -65,6 +64,43 @@ pub struct Rcpt {
     pub success_dsn_due: bool,
     /// A delay DSN was already sent for this recipient.
     pub delay_notified: bool,
+    /// Which of the message's [`Leg`]s (threads) it belongs to.
+    pub leg: usize,
+}
+
+impl Rcpt {
+    fn new(leg: usize) -> Rcpt {
+        Rcpt {
+            state: RState::Pending,
+            attempts: 0,
+            retry_at: 0,
+            status: None,
+            diagnostic: None,
+            reply: None,
+            remote_mta: None,
+            last_attempt: 0,
+            success_dsn_due: false,
+            delay_notified: false,
+            leg,
+        }
+    }
+
+    /// Waiting, and its retry time (if deferred) has come.
+    pub fn is_ready(&self, now: u64) -> bool {
+        self.state == RState::Pending || (self.state == RState::Deferred && self.retry_at <= now)
+    }
+}
+
+/// The recipients of one message that share one thread: the routing never
+/// changes while a message is queued, so this index is built once, at
+/// load, and a thread finds its recipients here instead of comparing
+/// `(channel, host)` for every recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leg {
+    /// The thread.
+    pub thread: ThreadKey,
+    /// Positions of its recipients in the control file, ascending.
+    pub rcpts: Vec<u32>,
 }
 
 /// A message in the queue.
@@ -79,38 +115,36 @@ pub struct Msg {
     pub message_path: PathBuf,
     /// Per recipient, same order as `control.recipients`.
     pub rcpts: Vec<Rcpt>,
+    /// The message's recipients by thread, in order of first appearance.
+    pub legs: Vec<Leg>,
     /// Held by an administrator.
     pub held: bool,
     /// Outcomes were written to the journal since its last fdatasync.
     pub unsynced: bool,
 }
 
-/// A recipient's NOTIFY (parsed by the spool, with skein-mail's
-/// [`Notify::parse_relaxed`]); absent = the RFC 3461 default (failure and
-/// delay).
-pub fn notify_of(value: Option<Notify>) -> Notify {
-    value.unwrap_or_default()
-}
-
 impl Msg {
     /// Builds the state from a parsed control file.
     pub fn load(control: ControlFile, control_path: PathBuf, message_path: PathBuf) -> Msg {
-        let mut rcpts: Vec<Rcpt> = control
-            .recipients
-            .iter()
-            .map(|_| Rcpt {
-                state: RState::Pending,
-                attempts: 0,
-                retry_at: 0,
-                status: None,
-                diagnostic: None,
-                reply: None,
-                remote_mta: None,
-                last_attempt: 0,
-                success_dsn_due: false,
-                delay_notified: false,
-            })
-            .collect();
+        let mut legs: Vec<Leg> = Vec::new();
+        let mut rcpts = Vec::with_capacity(control.recipients.len());
+        for (i, cr) in control.recipients.iter().enumerate() {
+            let leg = match legs
+                .iter()
+                .position(|l| l.thread.channel == cr.channel && l.thread.host == cr.host)
+            {
+                Some(leg) => leg,
+                None => {
+                    legs.push(Leg {
+                        thread: ThreadKey::new(cr.channel.clone(), cr.host.clone()),
+                        rcpts: Vec::new(),
+                    });
+                    legs.len() - 1
+                }
+            };
+            legs[leg].rcpts.push(i as u32);
+            rcpts.push(Rcpt::new(leg));
+        }
         let mut held = false;
         for rec in &control.records {
             match rec {
@@ -136,8 +170,10 @@ impl Msg {
                     r.last_attempt = *at;
                     r.state = match kind {
                         OutcomeKind::Delivered => {
-                            r.success_dsn_due =
-                                notify_of(control.recipients[*rcpt as usize].notify).success;
+                            r.success_dsn_due = control.recipients[*rcpt as usize]
+                                .notify
+                                .unwrap_or_default()
+                                .success;
                             RState::Delivered
                         }
                         OutcomeKind::Deferred => {
@@ -174,6 +210,7 @@ impl Msg {
             control_path,
             message_path,
             rcpts,
+            legs,
             held,
             unsynced: false,
         }
@@ -185,9 +222,43 @@ impl Msg {
     }
 
     /// The thread of recipient `i`.
-    pub fn thread_of(&self, i: usize) -> ThreadKey {
-        let r = &self.control.recipients[i];
-        ThreadKey::new(r.channel.clone(), r.host.clone())
+    pub fn thread_of(&self, i: usize) -> &ThreadKey {
+        &self.legs[self.rcpts[i].leg].thread
+    }
+
+    /// The recipients of this message in `thread` (empty if none).
+    pub fn rcpts_in(&self, thread: &ThreadKey) -> &[u32] {
+        self.legs
+            .iter()
+            .find(|l| l.thread == *thread)
+            .map_or(&[], |l| l.rcpts.as_slice())
+    }
+
+    /// The recipients of `thread` that may be tried at `now`: waiting, past
+    /// their retry time, and the message not held.
+    pub fn ready_in(&self, thread: &ThreadKey, now: u64) -> Vec<u32> {
+        if self.held {
+            return Vec::new();
+        }
+        self.rcpts_in(thread)
+            .iter()
+            .copied()
+            .filter(|&i| self.rcpts[i as usize].is_ready(now))
+            .collect()
+    }
+
+    /// Whether some recipient of `thread` is waiting (pending or deferred),
+    /// whatever its retry time.
+    pub fn waits_in(&self, thread: &ThreadKey) -> bool {
+        self.rcpts_in(thread)
+            .iter()
+            .any(|&i| self.rcpts[i as usize].state.is_waiting())
+    }
+
+    /// The NOTIFY of recipient `i` (absent = the RFC 3461 default: failure
+    /// and delay).
+    pub fn notify(&self, i: usize) -> Notify {
+        self.control.recipients[i].notify.unwrap_or_default()
     }
 
     /// True when nothing is left to do for any recipient.
@@ -195,6 +266,14 @@ impl Msg {
         self.rcpts
             .iter()
             .all(|r| r.state.is_final() && !r.success_dsn_due)
+    }
+
+    /// True while some recipient is in flight or untried: the message is
+    /// settled (DSNs, removal) only once a whole round is over.
+    pub fn is_mid_round(&self) -> bool {
+        self.rcpts
+            .iter()
+            .any(|r| matches!(r.state, RState::InFlight | RState::Pending))
     }
 }
 
@@ -295,10 +374,36 @@ mod tests {
     }
 
     #[test]
-    fn notify_parsing() {
-        assert_eq!(notify_of(None), Notify::default());
-        let n = notify_of(Notify::parse_relaxed("success, DELAY").ok());
-        assert!(n.success && n.delay && !n.failure && !n.never);
-        assert!(notify_of(Notify::parse_relaxed("NEVER").ok()).never);
+    fn legs_index_the_recipients_of_each_thread() {
+        let mut c = control(vec![
+            outcome(0, OutcomeKind::Deferred, 1),
+            outcome(2, OutcomeKind::Delivered, 1),
+        ]);
+        // u0 and u2 share a thread; u1 has its own.
+        c.recipients[2].host = "u0".into();
+        let m = Msg::load(c, "t".into(), "q".into());
+        let (a, b) = (ThreadKey::new("local", "u0"), ThreadKey::new("local", "u1"));
+        assert_eq!(
+            m.legs,
+            vec![
+                Leg {
+                    thread: a.clone(),
+                    rcpts: vec![0, 2]
+                },
+                Leg {
+                    thread: b.clone(),
+                    rcpts: vec![1]
+                },
+            ]
+        );
+        assert_eq!(m.thread_of(2), &a);
+        assert_eq!(m.rcpts_in(&ThreadKey::new("smtp", "u0")), &[] as &[u32]);
+        // Recipient 0 is deferred until 99: waiting, but not ready before.
+        assert!(m.waits_in(&a));
+        assert_eq!(m.ready_in(&a, 98), Vec::<u32>::new());
+        assert_eq!(m.ready_in(&a, 99), vec![0]);
+        assert_eq!(m.ready_in(&b, 0), vec![1]);
+        assert!(m.is_mid_round(), "recipient 1 was never tried");
+        assert!(m.notify(2).success && !m.notify(0).success);
     }
 }

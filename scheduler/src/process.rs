@@ -1,4 +1,5 @@
-//! Starting transport agents and carrying their frames.
+//! Starting transport agents as processes and carrying their frames: the
+//! real [`Launcher`].
 //!
 //! An agent is the clause's `command` with its `args`, its end of a
 //! socketpair on fd 3, `SKEIN_CHANNEL` and `SKEIN_CONFIG` in its
@@ -19,30 +20,41 @@ use skein_proto::{
 };
 use tokio::sync::mpsc;
 
-use crate::core::Event;
+use crate::agents::{Launched, Launcher, Spawn};
+use crate::event::{AgentId, Event};
 
 /// How long an agent may take to start and answer the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Identifies an agent for the life of the scheduler.
-pub type AgentId = u64;
+/// Starts agents as child processes; their frames and their end come back
+/// as [`Event`]s.
+pub struct Processes {
+    events: mpsc::UnboundedSender<Event>,
+}
 
-/// What the scheduler needs to start an agent.
-#[derive(Debug, Clone)]
-pub struct Spawn {
-    /// The program (resolved path).
-    pub program: PathBuf,
-    /// Its arguments.
-    pub args: Vec<String>,
-    /// The channel it serves (its `SKEIN_CHANNEL`).
-    pub channel: String,
-    /// The configuration file to pass on, if any.
-    pub config_path: Option<PathBuf>,
+impl Processes {
+    /// A launcher whose agents report on `events`.
+    pub fn new(events: mpsc::UnboundedSender<Event>) -> Processes {
+        Processes { events }
+    }
+}
+
+impl Launcher for Processes {
+    fn launch(&mut self, id: AgentId, spec: &Spawn) -> std::io::Result<Launched> {
+        let program = resolve_command(&spec.command);
+        let started = start(id, &program, spec, self.events.clone())?;
+        tracing::debug!(agent_pid = started.pid, program = %program.display(), channel = %spec.channel, "started agent");
+        Ok(started)
+    }
+
+    fn kill(&mut self, pid: u32) {
+        kill(pid);
+    }
 }
 
 /// Resolves a clause's command: a path as given; a bare name first in the
 /// directory of the running scheduler, then along PATH.
-pub fn resolve_command(command: &str) -> PathBuf {
+fn resolve_command(command: &str) -> PathBuf {
     if command.contains('/') {
         return PathBuf::from(command);
     }
@@ -65,25 +77,18 @@ pub fn resolve_command(command: &str) -> PathBuf {
     PathBuf::from(command)
 }
 
-/// A started agent process, before its handshake.
-pub struct Started {
-    /// Its pid.
-    pub pid: u32,
-    /// Frames to send it.
-    pub tx: mpsc::UnboundedSender<SchedulerToAgent>,
-}
-
 /// Starts the agent and its I/O tasks. Errors are local (fork/exec
 /// failed): the caller defers and retries later.
-pub fn start(
+fn start(
     id: AgentId,
+    program: &std::path::Path,
     spec: &Spawn,
     events: mpsc::UnboundedSender<Event>,
-) -> std::io::Result<Started> {
+) -> std::io::Result<Launched> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     let theirs: OwnedFd = theirs.into();
     let child_fd = theirs.as_raw_fd();
-    let mut cmd = std::process::Command::new(&spec.program);
+    let mut cmd = std::process::Command::new(program);
     cmd.args(&spec.args)
         .env("SKEIN_CHANNEL", &spec.channel)
         .stdin(std::process::Stdio::null());
@@ -118,7 +123,7 @@ pub fn start(
     let (tx, rx) = mpsc::unbounded_channel();
     let channel = spec.channel.clone();
     tokio::spawn(conversation(id, pid, channel, stream, child, rx, events));
-    Ok(Started { pid, tx })
+    Ok(Launched { pid, tx })
 }
 
 async fn conversation(
@@ -199,7 +204,7 @@ async fn conversation(
 }
 
 /// Kills an agent (hung past its timeout).
-pub fn kill(pid: u32) {
+fn kill(pid: u32) {
     if pid > 0 {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),

@@ -1,0 +1,358 @@
+//! The engine driven by hand, without child processes: a [`Launcher`]
+//! that records every start and kill and hands back the channel the
+//! engine writes the agent's frames to; the events an agent would send
+//! are fed to [`Engine::handle`] directly. The spool is real (a
+//! temporary directory), so outcomes land in real journals.
+
+use std::cell::RefCell;
+use std::io;
+use std::rc::Rc;
+
+use skein_config::Clause;
+use skein_proto::{EnhancedCode, Job, Outcome, SchedulerToAgent, Status, ThreadKey};
+use skein_spool::{ControlFile, ControlRecipient, Envelope, QueueId, Record};
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::agents::{Launched, Launcher, Spawn};
+
+#[derive(Default)]
+struct Log {
+    starts: Vec<(AgentId, Spawn)>,
+    kills: Vec<u32>,
+    /// Frames the engine sent each agent.
+    inboxes: Vec<(AgentId, mpsc::UnboundedReceiver<SchedulerToAgent>)>,
+    fail_starts: bool,
+}
+
+struct Recorder(Rc<RefCell<Log>>);
+
+impl Launcher for Recorder {
+    fn launch(&mut self, id: AgentId, spec: &Spawn) -> io::Result<Launched> {
+        let mut log = self.0.borrow_mut();
+        if log.fail_starts {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        log.starts.push((id, spec.clone()));
+        log.inboxes.push((id, rx));
+        Ok(Launched {
+            pid: 1000 + id.0 as u32,
+            tx,
+        })
+    }
+
+    fn kill(&mut self, pid: u32) {
+        self.0.borrow_mut().kills.push(pid);
+    }
+}
+
+struct Bench {
+    _dir: tempfile::TempDir,
+    spool: Spool,
+    engine: Engine,
+    log: Rc<RefCell<Log>>,
+    next: u64,
+}
+
+impl Bench {
+    /// An engine whose one `smtp/*` clause has these limits.
+    fn new(maxthr: u32, maxring: u32) -> Bench {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::embedded_default(dir.path());
+        let mut clause = Clause::new("smtp/*", "skein-smtp");
+        clause.maxthr = maxthr;
+        clause.maxring = maxring;
+        clause.overfeed = 1;
+        config.scheduler.clause = vec![clause];
+        config.scheduler.retries = vec![Duration::from_secs(60)];
+        let spool = Spool::open(dir.path().join("spool")).unwrap();
+        let log = Rc::new(RefCell::new(Log::default()));
+        let agents = Agents::new(Box::new(Recorder(log.clone())), None);
+        let engine = Engine::new(config, Spool::open(spool.root()).unwrap(), agents);
+        Bench {
+            _dir: dir,
+            spool,
+            engine,
+            log,
+            next: 1,
+        }
+    }
+
+    /// Queues a message to one recipient per host, as the router would
+    /// leave it, and tells the engine.
+    fn queue(&mut self, hosts: &[&str]) -> String {
+        let id = QueueId::from_parts(1, 2, self.next);
+        self.next += 1;
+        let message = format!("queue/{id}");
+        std::fs::write(self.spool.root().join(&message), b"Subject: x\r\n\r\nx\r\n").unwrap();
+        let control = ControlFile {
+            id: id.clone(),
+            arrival_micros: now_micros(),
+            envelope: Envelope {
+                sender: "s@example.org".into(),
+                ..Default::default()
+            },
+            message,
+            offset: 0,
+            size: 16,
+            recipients: hosts
+                .iter()
+                .enumerate()
+                .map(|(i, h)| ControlRecipient {
+                    index: i as u32,
+                    channel: "smtp".into(),
+                    host: h.to_string(),
+                    address: format!("r{i}@{h}"),
+                    nexthop: None,
+                    notify: None,
+                    orcpt: None,
+                })
+                .collect(),
+            records: Vec::new(),
+        };
+        assert!(self.spool.create_control(&control).unwrap());
+        assert!(self.engine.load(&id));
+        id.to_string()
+    }
+
+    fn starts(&self) -> usize {
+        self.log.borrow().starts.len()
+    }
+
+    /// The agent finishes its handshake and asks for `jobs`.
+    fn up(&mut self, agent: AgentId, jobs: u32) {
+        self.engine.handle(Event::AgentUp { agent });
+        self.engine.handle(Event::AgentMsg {
+            agent,
+            msg: AgentToScheduler::Want { jobs },
+        });
+    }
+
+    /// The jobs the engine has sent `agent` since the last look.
+    fn jobs_of(&mut self, agent: AgentId) -> Vec<Job> {
+        let mut log = self.log.borrow_mut();
+        let (_, rx) = log.inboxes.iter_mut().find(|(id, _)| *id == agent).unwrap();
+        let mut jobs = Vec::new();
+        while let Ok(frame) = rx.try_recv() {
+            if let SchedulerToAgent::Job(job) = frame {
+                jobs.push(job);
+            }
+        }
+        jobs
+    }
+
+    /// The agent reports every recipient of `job` with `status`, then
+    /// says it is done.
+    fn finish(&mut self, agent: AgentId, job: &Job, status: Status, enhanced: EnhancedCode) {
+        for r in &job.recipients {
+            self.engine.handle(Event::AgentMsg {
+                agent,
+                msg: AgentToScheduler::Outcome(Outcome {
+                    job: job.id,
+                    recipient: r.index,
+                    status,
+                    reply: None,
+                    enhanced,
+                    diagnostic: "test".into(),
+                    remote_mta: None,
+                }),
+            });
+        }
+        self.engine.handle(Event::AgentMsg {
+            agent,
+            msg: AgentToScheduler::JobDone { job: job.id },
+        });
+    }
+}
+
+fn thread(host: &str) -> ThreadKey {
+    ThreadKey::new("smtp", host)
+}
+
+#[test]
+fn maxring_bounds_the_agents_started_and_a_free_agent_takes_the_next_thread() {
+    let mut b = Bench::new(1, 3);
+    for h in ["a", "b", "c", "d", "e"] {
+        b.queue(&[h]);
+    }
+    b.engine.dispatch();
+    assert_eq!(b.starts(), 3, "maxring = 3");
+    let first: Vec<AgentId> = b.log.borrow().starts.iter().map(|(id, _)| *id).collect();
+    for (_, spec) in &b.log.borrow().starts {
+        assert_eq!(
+            (spec.command.as_str(), spec.channel.as_str()),
+            ("skein-smtp", "smtp")
+        );
+    }
+    for &a in &first {
+        b.up(a, 1);
+    }
+    let mut hosts = Vec::new();
+    let mut jobs = Vec::new();
+    for &a in &first {
+        let mut got = b.jobs_of(a);
+        assert_eq!(got.len(), 1, "overfeed 1, one credit");
+        hosts.push(got[0].thread.host.clone());
+        jobs.push(got.remove(0));
+    }
+    assert_eq!(hosts, ["a", "b", "c"], "threads in order, one agent each");
+    // The second agent's delivery frees it: it is given thread d at once
+    // (it asked for another job), and no fourth agent is started.
+    b.finish(first[1], &jobs[1], Status::Delivered, EnhancedCode::SUCCESS);
+    b.engine.handle(Event::AgentMsg {
+        agent: first[1],
+        msg: AgentToScheduler::Want { jobs: 1 },
+    });
+    let next = b.jobs_of(first[1]);
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].thread, thread("d"));
+    assert_eq!(b.starts(), 3);
+    assert_eq!(
+        b.engine.queue.thread(&thread("e")).unwrap().agents.len(),
+        0,
+        "e waits"
+    );
+    let held = b.engine.agents.get(first[0]).unwrap().jobs.len();
+    assert_eq!(held, 1, "overfeed 1: one job held");
+}
+
+#[test]
+fn one_agent_per_thread_until_maxthr_allows_two() {
+    for (maxthr, want) in [(1, 1), (2, 2), (5, 3)] {
+        let mut b = Bench::new(maxthr, 20);
+        for _ in 0..3 {
+            b.queue(&["a"]);
+        }
+        b.engine.dispatch();
+        assert_eq!(b.starts(), want, "maxthr {maxthr}, three messages");
+        let t = b.engine.queue.thread(&thread("a")).unwrap();
+        assert_eq!(t.agents.len(), want);
+    }
+}
+
+#[test]
+fn a_delivered_message_leaves_and_its_agent_moves_to_the_next_thread() {
+    let mut b = Bench::new(1, 1);
+    let first = b.queue(&["a"]);
+    b.queue(&["b"]);
+    b.engine.dispatch();
+    assert_eq!(b.starts(), 1);
+    let agent = b.log.borrow().starts[0].0;
+    b.up(agent, 1);
+    let jobs = b.jobs_of(agent);
+    assert_eq!(jobs[0].queue_id, first);
+    assert_eq!(jobs[0].thread, thread("a"));
+    b.finish(agent, &jobs[0], Status::Delivered, EnhancedCode::SUCCESS);
+    assert!(!b.engine.queue.contains(&first), "delivered: removed");
+    assert!(!b.spool.root().join(format!("transport/{first}")).exists());
+    b.engine.handle(Event::AgentMsg {
+        agent,
+        msg: AgentToScheduler::Want { jobs: 1 },
+    });
+    let jobs = b.jobs_of(agent);
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        jobs[0].thread,
+        thread("b"),
+        "the same agent, the next thread"
+    );
+    assert_eq!(b.starts(), 1, "no second agent");
+    assert!(
+        b.engine.queue.thread(&thread("a")).is_none(),
+        "empty thread dropped"
+    );
+}
+
+#[test]
+fn an_agent_that_dies_defers_its_recipients_and_the_thread_backs_off() {
+    let mut b = Bench::new(1, 20);
+    let id = b.queue(&["a", "a"]);
+    b.engine.dispatch();
+    let agent = b.log.borrow().starts[0].0;
+    b.up(agent, 1);
+    let jobs = b.jobs_of(agent);
+    assert_eq!(jobs[0].recipients.len(), 2);
+    b.engine.handle(Event::AgentGone {
+        agent,
+        reason: "crashed".into(),
+    });
+    let m = b.engine.queue.get(&id).unwrap();
+    assert!(m.rcpts.iter().all(|r| r.state == RState::Deferred));
+    let t = b.engine.queue.thread(&thread("a")).unwrap();
+    assert!(t.is_backing_off(now_micros()), "no restart in a tight loop");
+    assert_eq!(b.starts(), 1, "backing off: no new agent yet");
+    // Both deferrals are in the journal, synced when the message settled.
+    let (control, _) = ControlFile::read(&b.spool.root().join(format!("transport/{id}"))).unwrap();
+    let deferred = control
+        .records
+        .iter()
+        .filter(|r| matches!(r, Record::Outcome { kind: OutcomeKind::Deferred, diagnostic, .. } if diagnostic.contains("crashed")))
+        .count();
+    assert_eq!(deferred, 2);
+    // A flush makes the thread due again: a new agent comes.
+    b.engine.handle(Event::Control {
+        req: ControlRequest::Flush(skein_proto::FlushTarget::All),
+        reply: tokio::sync::oneshot::channel().0,
+    });
+    assert_eq!(b.starts(), 2);
+}
+
+#[test]
+fn an_agent_that_breaks_the_protocol_is_killed() {
+    let mut b = Bench::new(1, 20);
+    b.queue(&["a"]);
+    b.engine.dispatch();
+    let agent = b.log.borrow().starts[0].0;
+    b.up(agent, 1);
+    let job = b.jobs_of(agent).remove(0);
+    b.engine.handle(Event::AgentMsg {
+        agent,
+        msg: AgentToScheduler::JobDone {
+            job: JobId(job.id.0 + 100),
+        },
+    });
+    assert_eq!(b.log.borrow().kills, vec![1000 + agent.0 as u32]);
+    assert!(b.engine.agents.get(agent).unwrap().stopping);
+}
+
+#[test]
+fn a_group_whose_agent_cannot_start_waits_and_its_mail_stays() {
+    let mut b = Bench::new(1, 20);
+    b.log.borrow_mut().fail_starts = true;
+    let id = b.queue(&["a"]);
+    b.queue(&["b"]);
+    b.engine.dispatch();
+    assert_eq!(b.starts(), 0);
+    b.log.borrow_mut().fail_starts = false;
+    b.engine.dispatch();
+    assert_eq!(b.starts(), 0, "blocked for 30 s after the failure");
+    let m = b.engine.queue.get(&id).unwrap();
+    assert_eq!(
+        m.rcpts[0].state,
+        RState::Pending,
+        "nothing attempted, nothing lost"
+    );
+}
+
+#[test]
+fn a_held_message_gets_no_job_until_released() {
+    let mut b = Bench::new(1, 20);
+    let id = b.queue(&["a"]);
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    b.engine.handle(Event::Control {
+        req: ControlRequest::Hold {
+            queue_id: id.clone(),
+        },
+        reply: tx,
+    });
+    assert!(matches!(rx.try_recv(), Ok(ControlResponse::Ok { .. })));
+    b.engine.dispatch();
+    assert_eq!(b.starts(), 0, "nothing ready: no agent");
+    let (tx, _rx) = tokio::sync::oneshot::channel();
+    b.engine.handle(Event::Control {
+        req: ControlRequest::Release { queue_id: id },
+        reply: tx,
+    });
+    assert_eq!(b.starts(), 1);
+}
