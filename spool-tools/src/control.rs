@@ -1,5 +1,6 @@
 //! The spool tools' side of the control socket,
-//! `<spool.dir>/run/scheduler.sock`: connect, handshake as a
+//! `<spool.dir>/run/scheduler.sock`
+//! ([`skein_spool::rendezvous::scheduler_socket`]): connect, handshake as a
 //! [`Role::Tool`], send one [`ControlRequest`], read one
 //! [`ControlResponse`].
 //!
@@ -31,11 +32,6 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The answer to one request. Listing a very large queue takes the
 /// scheduler a while; a minute means it is not coming.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The control socket of the spool at `spool_dir`.
-pub fn socket_path(spool_dir: &Path) -> PathBuf {
-    spool_dir.join("run").join("scheduler.sock")
-}
 
 /// Why a request got no answer.
 #[derive(Debug)]
@@ -292,7 +288,9 @@ pub(crate) mod fake {
     impl FakeScheduler {
         pub fn start(script: Script) -> FakeScheduler {
             let dir = tempfile::tempdir().expect("tempdir");
-            let socket = dir.path().join("scheduler.sock");
+            let socket = skein_spool::Spool::open(dir.path())
+                .expect("spool")
+                .scheduler_socket();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -395,7 +393,7 @@ mod tests {
     fn failures_have_their_exit_codes() {
         // No socket at all.
         let dir = tempfile::tempdir().expect("tempdir");
-        let missing = dir.path().join("run/scheduler.sock");
+        let missing = skein_spool::rendezvous::scheduler_socket(dir.path());
         let err = request_blocking(&missing, &ControlRequest::Status).unwrap_err();
         assert!(err.is_not_running());
         assert_eq!(err.exit_code(), 69);

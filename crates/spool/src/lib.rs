@@ -787,13 +787,16 @@ mod tests {
     }
 
     #[test]
-    fn wake_and_kick_reach_the_wake_up_socket() {
+    fn the_run_names_and_the_wake_up() {
         let d = tempfile::tempdir().unwrap();
         let s = Spool::open(d.path()).unwrap();
-        assert_eq!(
-            s.scheduler_socket(),
-            s.dir(Area::Run).join("scheduler.sock")
-        );
+        // The methods name what the free functions name.
+        let root = d.path();
+        assert_eq!(s.scheduler_socket(), rendezvous::scheduler_socket(root));
+        assert_eq!(s.scheduler_lock(), rendezvous::scheduler_lock(root));
+        for daemon in Daemon::ALL {
+            assert_eq!(s.pid_file(daemon), rendezvous::pid_file(root, daemon));
+        }
         let path = s.wake_socket(Wakeable::Router);
         let listener = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
         listener.set_nonblocking(true).unwrap();

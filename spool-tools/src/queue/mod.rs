@@ -491,7 +491,7 @@ mod tests {
     #[test]
     fn not_running_is_69_with_the_socket_named() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let socket = control::socket_path(dir.path());
+        let socket = skein_spool::rendezvous::scheduler_socket(dir.path());
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let code = run(
             &QueueCommand::Mailq {
