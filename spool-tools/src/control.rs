@@ -76,7 +76,7 @@ pub enum ClientError {
     /// The scheduler answered with a response of the wrong kind for the
     /// request: its bug (or ours).
     Unexpected {
-        /// The request sent.
+        /// The request sent, by its [`ControlRequest::name`].
         request: &'static str,
         /// The response received, for the error message.
         got: String,
@@ -227,31 +227,12 @@ async fn connect(socket: &Path) -> Result<Framed<UnixStream>, ClientError> {
     }
 }
 
-/// The name of a request, for messages.
-pub fn request_name(request: &ControlRequest) -> &'static str {
-    match request {
-        ControlRequest::Submitted { .. } => "Submitted",
-        ControlRequest::Status => "Status",
-        ControlRequest::ListQueue => "ListQueue",
-        ControlRequest::ListThreads => "ListThreads",
-        ControlRequest::Show { .. } => "Show",
-        ControlRequest::Hold { .. } => "Hold",
-        ControlRequest::Release { .. } => "Release",
-        ControlRequest::Delete { .. } => "Delete",
-        ControlRequest::Flush(_) => "Flush",
-        ControlRequest::Requeue { .. } => "Requeue",
-    }
-}
-
-/// The name of a response, for messages.
+/// A response as an error message names it: [`ControlResponse::name`],
+/// and for an `Error` its kind too (`Error(Internal)`).
 pub fn response_name(response: &ControlResponse) -> String {
     match response {
-        ControlResponse::Ok { .. } => "Ok".into(),
-        ControlResponse::Status(_) => "Status".into(),
-        ControlResponse::Queue(_) => "Queue".into(),
-        ControlResponse::Threads(_) => "Threads".into(),
-        ControlResponse::Message(_) => "Message".into(),
-        ControlResponse::Error(e) => format!("Error({:?})", e.kind),
+        ControlResponse::Error(e) => format!("{}({:?})", response.name(), e.kind),
+        other => other.name().to_owned(),
     }
 }
 
@@ -373,6 +354,7 @@ pub(crate) mod fake {
 mod tests {
     use super::fake::{FakeScheduler, Script};
     use super::*;
+    use skein_proto::ControlErrorKind;
 
     #[test]
     fn asks_and_gets_the_answer() {
@@ -387,6 +369,30 @@ mod tests {
             }
         );
         assert_eq!(fake.requests(), vec![ControlRequest::ListQueue]);
+    }
+
+    #[test]
+    fn responses_are_named_with_their_error_kind() {
+        let error = |kind| {
+            ControlResponse::Error(skein_proto::ControlError {
+                kind,
+                message: "m".into(),
+            })
+        };
+        let table = [
+            (
+                ControlResponse::Ok {
+                    message: "x".into(),
+                },
+                "Ok",
+            ),
+            (ControlResponse::Queue(vec![]), "Queue"),
+            (error(ControlErrorKind::UnknownId), "Error(UnknownId)"),
+            (error(ControlErrorKind::Internal), "Error(Internal)"),
+        ];
+        for (response, want) in table {
+            assert_eq!(response_name(&response), want);
+        }
     }
 
     #[test]

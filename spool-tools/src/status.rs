@@ -56,7 +56,7 @@ pub fn run(
         ),
         Ok(other) => {
             let e = ClientError::Unexpected {
-                request: "Status",
+                request: ControlRequest::Status.name(),
                 got: control::response_name(&other),
             };
             (None, Some((e.to_string(), e.exit_code())))

@@ -203,7 +203,7 @@ pub fn run(
         }
         (_, other) => {
             let e = ClientError::Unexpected {
-                request: control::request_name(&request),
+                request: request.name(),
                 got: control::response_name(&other),
             };
             let _ = writeln!(err, "{prog}: {e}");
