@@ -1,5 +1,6 @@
-//! Messages on the control socket (`<spool>/run/scheduler.sock`): the
-//! router and the spool tools ask, the scheduler answers.
+//! Messages on the control socket (`<spool>/run/scheduler.sock`, named by
+//! `skein_spool::rendezvous::scheduler_socket`): the router and the spool
+//! tools ask, the scheduler answers.
 //!
 //! After the handshake the client sends [`ControlRequest`]s and the
 //! scheduler answers each with exactly one [`ControlResponse`], in order.
