@@ -1,5 +1,6 @@
 //! Telling the scheduler about routed messages: `Submitted { queue_id }`
-//! on `<spool>/run/scheduler.sock`, one connection kept open and reused.
+//! on `<spool>/run/scheduler.sock` (`Spool::scheduler_socket`), one
+//! connection kept open and reused.
 //!
 //! The notification only saves the scheduler a wait: it scans `transport/`
 //! at start and periodically, so a notification that is lost (scheduler
@@ -233,6 +234,13 @@ mod tests {
         rx
     }
 
+    /// The scheduler's socket in a fresh spool under `d`.
+    fn socket_in(d: &tempfile::TempDir) -> PathBuf {
+        skein_spool::Spool::open(d.path())
+            .unwrap()
+            .scheduler_socket()
+    }
+
     fn ok(_: &str) -> ControlResponse {
         ControlResponse::Ok {
             message: String::new(),
@@ -242,7 +250,7 @@ mod tests {
     #[tokio::test]
     async fn absent_scheduler_is_not_an_error() {
         let d = tempfile::tempdir().unwrap();
-        let mut link = SchedulerLink::new(d.path().join("scheduler.sock"));
+        let mut link = SchedulerLink::new(socket_in(&d));
         assert!(!link.submitted("X").await);
         assert!(
             link.quiet_until.is_none(),
@@ -253,7 +261,7 @@ mod tests {
     #[tokio::test]
     async fn one_connection_is_reused_and_replaced_when_it_dies() {
         let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("scheduler.sock");
+        let path = socket_in(&d);
         let listener = UnixListener::bind(&path).unwrap();
         let mut seen = fake_scheduler(listener, ok);
         let mut link = SchedulerLink::new(path.clone());
@@ -275,7 +283,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_is_pipelined_on_one_connection_and_counted() {
         let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("scheduler.sock");
+        let path = socket_in(&d);
         let listener = UnixListener::bind(&path).unwrap();
         // Every id with a 'x' in it is refused.
         let mut seen = fake_scheduler(listener, |id| {
@@ -309,7 +317,7 @@ mod tests {
     #[tokio::test]
     async fn refusals_are_reported() {
         let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("scheduler.sock");
+        let path = socket_in(&d);
         let listener = UnixListener::bind(&path).unwrap();
         let _seen = fake_scheduler(listener, |_| {
             ControlResponse::Error(ControlError {
@@ -325,7 +333,7 @@ mod tests {
     #[tokio::test]
     async fn a_listener_that_is_not_a_scheduler_is_a_failure() {
         let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("scheduler.sock");
+        let path = socket_in(&d);
         let listener = UnixListener::bind(&path).unwrap();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {

@@ -15,7 +15,7 @@ use skein_daemon::{Context, PidFile, ServiceError};
 use skein_routing::aliases::WatchedAliases;
 use skein_routing::route::Router;
 use skein_routing::users::SystemUsers;
-use skein_spool::{Area, QueueId, Spool};
+use skein_spool::{Area, Daemon, QueueId, Spool, Wakeable};
 use tracing::{debug, error, info};
 
 use crate::error::RouterError;
@@ -121,13 +121,12 @@ pub async fn serve(loaded: Loaded, ctx: Context) -> Result<(), ServiceError> {
     ctx.drop_privileges()?;
     let config = loaded.config;
     let spool = Spool::open(&config.spool.dir)?;
-    let run = spool.dir(Area::Run);
     // One router per spool: a second one would steal the wake socket.
-    let _pid_file = PidFile::acquire(run.join("router.pid"))?;
+    let _pid_file = PidFile::acquire(spool.pid_file(Daemon::Router))?;
     let scan_interval = config.router.scan_interval;
     let engine = Engine::new(config, spool)?;
-    let wake = WakeSocket::bind(&run.join("router.wake"))?;
-    let mut scheduler = SchedulerLink::new(run.join("scheduler.sock"));
+    let wake = WakeSocket::bind(&engine.spool().wake_socket(Wakeable::Router))?;
+    let mut scheduler = SchedulerLink::new(engine.spool().scheduler_socket());
     info!(
         config = %loaded.source,
         spool = %engine.spool().root().display(),

@@ -1,6 +1,9 @@
-//! The wake-up socket `<spool>/run/router.wake`: a Unix datagram socket to
+//! The wake-up socket `<spool>/run/router.wake`
+//! ([`skein_spool::rendezvous::wake_socket`]): a Unix datagram socket to
 //! which `skein sendmail` and the SMTP server send one byte
-//! (`Spool::kick("router")`) after each message they put in `incoming/`.
+//! ([`skein_spool::WAKE`], by `Spool::wake(Wakeable::Router)`) after each
+//! message they put in `incoming/`, and the scheduler after each DSN or
+//! requeued copy.
 //!
 //! A task reads the datagrams as they come, whatever the router is doing,
 //! and turns any number of them into one pending wake-up. Reading them at
@@ -13,15 +16,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use skein_spool::rendezvous::SOCKET_MODE;
 use tokio::net::UnixDatagram;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::error::RouterError;
-
-/// Group members may wake the router (a setgid submission program), as
-/// they may use the scheduler's socket.
-const SOCKET_MODE: u32 = 0o660;
 
 /// The bound wake-up socket. Dropping it stops the reader and removes the
 /// socket file, so that senders fail fast instead of queueing datagrams
@@ -77,7 +77,8 @@ async fn read_wakeups(socket: UnixDatagram, notify: Arc<Notify>) {
     let mut buf = [0u8; 64];
     loop {
         match socket.recv(&mut buf).await {
-            // The content does not matter: any datagram means "look".
+            // The content does not matter (senders send `WAKE`): any
+            // datagram means "look".
             Ok(_) => notify.notify_one(),
             Err(e) => {
                 // Nothing a datagram socket returns here is expected; the
@@ -99,7 +100,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn datagrams_coalesce_into_wakeups() {
         let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("router.wake");
+        let path = skein_spool::rendezvous::wake_socket(d.path(), skein_spool::Wakeable::Router);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, "stale").unwrap();
         let wake = WakeSocket::bind(&path).unwrap();
         let meta = std::fs::metadata(&path).unwrap();
@@ -110,7 +112,7 @@ mod tests {
         // hundred): a blocking sender would hang if they were not read.
         let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
         for _ in 0..5000 {
-            sender.send_to(b"!", &path).unwrap();
+            sender.send_to(&[skein_spool::WAKE], &path).unwrap();
         }
         wake.woken().await;
         drop(wake);

@@ -78,7 +78,7 @@ use std::time::Duration;
 
 use skein_config::Config;
 use skein_daemon::{Context, ServiceError};
-use skein_spool::{Area, FileLock, Spool};
+use skein_spool::{FileLock, Spool};
 use tokio::sync::mpsc;
 
 use crate::agents::Agents;
@@ -97,7 +97,7 @@ pub async fn serve(
     config_path: Option<PathBuf>,
 ) -> Result<(), ServiceError> {
     let spool = Spool::open(&config.spool.dir)?;
-    let lock_path = spool.dir(Area::Run).join("scheduler.lock");
+    let lock_path = spool.scheduler_lock();
     let _lock = FileLock::create(&lock_path).map_err(|e| match e {
         skein_spool::SpoolError::Locked { .. } => SchedulerError::Config(format!(
             "another scheduler is already running on {}",
@@ -117,7 +117,7 @@ pub async fn serve(
         Ok(removed) => tracing::info!(removed, "trimmed the pool of reusable files"),
         Err(e) => tracing::warn!(error = %e, "cannot trim the pool of reusable files"),
     }
-    let socket = spool.dir(Area::Run).join("scheduler.sock");
+    let socket = spool.scheduler_socket();
     let listener = control::bind(&socket)?;
     ctx.drop_privileges()?;
 

@@ -77,7 +77,7 @@ use std::time::Duration;
 
 use skein_config::Config;
 use skein_daemon::{Context, DaemonOptions, PidFile, ServiceError, Shutdown};
-use skein_spool::{Area, Spool};
+use skein_spool::{Daemon, Spool};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -203,7 +203,7 @@ pub async fn serve(config: Config, ctx: Context) -> Result<(), ServiceError> {
     }
     ctx.drop_privileges().map_err(SmtpdError::Privileges)?;
     let spool = Spool::open(&config.spool.dir).map_err(SmtpdError::Spool)?;
-    let _pid_file = PidFile::acquire(spool.dir(Area::Run).join("smtpd.pid"))?;
+    let _pid_file = PidFile::acquire(spool.pid_file(Daemon::Smtpd))?;
     // Read as the configured user, like the router reads it.
     let recipients = if config.smtpd.verify_local_recipients {
         let check = RecipientCheck::new(&config).map_err(SmtpdError::Aliases)?;

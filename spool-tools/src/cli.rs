@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use skein_proto::FlushTarget;
+use skein_spool::{Daemon, rendezvous};
 
 use crate::queue::{self, QueueCommand, text::Clock};
 use crate::sysexits::*;
@@ -243,7 +244,7 @@ fn queue_command(action: QueueAction) -> Result<QueueCommand, String> {
 /// a configuration that does not load.
 fn socket(config: Option<&Path>, prog: &str) -> Result<PathBuf, u8> {
     match skein_config::Config::load(config) {
-        Ok(loaded) => Ok(crate::control::socket_path(&loaded.config.spool.dir)),
+        Ok(loaded) => Ok(rendezvous::scheduler_socket(&loaded.config.spool.dir)),
         Err(e) => {
             eprintln!("{prog}: {e}");
             Err(EX_CONFIG)
@@ -276,8 +277,8 @@ fn status(config: Option<&Path>, json: bool) -> u8 {
     };
     let spool = &loaded.config.spool.dir;
     crate::status::run(
-        &crate::supervisor::pid_file_path(spool),
-        &crate::control::socket_path(spool),
+        &rendezvous::pid_file(spool, Daemon::Supervisor),
+        &rendezvous::scheduler_socket(spool),
         json,
         &mut io::stdout().lock(),
         &mut io::stderr().lock(),

@@ -1,5 +1,6 @@
 //! The spool tools' side of the control socket,
-//! `<spool.dir>/run/scheduler.sock`: connect, handshake as a
+//! `<spool.dir>/run/scheduler.sock`
+//! ([`skein_spool::rendezvous::scheduler_socket`]): connect, handshake as a
 //! [`Role::Tool`], send one [`ControlRequest`], read one
 //! [`ControlResponse`].
 //!
@@ -31,11 +32,6 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The answer to one request. Listing a very large queue takes the
 /// scheduler a while; a minute means it is not coming.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The control socket of the spool at `spool_dir`.
-pub fn socket_path(spool_dir: &Path) -> PathBuf {
-    spool_dir.join("run").join("scheduler.sock")
-}
 
 /// Why a request got no answer.
 #[derive(Debug)]
@@ -80,7 +76,7 @@ pub enum ClientError {
     /// The scheduler answered with a response of the wrong kind for the
     /// request: its bug (or ours).
     Unexpected {
-        /// The request sent.
+        /// The request sent, by its [`ControlRequest::name`].
         request: &'static str,
         /// The response received, for the error message.
         got: String,
@@ -231,31 +227,12 @@ async fn connect(socket: &Path) -> Result<Framed<UnixStream>, ClientError> {
     }
 }
 
-/// The name of a request, for messages.
-pub fn request_name(request: &ControlRequest) -> &'static str {
-    match request {
-        ControlRequest::Submitted { .. } => "Submitted",
-        ControlRequest::Status => "Status",
-        ControlRequest::ListQueue => "ListQueue",
-        ControlRequest::ListThreads => "ListThreads",
-        ControlRequest::Show { .. } => "Show",
-        ControlRequest::Hold { .. } => "Hold",
-        ControlRequest::Release { .. } => "Release",
-        ControlRequest::Delete { .. } => "Delete",
-        ControlRequest::Flush(_) => "Flush",
-        ControlRequest::Requeue { .. } => "Requeue",
-    }
-}
-
-/// The name of a response, for messages.
+/// A response as an error message names it: [`ControlResponse::name`],
+/// and for an `Error` its kind too (`Error(Internal)`).
 pub fn response_name(response: &ControlResponse) -> String {
     match response {
-        ControlResponse::Ok { .. } => "Ok".into(),
-        ControlResponse::Status(_) => "Status".into(),
-        ControlResponse::Queue(_) => "Queue".into(),
-        ControlResponse::Threads(_) => "Threads".into(),
-        ControlResponse::Message(_) => "Message".into(),
-        ControlResponse::Error(e) => format!("Error({:?})", e.kind),
+        ControlResponse::Error(e) => format!("{}({:?})", response.name(), e.kind),
+        other => other.name().to_owned(),
     }
 }
 
@@ -292,7 +269,9 @@ pub(crate) mod fake {
     impl FakeScheduler {
         pub fn start(script: Script) -> FakeScheduler {
             let dir = tempfile::tempdir().expect("tempdir");
-            let socket = dir.path().join("scheduler.sock");
+            let socket = skein_spool::Spool::open(dir.path())
+                .expect("spool")
+                .scheduler_socket();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -375,6 +354,7 @@ pub(crate) mod fake {
 mod tests {
     use super::fake::{FakeScheduler, Script};
     use super::*;
+    use skein_proto::ControlErrorKind;
 
     #[test]
     fn asks_and_gets_the_answer() {
@@ -392,10 +372,34 @@ mod tests {
     }
 
     #[test]
+    fn responses_are_named_with_their_error_kind() {
+        let error = |kind| {
+            ControlResponse::Error(skein_proto::ControlError {
+                kind,
+                message: "m".into(),
+            })
+        };
+        let table = [
+            (
+                ControlResponse::Ok {
+                    message: "x".into(),
+                },
+                "Ok",
+            ),
+            (ControlResponse::Queue(vec![]), "Queue"),
+            (error(ControlErrorKind::UnknownId), "Error(UnknownId)"),
+            (error(ControlErrorKind::Internal), "Error(Internal)"),
+        ];
+        for (response, want) in table {
+            assert_eq!(response_name(&response), want);
+        }
+    }
+
+    #[test]
     fn failures_have_their_exit_codes() {
         // No socket at all.
         let dir = tempfile::tempdir().expect("tempdir");
-        let missing = dir.path().join("run/scheduler.sock");
+        let missing = skein_spool::rendezvous::scheduler_socket(dir.path());
         let err = request_blocking(&missing, &ControlRequest::Status).unwrap_err();
         assert!(err.is_not_running());
         assert_eq!(err.exit_code(), 69);

@@ -1,5 +1,7 @@
-//! `skein status`: is the supervisor running (its pid file's lock), and
-//! what does the scheduler say (`ControlRequest::Status` on its socket).
+//! `skein status`: is the supervisor running (the lock on its pid file,
+//! `run/skein.pid`), and what does the scheduler say
+//! (`ControlRequest::Status` on `run/scheduler.sock`; both named by
+//! `skein_spool::rendezvous`).
 //!
 //! Exit status: 0 when either runs (a scheduler under systemd has no
 //! supervisor; a supervisor may be between two starts of the scheduler),
@@ -54,7 +56,7 @@ pub fn run(
         ),
         Ok(other) => {
             let e = ClientError::Unexpected {
-                request: "Status",
+                request: ControlRequest::Status.name(),
                 got: control::response_name(&other),
             };
             (None, Some((e.to_string(), e.exit_code())))
@@ -96,6 +98,7 @@ mod tests {
     use super::*;
     use crate::control::fake::{FakeScheduler, Script};
     use skein_proto::{ControlError, ControlErrorKind, SchedulerStatus};
+    use skein_spool::{Daemon, rendezvous};
 
     fn status() -> SchedulerStatus {
         SchedulerStatus {
@@ -107,6 +110,10 @@ mod tests {
             threads: 3,
             agents: 4,
         }
+    }
+
+    fn supervisor_pid_file(spool: &Path) -> std::path::PathBuf {
+        rendezvous::pid_file(spool, Daemon::Supervisor)
     }
 
     fn run_with(pid_file: &Path, socket: &Path, json: bool) -> (u8, String, String) {
@@ -122,8 +129,8 @@ mod tests {
     #[test]
     fn nothing_running_is_69() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("run/scheduler.sock");
-        let (code, out, err) = run_with(&dir.path().join("run/skein.pid"), &socket, false);
+        let socket = rendezvous::scheduler_socket(dir.path());
+        let (code, out, err) = run_with(&supervisor_pid_file(dir.path()), &socket, false);
         assert_eq!(code, 69);
         assert_eq!(
             out,
@@ -144,9 +151,10 @@ mod tests {
     #[test]
     fn supervisor_alone_is_running() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let pid_file = dir.path().join("skein.pid");
+        let pid_file = supervisor_pid_file(dir.path());
+        std::fs::create_dir_all(rendezvous::run_dir(dir.path())).expect("run/");
         let _held = PidFile::acquire(&pid_file).expect("pid file");
-        let socket = dir.path().join("scheduler.sock");
+        let socket = rendezvous::scheduler_socket(dir.path());
         let (code, out, err) = run_with(&pid_file, &socket, false);
         assert_eq!((code, err.as_str()), (0, ""));
         assert!(
@@ -161,7 +169,7 @@ mod tests {
     #[test]
     fn scheduler_answers() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let pid_file = dir.path().join("skein.pid");
+        let pid_file = supervisor_pid_file(dir.path());
         for json in [false, true] {
             let fake =
                 FakeScheduler::start(Script::Answer(vec![ControlResponse::Status(status())]));
@@ -194,7 +202,7 @@ mod tests {
                 kind: ControlErrorKind::Unavailable,
                 message: "shutting down".into(),
             })]));
-        let (code, _, err) = run_with(&dir.path().join("skein.pid"), &fake.socket, false);
+        let (code, _, err) = run_with(&supervisor_pid_file(dir.path()), &fake.socket, false);
         assert_eq!(code, 75);
         assert_eq!(err, "skein: the scheduler refused: shutting down\n");
     }

@@ -171,6 +171,24 @@ impl Rng {
     }
 }
 
+/// How many times [`poll`] looks before it gives up, 50 ms apart: a guard
+/// against hanging for ever, not a timing claim (on a slow machine a test
+/// may use all of them).
+pub const POLLS: u32 = 2400;
+
+/// Asks `cond` until it holds, at most [`POLLS`] times, 50 ms apart;
+/// returns whether it held. For waiting on something that must happen;
+/// never for showing that something does not.
+pub fn poll(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..POLLS {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
+
 /// A daemon started for a test, killed (SIGKILL) when dropped. Its
 /// standard error goes to `<dir>/<name>.log`.
 pub struct Daemon {
@@ -197,6 +215,18 @@ impl Daemon {
     /// Its log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How many times `needle` is in its log so far.
+    pub fn logged(&self, needle: &str) -> usize {
+        self.log_text().matches(needle).count()
+    }
+
+    /// Whether its log comes to hold `needle` at least `times` times,
+    /// looked at with [`poll`]. (The daemons log to standard error,
+    /// unbuffered: a line is in the file once it is logged.)
+    pub fn wait_for_log(&self, needle: &str, times: usize) -> bool {
+        poll(|| self.logged(needle) >= times)
     }
 }
 

@@ -151,7 +151,7 @@ fn stop(daemon: Daemon, env: &TestEnv) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     assert_eq!(status.code(), Some(0), "router exit status; log:\n{text}");
     assert!(
-        !env.spool().join("run/router.wake").exists(),
+        !skein_spool::rendezvous::wake_socket(&env.spool(), skein_spool::Wakeable::Router).exists(),
         "the wake-up socket is removed at exit"
     );
     text

@@ -7,6 +7,7 @@
 use std::process::{Command, Output, Stdio};
 
 use skein_integration_tests::{TestEnv, bin};
+use skein_spool::{Daemon, rendezvous};
 
 const ID: &str = "0ABCDEFGHJK0000100A";
 
@@ -38,7 +39,7 @@ fn queue_commands() -> Vec<Vec<&'static str>> {
 }
 
 fn assert_not_running(env: &TestEnv, prog: &str, args: &[&str], out: &Output) {
-    let socket = env.spool().join("run").join("scheduler.sock");
+    let socket = rendezvous::scheduler_socket(&env.spool());
     assert_eq!(
         text(&out.stderr),
         format!(
@@ -72,11 +73,11 @@ fn queue_commands_say_the_scheduler_is_not_running() {
 #[test]
 fn a_stale_socket_file_is_not_a_running_scheduler() {
     let env = TestEnv::new("");
-    let run_dir = env.spool().join("run");
-    std::fs::create_dir_all(&run_dir).expect("mkdir");
+    std::fs::create_dir_all(rendezvous::run_dir(&env.spool())).expect("mkdir");
     // What a scheduler killed with -9 leaves behind: a socket file that
     // nobody listens on any more.
-    drop(std::os::unix::net::UnixListener::bind(run_dir.join("scheduler.sock")).expect("bind"));
+    let socket = rendezvous::scheduler_socket(&env.spool());
+    drop(std::os::unix::net::UnixListener::bind(socket).expect("bind"));
     for args in queue_commands() {
         let mut cmd = env.skein();
         cmd.args(&args);
@@ -101,7 +102,7 @@ fn mailq_by_its_own_name() {
 #[test]
 fn status_and_stop_with_nothing_running() {
     let env = TestEnv::new("");
-    let socket = env.spool().join("run").join("scheduler.sock");
+    let socket = rendezvous::scheduler_socket(&env.spool());
 
     let mut cmd = env.skein();
     cmd.arg("status");
@@ -131,7 +132,7 @@ fn status_and_stop_with_nothing_running() {
         text(&out.stderr),
         format!(
             "skein: skein is not running (no live process holds {})\n",
-            env.spool().join("run").join("skein.pid").display()
+            rendezvous::pid_file(&env.spool(), Daemon::Supervisor).display()
         )
     );
 }

@@ -1,5 +1,6 @@
-//! Messages on the control socket (`<spool>/run/scheduler.sock`): the
-//! router and the spool tools ask, the scheduler answers.
+//! Messages on the control socket (`<spool>/run/scheduler.sock`, named by
+//! `skein_spool::rendezvous::scheduler_socket`): the router and the spool
+//! tools ask, the scheduler answers.
 //!
 //! After the handshake the client sends [`ControlRequest`]s and the
 //! scheduler answers each with exactly one [`ControlResponse`], in order.
@@ -63,6 +64,28 @@ pub enum ControlRequest {
     },
 }
 
+impl ControlRequest {
+    /// The request's name, the one place it is spelled: its variant's
+    /// name (`"Submitted"`, `"Hold"`, `"Flush"` …), as
+    /// docs/agent-protocol.md writes it, for logs and error messages
+    /// ("the scheduler answered Hold with Queue"). Not on the wire, which
+    /// carries the variant index.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ControlRequest::Submitted { .. } => "Submitted",
+            ControlRequest::Status => "Status",
+            ControlRequest::ListQueue => "ListQueue",
+            ControlRequest::ListThreads => "ListThreads",
+            ControlRequest::Show { .. } => "Show",
+            ControlRequest::Hold { .. } => "Hold",
+            ControlRequest::Release { .. } => "Release",
+            ControlRequest::Delete { .. } => "Delete",
+            ControlRequest::Flush(_) => "Flush",
+            ControlRequest::Requeue { .. } => "Requeue",
+        }
+    }
+}
+
 /// What a `Flush` applies to.
 ///
 /// Layout: variant index `0` = `All`, `1` = `Message` + queue id string,
@@ -98,6 +121,21 @@ pub enum ControlResponse {
     Message(MessageDetail),
     /// The request failed.
     Error(ControlError),
+}
+
+impl ControlResponse {
+    /// The response's name: its variant's name (`"Ok"`, `"Queue"` …), as
+    /// [`ControlRequest::name`] is the request's.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ControlResponse::Ok { .. } => "Ok",
+            ControlResponse::Status(_) => "Status",
+            ControlResponse::Queue(_) => "Queue",
+            ControlResponse::Threads(_) => "Threads",
+            ControlResponse::Message(_) => "Message",
+            ControlResponse::Error(_) => "Error",
+        }
+    }
 }
 
 /// Identity and counters of the running scheduler.
@@ -283,4 +321,87 @@ pub enum ControlErrorKind {
     Unavailable,
     /// The scheduler failed; its log says more.
     Internal,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each name is its variant's (so the names in logs and errors are
+    /// the ones docs/agent-protocol.md uses), and no two are alike.
+    #[test]
+    fn names_are_the_variant_names() {
+        fn variant(debug: &str) -> &str {
+            debug
+                .split(|c: char| !c.is_alphanumeric())
+                .next()
+                .unwrap_or_default()
+        }
+        let id = || "0ABCDEFGHJK0000100A".to_owned();
+        let requests = [
+            ControlRequest::Submitted { queue_id: id() },
+            ControlRequest::Status,
+            ControlRequest::ListQueue,
+            ControlRequest::ListThreads,
+            ControlRequest::Show { queue_id: id() },
+            ControlRequest::Hold { queue_id: id() },
+            ControlRequest::Release { queue_id: id() },
+            ControlRequest::Delete { queue_id: id() },
+            ControlRequest::Flush(FlushTarget::All),
+            ControlRequest::Requeue { queue_id: id() },
+        ];
+        let mut names: Vec<&str> = requests.iter().map(ControlRequest::name).collect();
+        for (request, name) in requests.iter().zip(&names) {
+            let debug = format!("{request:?}");
+            assert_eq!(variant(&debug), *name, "{debug}");
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), requests.len());
+
+        let responses = [
+            ControlResponse::Ok {
+                message: String::new(),
+            },
+            ControlResponse::Status(SchedulerStatus {
+                pid: 1,
+                version: String::new(),
+                uptime_secs: 0,
+                messages: 0,
+                recipients: 0,
+                threads: 0,
+                agents: 0,
+            }),
+            ControlResponse::Queue(Vec::new()),
+            ControlResponse::Threads(Vec::new()),
+            ControlResponse::Message(MessageDetail {
+                summary: MessageSummary {
+                    queue_id: id(),
+                    size: 0,
+                    arrival_unix: 0,
+                    sender: String::new(),
+                    held: false,
+                    recipients: Vec::new(),
+                },
+                envid: None,
+                ret: None,
+                body: BodyType::SevenBit,
+                smtputf8: false,
+                message_path: String::new(),
+                control_path: String::new(),
+            }),
+            ControlResponse::Error(ControlError {
+                kind: ControlErrorKind::Internal,
+                message: String::new(),
+            }),
+        ];
+        let mut names: Vec<&str> = responses.iter().map(ControlResponse::name).collect();
+        for (response, name) in responses.iter().zip(&names) {
+            let debug = format!("{response:?}");
+            assert_eq!(variant(&debug), *name, "{debug}");
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), responses.len());
+    }
 }

@@ -12,7 +12,8 @@
 //!   queue/       routed message files (same format as incoming/)
 //!   transport/   control files: routed recipients + outcome journal
 //!   corrupt/     files set aside because they failed their checks
-//!   run/         sockets, locks and pid files of the running daemons
+//!   run/         sockets, locks and pid files of the running daemons,
+//!                named by the `rendezvous` module
 //!   free/        files of finished messages, kept for reuse (see `pool`)
 //! ```
 //!
@@ -33,6 +34,7 @@ mod error;
 mod message;
 mod pool;
 mod queue_id;
+pub mod rendezvous;
 pub mod text;
 
 use std::io;
@@ -49,6 +51,7 @@ pub use message::{
 };
 pub use pool::{Kind as FileKind, POOL_MAX};
 pub use queue_id::{InvalidQueueId, QUEUE_ID_LEN, QueueId};
+pub use rendezvous::{Daemon, WAKE, Wakeable};
 /// The types of envelope and journal fields, defined in `skein-mail` and
 /// shared with the SMTP codec and the agent protocol. On disk they are
 /// written as their text (`HDRS`, `8BITMIME`, `SUCCESS,DELAY`, `5.1.1`).
@@ -67,7 +70,7 @@ pub enum Area {
     Transport,
     /// `corrupt/`: set aside.
     Corrupt,
-    /// `run/`: sockets and locks.
+    /// `run/`: sockets, locks and pid files (named in [`rendezvous`]).
     Run,
     /// `free/`: files of finished messages kept for reuse.
     Free,
@@ -458,17 +461,48 @@ impl Spool {
         Ok(dest)
     }
 
-    /// Sends a one-byte wake-up datagram to `run/<name>.wake` (the router
-    /// listens there). Best effort: a daemon that is not running is not an
-    /// error, since it scans its directory when it starts.
+    /// The scheduler's control socket, `run/scheduler.sock`
+    /// ([`rendezvous::scheduler_socket`]).
+    pub fn scheduler_socket(&self) -> PathBuf {
+        rendezvous::scheduler_socket(&self.root)
+    }
+
+    /// The scheduler's lock, `run/scheduler.lock`
+    /// ([`rendezvous::scheduler_lock`]).
+    pub fn scheduler_lock(&self) -> PathBuf {
+        rendezvous::scheduler_lock(&self.root)
+    }
+
+    /// The pid file of `daemon`, `run/<name>.pid`
+    /// ([`rendezvous::pid_file`]).
+    pub fn pid_file(&self, daemon: Daemon) -> PathBuf {
+        rendezvous::pid_file(&self.root, daemon)
+    }
+
+    /// The wake-up socket of `daemon`, `run/<name>.wake`
+    /// ([`rendezvous::wake_socket`]).
+    pub fn wake_socket(&self, daemon: Wakeable) -> PathBuf {
+        rendezvous::wake_socket(&self.root, daemon)
+    }
+
+    /// Sends the one-byte wake-up datagram ([`WAKE`]) to `daemon`'s
+    /// wake-up socket. Best effort: a daemon that is not running is not an
+    /// error, since it scans its directory when it starts; and it never
+    /// blocks, since a daemon that is not draining its socket must never
+    /// stall a submission.
+    pub fn wake(&self, daemon: Wakeable) {
+        rendezvous::send_wake(&self.wake_socket(daemon));
+    }
+
+    /// [`Spool::wake`] by name: `kick("router")` is
+    /// `wake(Wakeable::Router)`; a name no daemon listens under wakes
+    /// nobody. New code calls `wake`. This stays until its last callers,
+    /// in the scheduler's `core.rs` and `bounce.rs` (being split into
+    /// modules at the same time), move to `wake`; then it goes.
     pub fn kick(&self, name: &str) {
-        let path = self.dir(Area::Run).join(format!("{name}.wake"));
-        // Non-blocking: a router that is not draining its socket must never
-        // stall a submission (the wake-up is only a hint).
-        if let Ok(sock) = std::os::unix::net::UnixDatagram::unbound()
-            && sock.set_nonblocking(true).is_ok()
-        {
-            let _ = sock.send_to(b"!", &path);
+        match Wakeable::from_name(name) {
+            Some(daemon) => self.wake(daemon),
+            None => tracing::debug!(name, "no daemon has a wake-up socket by that name"),
         }
     }
 
@@ -750,6 +784,31 @@ mod tests {
         let (back, _) = ControlFile::read(&s.path(Area::Transport, &text.id)).unwrap();
         assert_eq!(back, text);
         assert!(tmp_is_empty(&s));
+    }
+
+    #[test]
+    fn the_run_names_and_the_wake_up() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::open(d.path()).unwrap();
+        // The methods name what the free functions name.
+        let root = d.path();
+        assert_eq!(s.scheduler_socket(), rendezvous::scheduler_socket(root));
+        assert_eq!(s.scheduler_lock(), rendezvous::scheduler_lock(root));
+        for daemon in Daemon::ALL {
+            assert_eq!(s.pid_file(daemon), rendezvous::pid_file(root, daemon));
+        }
+        let path = s.wake_socket(Wakeable::Router);
+        let listener = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        s.wake(Wakeable::Router);
+        s.kick("router");
+        s.kick("nobody");
+        let mut buf = [0u8; 8];
+        for _ in 0..2 {
+            let n = listener.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &[WAKE]);
+        }
+        assert!(listener.recv(&mut buf).is_err(), "nothing else arrived");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! refused, so that the session stays in step with the client.
 
 use skein_smtp_codec::DataDecoder;
-use skein_spool::Envelope;
+use skein_spool::{Envelope, Wakeable};
 
 use super::{Client, Flow, Phase, READ_CHUNK, Session, Transaction, Wait};
 use crate::error::SessionEnd;
@@ -194,7 +194,7 @@ impl Session {
                     nrcpt = tx.recipients.len(),
                     "accepted"
                 );
-                self.server.spool.kick("router");
+                self.server.spool.wake(Wakeable::Router);
                 self.push(250, Some("2.0.0"), &format!("Ok: queued as {id}"));
                 Flow::Continue
             }

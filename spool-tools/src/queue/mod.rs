@@ -203,7 +203,7 @@ pub fn run(
         }
         (_, other) => {
             let e = ClientError::Unexpected {
-                request: control::request_name(&request),
+                request: request.name(),
                 got: control::response_name(&other),
             };
             let _ = writeln!(err, "{prog}: {e}");
@@ -491,7 +491,7 @@ mod tests {
     #[test]
     fn not_running_is_69_with_the_socket_named() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let socket = control::socket_path(dir.path());
+        let socket = skein_spool::rendezvous::scheduler_socket(dir.path());
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let code = run(
             &QueueCommand::Mailq {

@@ -23,7 +23,7 @@ use std::path::Path;
 
 use skein_config::Config;
 use skein_mail::Mailbox;
-use skein_spool::{BodyType, Envelope, MessageWriter, Recipient, Ret, Spool, SpoolError};
+use skein_spool::{BodyType, Envelope, MessageWriter, Recipient, Ret, Spool, SpoolError, Wakeable};
 
 pub use options::{Options, UsageError, parse};
 use reader::{Line, LineReader};
@@ -206,7 +206,7 @@ impl<'a> Submitter<'a> {
             out.put(&bytes)?;
         }
         let id = writer.commit().map_err(tempfail)?;
-        spool.kick("router");
+        spool.wake(Wakeable::Router);
         if self.opts.verbose {
             eprintln!(
                 "sendmail: queued as {id} for {} recipient(s)",

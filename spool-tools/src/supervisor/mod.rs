@@ -10,7 +10,8 @@
 //!
 //! **Reads and writes.** The configuration (`spool.dir`, and the file's
 //! path, passed on to every child as `-c FILE`); the pid file
-//! `<spool.dir>/run/skein.pid`, held with a lock for as long as the
+//! `<spool.dir>/run/skein.pid` (`rendezvous::pid_file(_,
+//! Daemon::Supervisor)`), held with a lock for as long as the
 //! supervisor runs (that lock is what `skein stop` and `skein status`
 //! look at); the service executables, found in the directory of the
 //! running `skein` executable, else on `PATH`. It opens no socket and
@@ -47,7 +48,7 @@ use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use skein_config::{Config, Source};
 use skein_daemon::{DaemonOptions, PidFile};
-use skein_spool::Spool;
+use skein_spool::{Daemon, Spool, rendezvous};
 
 pub use backoff::{Backoff, Policy};
 pub use supervise::{ServiceReport, ServiceSpec, describe, supervise};
@@ -66,11 +67,6 @@ pub const EX_CANTCREAT: u8 = 73;
 /// How long `skein stop` waits for the supervisor to go: its children's
 /// grace period plus time to collect them.
 pub const STOP_WAIT: Duration = Duration::from_secs(45);
-
-/// The supervisor's pid file in the spool at `spool_dir`.
-pub fn pid_file_path(spool_dir: &Path) -> PathBuf {
-    spool_dir.join("run").join("skein.pid")
-}
 
 /// Where to find service `name`: next to the running executable (an
 /// installation keeps its binaries together, and a development build
@@ -145,7 +141,7 @@ pub fn start(config_path: Option<&Path>) -> u8 {
         }
     };
     let mut options = DaemonOptions::new("skein");
-    options.pid_file = Some(pid_file_path(spool.root()));
+    options.pid_file = Some(spool.pid_file(Daemon::Supervisor));
     // Waiting on a handful of children needs no more.
     options.worker_threads = Some(2);
     let source = loaded.source.to_string();
@@ -188,7 +184,7 @@ pub fn stop(config_path: Option<&Path>) -> u8 {
             return EX_CONFIG;
         }
     };
-    let path = pid_file_path(&loaded.config.spool.dir);
+    let path = rendezvous::pid_file(&loaded.config.spool.dir, Daemon::Supervisor);
     let Some(pid) = PidFile::read_running(&path) else {
         eprintln!(
             "skein: skein is not running (no live process holds {})",
@@ -262,7 +258,7 @@ mod tests {
     #[test]
     fn pid_file_is_in_run() {
         assert_eq!(
-            pid_file_path(Path::new("/var/spool/skein")),
+            rendezvous::pid_file(Path::new("/var/spool/skein"), Daemon::Supervisor),
             Path::new("/var/spool/skein/run/skein.pid")
         );
     }
