@@ -10,7 +10,7 @@
 //! into `incoming/` through the normal path before the old message goes.
 
 use skein_proto::{FlushTarget, ThreadKey};
-use skein_spool::{Record, Spool};
+use skein_spool::{Record, Spool, Wakeable};
 
 use crate::agents::Agents;
 use crate::bounce;
@@ -126,7 +126,7 @@ pub fn requeue(queue: &mut Queue, spool: &Spool, id: &str) -> Answer {
     match bounce::requeue_copy(spool, m)? {
         Some(new_id) => {
             queue.remove(spool, id, &format!("requeued as {new_id}"), Reuse::Never);
-            spool.kick("router");
+            spool.wake(Wakeable::Router);
             Ok(format!("{id} requeued as {new_id}"))
         }
         None => Ok(format!("{id} has no recipient left to deliver")),

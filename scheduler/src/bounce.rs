@@ -12,7 +12,7 @@ use std::io::{Read, Seek, SeekFrom};
 
 use skein_config::Config;
 use skein_dsn::{Action, DsnKind, DsnRecipient, DsnRequest, OriginalPart};
-use skein_spool::{Envelope, Recipient, Record, Spool, SpoolError};
+use skein_spool::{Envelope, Recipient, Record, Spool, SpoolError, Wakeable};
 
 use crate::clock::now_micros;
 use crate::message::{Msg, RState};
@@ -134,7 +134,7 @@ fn send_dsn(
     let mut w = spool.create_incoming(&envelope)?;
     w.write_message(&bytes)?;
     let new_id = w.commit()?;
-    spool.kick("router");
+    spool.wake(Wakeable::Router);
     Ok(new_id.to_string())
 }
 

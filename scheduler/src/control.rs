@@ -22,7 +22,10 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
         Err(e) => return Err(e),
     }
     let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    std::fs::set_permissions(
+        path,
+        std::fs::Permissions::from_mode(skein_spool::rendezvous::SOCKET_MODE),
+    )?;
     Ok(listener)
 }
 

@@ -494,18 +494,6 @@ impl Spool {
         rendezvous::send_wake(&self.wake_socket(daemon));
     }
 
-    /// [`Spool::wake`] by name: `kick("router")` is
-    /// `wake(Wakeable::Router)`; a name no daemon listens under wakes
-    /// nobody. New code calls `wake`. This stays until its last callers,
-    /// in the scheduler's `core.rs` and `bounce.rs` (being split into
-    /// modules at the same time), move to `wake`; then it goes.
-    pub fn kick(&self, name: &str) {
-        match Wakeable::from_name(name) {
-            Some(daemon) => self.wake(daemon),
-            None => tracing::debug!(name, "no daemon has a wake-up socket by that name"),
-        }
-    }
-
     /// The owner uid of the spool root (daemons check they run as it).
     pub fn owner(&self) -> Result<u32, SpoolError> {
         std::fs::metadata(&self.root)
@@ -801,8 +789,7 @@ mod tests {
         let listener = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
         listener.set_nonblocking(true).unwrap();
         s.wake(Wakeable::Router);
-        s.kick("router");
-        s.kick("nobody");
+        s.wake(Wakeable::Router);
         let mut buf = [0u8; 8];
         for _ in 0..2 {
             let n = listener.recv(&mut buf).unwrap();
