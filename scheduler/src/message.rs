@@ -277,6 +277,43 @@ impl Msg {
     }
 }
 
+/// Control files for the scheduler's unit tests.
+#[cfg(test)]
+pub mod fixture {
+    use skein_spool::{ControlFile, ControlRecipient, Envelope, QueueId};
+
+    /// Message number `n` from `s@example.org`, one `smtp` recipient
+    /// `r<i>@<host>` per host, its message at `queue/<id>` (16 bytes).
+    pub fn control(n: u64, hosts: &[&str]) -> ControlFile {
+        let id = QueueId::from_parts(1, 2, n);
+        ControlFile {
+            message: format!("queue/{id}"),
+            id,
+            arrival_micros: crate::clock::now_micros(),
+            envelope: Envelope {
+                sender: "s@example.org".into(),
+                ..Default::default()
+            },
+            offset: 0,
+            size: 16,
+            recipients: hosts
+                .iter()
+                .enumerate()
+                .map(|(i, h)| ControlRecipient {
+                    index: i as u32,
+                    channel: "smtp".into(),
+                    host: h.to_string(),
+                    address: format!("r{i}@{h}"),
+                    nexthop: None,
+                    notify: None,
+                    orcpt: None,
+                })
+                .collect(),
+            records: Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -531,31 +531,10 @@ pub fn publish_retired(spool: &Spool) {
 mod tests {
     use super::*;
     use skein_config::{Clause, Config};
-    use skein_spool::{ControlFile, ControlRecipient, Envelope, QueueId};
+    use skein_spool::QueueId;
 
     fn msg(n: u64, hosts: &[&str]) -> Msg {
-        let control = ControlFile {
-            id: QueueId::from_parts(1, 2, n),
-            arrival_micros: 1,
-            envelope: Envelope::default(),
-            message: "queue/x".into(),
-            offset: 0,
-            size: 0,
-            recipients: hosts
-                .iter()
-                .enumerate()
-                .map(|(i, h)| ControlRecipient {
-                    index: i as u32,
-                    channel: "smtp".into(),
-                    host: h.to_string(),
-                    address: format!("u{i}@{h}"),
-                    nexthop: None,
-                    notify: None,
-                    orcpt: None,
-                })
-                .collect(),
-            records: Vec::new(),
-        };
+        let control = crate::message::fixture::control(n, hosts);
         Msg::load(control, "/nonexistent/t".into(), "/nonexistent/q".into())
     }
 

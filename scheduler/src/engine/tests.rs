@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use skein_config::Clause;
 use skein_proto::{EnhancedCode, Job, Outcome, SchedulerToAgent, Status, ThreadKey};
-use skein_spool::{ControlFile, ControlRecipient, Envelope, QueueId, Record};
+use skein_spool::{ControlFile, Record};
 use tokio::sync::mpsc;
 
 use super::*;
@@ -82,35 +82,14 @@ impl Bench {
     /// Queues a message to one recipient per host, as the router would
     /// leave it, and tells the engine.
     fn queue(&mut self, hosts: &[&str]) -> String {
-        let id = QueueId::from_parts(1, 2, self.next);
+        let control = crate::message::fixture::control(self.next, hosts);
         self.next += 1;
-        let message = format!("queue/{id}");
-        std::fs::write(self.spool.root().join(&message), b"Subject: x\r\n\r\nx\r\n").unwrap();
-        let control = ControlFile {
-            id: id.clone(),
-            arrival_micros: now_micros(),
-            envelope: Envelope {
-                sender: "s@example.org".into(),
-                ..Default::default()
-            },
-            message,
-            offset: 0,
-            size: 16,
-            recipients: hosts
-                .iter()
-                .enumerate()
-                .map(|(i, h)| ControlRecipient {
-                    index: i as u32,
-                    channel: "smtp".into(),
-                    host: h.to_string(),
-                    address: format!("r{i}@{h}"),
-                    nexthop: None,
-                    notify: None,
-                    orcpt: None,
-                })
-                .collect(),
-            records: Vec::new(),
-        };
+        let id = control.id.clone();
+        std::fs::write(
+            self.spool.root().join(&control.message),
+            b"Subject: x\r\n\r\nx\r\n",
+        )
+        .unwrap();
         assert!(self.spool.create_control(&control).unwrap());
         assert!(self.engine.load(&id));
         id.to_string()
