@@ -448,7 +448,6 @@ impl Engine {
                 .queue
                 .threads()
                 .filter(|(_, t)| t.waiting() > 0 && !t.is_backing_off(now))
-                .filter(|(key, _)| self.queue.has_ready(key, now))
                 .filter_map(|(key, t)| {
                     Some(Demand {
                         key,
@@ -457,6 +456,15 @@ impl Engine {
                         waiting: t.waiting(),
                     })
                 })
+                // A thread without room for another agent (the common
+                // case: its one agent is at work) needs no plan; this
+                // keeps the census off the path of every event.
+                .filter(|d| {
+                    self.groups
+                        .get(d.group)
+                        .is_some_and(|g| policy::thread_has_room(g, d.busy, d.waiting).is_ok())
+                })
+                .filter(|d| self.queue.has_ready(d.key, now))
                 .collect();
             if demand.is_empty() {
                 Vec::new()
