@@ -10,7 +10,7 @@
 //! into `incoming/` through the normal path before the old message goes.
 
 use skein_proto::{FlushTarget, ThreadKey};
-use skein_spool::{Record, Spool, Wakeable};
+use skein_spool::{Record, Spool, SpoolError, Wakeable};
 
 use crate::agents::Agents;
 use crate::bounce;
@@ -123,7 +123,21 @@ pub fn requeue(queue: &mut Queue, spool: &Spool, id: &str) -> Answer {
             "{id} is being delivered right now; try again in a moment"
         )));
     }
-    match bounce::requeue_copy(spool, m)? {
+    let copy = match bounce::requeue_copy(spool, m) {
+        Err(SpoolError::Corrupt { reason, .. }) => {
+            // Never copied: the copy would carry the damage under a fresh
+            // checksum. The message is set aside as an agent's check would.
+            tracing::error!(queue_id = id, reason = %reason, "message file damaged in the spool: not requeued; the message will be set aside");
+            if let Some(m) = queue.get_mut(id) {
+                m.damaged = Some(reason.clone());
+            }
+            return Err(SchedulerError::invalid(format!(
+                "{id} is damaged in the spool ({reason}): not requeued; it will be set aside in corrupt/"
+            )));
+        }
+        other => other?,
+    };
+    match copy {
         Some(new_id) => {
             queue.remove(spool, id, &format!("requeued as {new_id}"), Reuse::Never);
             spool.wake(Wakeable::Router);

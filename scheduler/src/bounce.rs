@@ -8,7 +8,7 @@
 //! null sender fails, its DSN goes to the postmaster, marked as a
 //! double bounce in its origin; a failing double bounce is only logged.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 
 use skein_config::Config;
 use skein_dsn::{Action, DsnKind, DsnRecipient, DsnRequest, OriginalPart};
@@ -28,11 +28,23 @@ fn qualify_domain(c: &Config) -> String {
         .unwrap_or_else(|| c.hostname.clone())
 }
 
-fn read_original(m: &Msg) -> Result<Vec<u8>, SpoolError> {
+/// The message bytes for a report's third part, verified like an agent
+/// verifies them before sending (a report must not return bytes the
+/// sender did not write): `Ok(Err(what was found))` when the file is
+/// damaged or missing.
+fn read_original(m: &Msg) -> Result<Result<Vec<u8>, String>, SpoolError> {
     let path = &m.message_path;
-    let mut f = std::fs::File::open(path).map_err(|e| SpoolError::io("open", path, e))?;
-    f.seek(SeekFrom::Start(m.control.offset))
-        .map_err(|e| SpoolError::io("seek", path, e))?;
+    let f = match skein_spool::open_verified(path, m.control.offset, m.control.size) {
+        Ok(f) => f,
+        Err(SpoolError::Corrupt { reason, .. }) => return Ok(Err(reason)),
+        Err(e) if e.is_not_found() => {
+            return Ok(Err(format!(
+                "the message file {} is missing",
+                path.display()
+            )));
+        }
+        Err(e) => return Err(e),
+    };
     // Never more than a bounded amount: the DSN attaches headers only
     // beyond DEFAULT_MAX_FULL_SIZE anyway.
     let limit = (m.control.size as usize).min(skein_dsn::DEFAULT_MAX_FULL_SIZE + 1);
@@ -40,7 +52,7 @@ fn read_original(m: &Msg) -> Result<Vec<u8>, SpoolError> {
     f.take(limit as u64)
         .read_to_end(&mut bytes)
         .map_err(|e| SpoolError::io("read", path, e))?;
-    Ok(bytes)
+    Ok(Ok(bytes))
 }
 
 fn headers_only(bytes: &[u8]) -> Vec<u8> {
@@ -50,8 +62,15 @@ fn headers_only(bytes: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Builds and queues a DSN about `rcpts` of message `id`; returns its
-/// queue id.
+/// What [`send_dsn`] did: the report's queue id, and what it found wrong
+/// with the message file if it found it damaged (the report then went out
+/// without the original; the caller marks the message damaged).
+struct Sent {
+    dsn: String,
+    damage: Option<String>,
+}
+
+/// Builds and queues a DSN about `rcpts` of message `id`.
 fn send_dsn(
     (spool, config): (&Spool, &Config),
     m: &Msg,
@@ -59,15 +78,23 @@ fn send_dsn(
     rcpts: &[u32],
     to: &str,
     double_bounce: bool,
-) -> Result<String, SpoolError> {
+) -> Result<Sent, SpoolError> {
     let id = m.id();
-    let original = read_original(m)?;
+    let original = match &m.damaged {
+        Some(why) => Err(why.clone()),
+        None => read_original(m)?,
+    };
     let full = m.control.size as usize <= skein_dsn::DEFAULT_MAX_FULL_SIZE
         && m.control.envelope.ret != Some(skein_spool::Ret::Headers);
-    let original = if full {
-        OriginalPart::Full(original)
-    } else {
-        OriginalPart::Headers(headers_only(&original))
+    let (original, damage) = match original {
+        Ok(bytes) if full => (OriginalPart::Full(bytes), None),
+        Ok(bytes) => (OriginalPart::Headers(headers_only(&bytes)), None),
+        Err(why) => (
+            OriginalPart::Withheld(format!(
+                "the copy in this system's queue was damaged ({why}) and was set aside."
+            )),
+            m.damaged.is_none().then_some(why),
+        ),
     };
     let expiry = config.scheduler.expiry.as_secs() as i64;
     let arrival_unix = (m.control.arrival_micros / 1_000_000) as i64;
@@ -135,7 +162,20 @@ fn send_dsn(
     w.write_message(&bytes)?;
     let new_id = w.commit()?;
     spool.wake(Wakeable::Router);
-    Ok(new_id.to_string())
+    Ok(Sent {
+        dsn: new_id.to_string(),
+        damage,
+    })
+}
+
+/// Marks message `id` damaged when a report found it so.
+fn note_damage(queue: &mut Queue, id: &str, damage: Option<String>) {
+    if let Some(why) = damage {
+        tracing::error!(queue_id = id, reason = %why, "message file damaged in the spool: found while writing a report; the message will be set aside");
+        if let Some(m) = queue.get_mut(id) {
+            m.damaged = Some(why);
+        }
+    }
 }
 
 fn record_notified(queue: &mut Queue, id: &str, rcpts: Vec<u32>, what: &str, dsn: &str) -> bool {
@@ -191,8 +231,9 @@ pub fn failures(queue: &mut Queue, spool: &Spool, config: &Config, id: &str) {
     let dsn = match target {
         Some((to, double)) if !wanted.is_empty() => {
             match send_dsn((spool, config), m, DsnKind::Failure, &wanted, &to, double) {
-                Ok(dsn) => {
+                Ok(Sent { dsn, damage }) => {
                     tracing::info!(queue_id = id, dsn_id = %dsn, to = %to, recipients = wanted.len(), "sender non-delivery notification");
+                    note_damage(queue, id, damage);
                     dsn
                 }
                 Err(e) => {
@@ -231,7 +272,10 @@ pub fn successes(queue: &mut Queue, spool: &Spool, config: &Config, id: &str) {
         String::new()
     } else {
         match send_dsn((spool, config), m, DsnKind::Success, &due, &sender, false) {
-            Ok(d) => d,
+            Ok(Sent { dsn, damage }) => {
+                note_damage(queue, id, damage);
+                dsn
+            }
             Err(e) => {
                 tracing::error!(queue_id = id, error = %e, "cannot queue a success report");
                 return;
@@ -258,7 +302,10 @@ pub fn delay_warning(queue: &mut Queue, spool: &Spool, config: &Config, id: &str
         String::new()
     } else {
         match send_dsn((spool, config), m, DsnKind::Delay, &due, &sender, false) {
-            Ok(d) => d,
+            Ok(Sent { dsn, damage }) => {
+                note_damage(queue, id, damage);
+                dsn
+            }
             Err(e) => {
                 tracing::error!(queue_id = id, error = %e, "cannot queue a delay warning");
                 return;
@@ -291,9 +338,9 @@ pub fn requeue_copy(spool: &Spool, m: &Msg) -> Result<Option<String>, SpoolError
     envelope.recipients = recipients;
     envelope.origin = format!("requeue of {id} ({})", envelope.origin);
     let path = &m.message_path;
-    let mut f = std::fs::File::open(path).map_err(|e| SpoolError::io("open", path, e))?;
-    f.seek(SeekFrom::Start(m.control.offset))
-        .map_err(|e| SpoolError::io("seek", path, e))?;
+    // Verified first: a copy would carry damaged bytes under a fresh,
+    // valid checksum.
+    let mut f = skein_spool::open_verified(path, m.control.offset, m.control.size)?;
     let mut w = spool.create_incoming(&envelope)?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut left = m.control.size;

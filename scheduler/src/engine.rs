@@ -134,6 +134,7 @@ impl Engine {
             AgentToScheduler::Idle { connected_to } => a.connected_to = connected_to,
             AgentToScheduler::Outcome(o) => self.on_outcome(id, o),
             AgentToScheduler::JobDone { job } => self.on_job_done(id, job),
+            AgentToScheduler::Damaged { job, reason } => self.on_damaged(id, job, &reason),
         }
     }
 
@@ -221,6 +222,58 @@ impl Engine {
         }
     }
 
+    /// An agent found the job's message file damaged and sent nothing
+    /// (docs/agent-protocol.md, rule 6); this ends the job. The file is
+    /// checked again here: only if this check agrees is the message
+    /// marked damaged, its recipients in the job failed (5.3.0), and the
+    /// rest settled by [`Engine::settle`]. An agent alone cannot make the
+    /// scheduler bounce sound mail: if the file checks out, the job's
+    /// recipients are deferred as after any agent trouble.
+    fn on_damaged(&mut self, id: AgentId, job: JobId, reason: &str) {
+        let Some(a) = self.agents.get_mut(id) else {
+            return;
+        };
+        let Some(j) = a.jobs.remove(&job) else {
+            return self.protocol_violation(id, "Damaged for a job it does not hold");
+        };
+        if j.cancelled {
+            return;
+        }
+        let found = self.queue.get(&j.queue_id).and_then(Msg::check_file);
+        match found {
+            Some(found) => {
+                tracing::error!(
+                    queue_id = %j.queue_id,
+                    reason = %found,
+                    "message file damaged in the spool: not sent; the message will be set aside and its sender told"
+                );
+                for r in j.unreported() {
+                    self.record(&j.queue_id, Attempt::damaged(r, &found));
+                }
+                if let Some(m) = self.queue.get_mut(&j.queue_id) {
+                    m.damaged = Some(found);
+                }
+            }
+            None => {
+                tracing::warn!(
+                    queue_id = %j.queue_id,
+                    agent_reason = reason,
+                    "an agent found the message file damaged, the scheduler's check did not: deferring"
+                );
+                for r in j.unreported() {
+                    self.record(
+                        &j.queue_id,
+                        Attempt::deferred_here(
+                            r,
+                            format!("the agent found the message file damaged ({reason}); the scheduler's check did not"),
+                        ),
+                    );
+                }
+            }
+        }
+        self.job_over(&j);
+    }
+
     /// Thread backoff and message settling once a job is over.
     fn job_over(&mut self, j: &JobInFlight) {
         self.queue
@@ -305,9 +358,10 @@ impl Engine {
             .queue
             .messages()
             .filter(|m| {
-                m.rcpts
-                    .iter()
-                    .any(|r| r.state == RState::Failed { notified: false } || r.success_dsn_due)
+                m.damaged.is_some()
+                    || m.rcpts
+                        .iter()
+                        .any(|r| r.state == RState::Failed { notified: false } || r.success_dsn_due)
             })
             .map(|m| m.id().to_string())
             .collect();
@@ -395,7 +449,29 @@ impl Engine {
         let Some(m) = self.queue.get(id) else {
             return;
         };
+        if let Some(why) = m.damaged.clone() {
+            // Nothing more of it is sent: what waits fails now (what is in
+            // flight elsewhere reports first, and is settled after it).
+            let waiting: Vec<u32> = (0..m.rcpts.len() as u32)
+                .filter(|&i| m.rcpts[i as usize].state.is_waiting())
+                .collect();
+            for i in waiting {
+                self.record(id, Attempt::damaged(i, &why));
+            }
+        }
+        let Some(m) = self.queue.get(id) else {
+            return;
+        };
         if m.is_mid_round() {
+            return;
+        }
+        if let Some(why) = m.damaged.clone() {
+            self.queue.sync_journal(id);
+            bounce::failures(&mut self.queue, &self.spool, &self.config, id);
+            bounce::successes(&mut self.queue, &self.spool, &self.config, id);
+            if self.queue.get(id).is_some_and(Msg::is_done) {
+                self.queue.quarantine(&self.spool, id, &why);
+            }
             return;
         }
         if m.is_done() {
@@ -412,9 +488,12 @@ impl Engine {
         self.queue.sync_journal(id);
         bounce::failures(&mut self.queue, &self.spool, &self.config, id);
         bounce::successes(&mut self.queue, &self.spool, &self.config, id);
-        if self.queue.get(id).is_some_and(Msg::is_done) {
-            self.queue
-                .remove(&self.spool, id, "delivered", Reuse::Files);
+        match self.queue.get(id) {
+            Some(m) if m.damaged.is_some() => self.settle(id), // found while bouncing
+            Some(m) if m.is_done() => self
+                .queue
+                .remove(&self.spool, id, "delivered", Reuse::Files),
+            _ => {}
         }
     }
 

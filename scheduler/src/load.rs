@@ -4,7 +4,7 @@
 //!
 //! | what is found | what is done |
 //! |---|---|
-//! | a control file that fails its checks | moved to `corrupt/` with its reason |
+//! | a control file that fails its checks | moved to `corrupt/` with its reason, and its message file in `queue/` with it |
 //! | a torn last journal record (a crash mid-append) | the file is rewritten without it before anything is appended |
 //! | a control file whose recipients are all final | the interrupted removal is finished (T5) |
 //! | a control file whose message is still in `incoming/` | left alone: the router has not moved the message yet (S1') and will say so |
@@ -25,6 +25,16 @@ pub fn read(spool: &Spool, id: &QueueId) -> Option<Msg> {
         Ok(x) => x,
         Err(e @ SpoolError::Corrupt { .. }) => {
             let _ = spool.quarantine(&path, &e.to_string());
+            // Its message goes with it: without a journal nobody can say
+            // which recipients it still owes, and left alone it would be
+            // removed as an orphan (`remove_orphans`).
+            let message = spool.path(Area::Queue, id);
+            if message.exists() {
+                let _ = spool.quarantine(
+                    &message,
+                    &format!("its control file transport/{id} was set aside: {e}"),
+                );
+            }
             return None;
         }
         Err(e) if e.is_not_found() => return None,

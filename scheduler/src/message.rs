@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use skein_proto::{EnhancedCode, Notify, ThreadKey};
-use skein_spool::{ControlFile, OutcomeKind, Record};
+use skein_spool::{ControlFile, OutcomeKind, Record, SpoolError};
 
 /// Where one recipient stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +119,12 @@ pub struct Msg {
     pub legs: Vec<Leg>,
     /// Held by an administrator.
     pub held: bool,
+    /// The message file failed its checks (an agent said so and
+    /// [`Msg::check_file`] agreed): no job is handed out any more, and
+    /// once nothing is in flight the waiting recipients fail and the
+    /// message is set aside in `corrupt/` (`Engine::settle`). Not
+    /// journaled: after a restart the next agent finds the damage again.
+    pub damaged: Option<String>,
     /// Outcomes were written to the journal since its last fdatasync.
     pub unsynced: bool,
 }
@@ -212,7 +218,28 @@ impl Msg {
             rcpts,
             legs,
             held,
+            damaged: None,
             unsynced: false,
+        }
+    }
+
+    /// Checks the message file as an agent does before sending
+    /// ([`skein_spool::open_verified`]): `Some(what was found)` when it is
+    /// damaged or missing, `None` when it is sound — or cannot be read at
+    /// all, which is not proof of damage.
+    pub fn check_file(&self) -> Option<String> {
+        match skein_spool::open_verified(&self.message_path, self.control.offset, self.control.size)
+        {
+            Ok(_) => None,
+            Err(SpoolError::Corrupt { reason, .. }) => Some(reason),
+            Err(e) if e.is_not_found() => Some(format!(
+                "the message file {} is missing",
+                self.message_path.display()
+            )),
+            Err(e) => {
+                tracing::warn!(queue_id = self.id(), error = %e, "cannot check the message file");
+                None
+            }
         }
     }
 
@@ -237,7 +264,7 @@ impl Msg {
     /// The recipients of `thread` that may be tried at `now`: waiting, past
     /// their retry time, and the message not held.
     pub fn ready_in(&self, thread: &ThreadKey, now: u64) -> Vec<u32> {
-        if self.held {
+        if self.held || self.damaged.is_some() {
             return Vec::new();
         }
         self.rcpts_in(thread)

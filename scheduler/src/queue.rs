@@ -107,6 +107,20 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// The permanent failure of a recipient whose message file is damaged
+    /// (`why`: what the check found): `5.3.0`, no reply.
+    pub fn damaged(rcpt: u32, why: &str) -> Attempt {
+        Attempt {
+            rcpt,
+            kind: OutcomeKind::Failed,
+            status: EnhancedCode::DAMAGED_IN_SPOOL,
+            reply: None,
+            remote_mta: None,
+            diagnostic: format!("the message was damaged in the spool and was not sent: {why}"),
+            retry: None,
+        }
+    }
+
     /// A deferral decided here, not by an agent (the agent died, or ended
     /// the job without a word about this recipient): `4.3.0`, no reply.
     pub fn deferred_here(rcpt: u32, diagnostic: String) -> Attempt {
@@ -511,6 +525,42 @@ impl Queue {
         match result {
             Ok(()) => tracing::info!(queue_id = id, why, "removed"),
             Err(e) => tracing::error!(queue_id = id, error = %e, "cannot remove finished message"),
+        }
+    }
+}
+
+impl Queue {
+    /// Takes a damaged message out of the queue like [`Queue::remove`],
+    /// but moves its files into `corrupt/` with a `.why` each (invariant
+    /// 5) instead of unlinking them: the message file first, so that a
+    /// crash in between leaves a control file without its message, which
+    /// loading sets aside too (`load::read`).
+    pub fn quarantine(&mut self, spool: &Spool, id: &str, why: &str) {
+        let Some(m) = self.msgs.remove(id) else {
+            return;
+        };
+        for leg in &m.legs {
+            if let Some(t) = self.threads.get_mut(&leg.thread) {
+                t.waiting.remove(id);
+            }
+            self.drop_thread_if_idle(&leg.thread);
+        }
+        // A missing message file (one kind of damage) has nothing to move.
+        let message = match m.message_path.exists() {
+            true => spool.quarantine(&m.message_path, why).map(Some),
+            false => Ok(None),
+        };
+        let result = message.and_then(|_| {
+            spool.quarantine(
+                &m.control_path,
+                &format!("its message file was damaged: {why}"),
+            )
+        });
+        match result {
+            Ok(_) => tracing::info!(queue_id = id, why, "removed: set aside in corrupt/"),
+            Err(e) => {
+                tracing::error!(queue_id = id, error = %e, "cannot set a damaged message aside")
+            }
         }
     }
 }

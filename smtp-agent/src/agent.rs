@@ -23,6 +23,10 @@ pub struct JobEntry {
     /// Per recipient (by position in `job.recipients`): reported yet?
     reported: Vec<bool>,
     unreported: usize,
+    /// The message failed its checks: the job ends with `Damaged`
+    /// (carrying this reason) instead of `JobDone` once the recipients
+    /// already in flight are reported.
+    damaged: Option<String>,
 }
 
 /// Recipients of one job to go in one transaction, not started yet.
@@ -139,6 +143,7 @@ impl Agent {
             job,
             reported: vec![false; count],
             unreported: count,
+            damaged: None,
         };
         self.jobs.insert(id, entry);
         if count == 0 {
@@ -203,6 +208,57 @@ impl Agent {
         Ok(())
     }
 
+    /// The job's message failed its checks before `rcpts` were sent: they
+    /// and every plan of the job not started yet are left to the
+    /// scheduler (docs/agent-protocol.md, rule 6). Recipients of the job
+    /// already in flight are still reported as they come; the job then
+    /// ends with `Damaged` rather than `JobDone`.
+    pub async fn damaged(
+        &mut self,
+        job: JobId,
+        rcpts: Vec<usize>,
+        reason: String,
+    ) -> Result<(), AgentError> {
+        let (dropped, kept): (Vec<Plan>, Vec<Plan>) =
+            self.plans.drain(..).partition(|p| p.job == job);
+        self.plans = kept.into();
+        let Some(entry) = self.jobs.get_mut(&job) else {
+            warn!(job = %job, "damage for a job no longer held (bug)");
+            return Ok(());
+        };
+        warn!(queue_id = %entry.job.queue_id, reason = %reason, "the message file is damaged: nothing of it sent");
+        for pos in rcpts
+            .into_iter()
+            .chain(dropped.into_iter().flat_map(|p| p.rcpts))
+        {
+            if let Some(done @ false) = entry.reported.get_mut(pos) {
+                *done = true;
+                entry.unreported -= 1;
+            }
+        }
+        entry.damaged = Some(reason);
+        if entry.unreported == 0 {
+            self.finish(job).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends a job whose every recipient is accounted for: `JobDone`, or
+    /// `Damaged` for a damaged message.
+    async fn finish(&mut self, job: JobId) -> Result<(), AgentError> {
+        let Some(entry) = self.jobs.remove(&job) else {
+            return Ok(());
+        };
+        if self.closed {
+            return Ok(());
+        }
+        match entry.damaged {
+            Some(reason) => self.reporter.damaged(job, reason).await?,
+            None => self.reporter.job_done(job).await?,
+        }
+        self.replenish().await
+    }
+
     /// The destination of the first plan.
     pub fn next_destination(&self) -> Option<Destination> {
         self.plans
@@ -260,9 +316,7 @@ impl Agent {
         }
         self.reporter.report(outcome).await?;
         if finished {
-            self.jobs.remove(&job);
-            self.reporter.job_done(job).await?;
-            self.replenish().await?;
+            self.finish(job).await?;
         }
         Ok(())
     }

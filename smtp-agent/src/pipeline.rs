@@ -19,12 +19,12 @@
 //! sides' buffers fill) and a write never has to be cancelled halfway.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::time::Duration;
 
-use skein_agent::{AgentError, Delivery};
+use skein_agent::{AgentError, Delivery, MessageError, open_message};
 use skein_config::SmtpConfig;
-use skein_proto::{EnhancedCode, Job};
+use skein_proto::EnhancedCode;
 use skein_smtp_codec::{DotStuffer, ReplyDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
@@ -300,11 +300,17 @@ impl Pipeline {
                 }
                 continue;
             }
-            let file = match open_body(job) {
+            // Verified before a word of this transaction goes out
+            // (docs/agent-protocol.md, rule 6).
+            let file = match open_message(job) {
                 Ok(file) => file,
-                Err(e) => {
+                Err(MessageError::Damaged(why)) => {
+                    agent.damaged(plan.job, plan.rcpts, why).await?;
+                    continue;
+                }
+                Err(e @ MessageError::Unreadable(_)) => {
                     warn!(queue_id = %job.queue_id, error = %e, "cannot read the message");
-                    let delivery = e.delivery();
+                    let delivery = e.deferral();
                     for pos in plan.rcpts {
                         agent.report(plan.job, pos, delivery.clone()).await?;
                     }
@@ -451,30 +457,6 @@ impl Pipeline {
             }
         }
     }
-}
-
-/// Opens the message file of `job` at the message, after checking that it
-/// holds as many bytes as the job says (a BDAT promises them).
-fn open_body(job: &Job) -> Result<File, SmtpError> {
-    let local = |what: String| move |source| SmtpError::Local { what, source };
-    let mut file =
-        File::open(&job.message_path).map_err(local(format!("opening {}", job.message_path)))?;
-    let len = file
-        .metadata()
-        .map_err(local(format!("reading {}", job.message_path)))?
-        .len();
-    if len < job.message_offset.saturating_add(job.size) {
-        return Err(SmtpError::Local {
-            what: format!(
-                "{} holds {len} bytes, the job says {} from offset {}",
-                job.message_path, job.size, job.message_offset
-            ),
-            source: io::ErrorKind::UnexpectedEof.into(),
-        });
-    }
-    file.seek(SeekFrom::Start(job.message_offset))
-        .map_err(local(format!("seeking in {}", job.message_path)))?;
-    Ok(file)
 }
 
 /// The writer task: writes chunks in order, reports each one written, and

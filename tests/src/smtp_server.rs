@@ -809,18 +809,16 @@ impl SmtpTest {
         }
     }
 
-    /// Writes `message` into a file after a few bytes of header (so that
-    /// the agent must honour the offset), as the spool would.
+    /// Writes `message` into a message file as the spool would (after its
+    /// envelope header, so that the agent must honour the offset; with
+    /// size and checksum, which the agent verifies before sending).
     pub fn message(&self, name: &str, message: &[u8]) -> MessageFile {
         let path = self.dir.path().join(name);
-        let header = b"SKEIN-TEST-HEADER\n";
-        let mut bytes = header.to_vec();
-        bytes.extend_from_slice(message);
-        std::fs::write(&path, bytes).expect("write the message file");
+        let (offset, size) = skein_agent::testing::message_file(&path, message);
         MessageFile {
             path: path.display().to_string(),
-            offset: header.len() as u64,
-            size: message.len() as u64,
+            offset,
+            size,
         }
     }
 

@@ -151,6 +151,11 @@ impl AgentConnection {
         self.reporter.idle(connected_to).await
     }
 
+    /// Says a job's message is damaged; see [`Reporter::damaged`].
+    pub async fn damaged(&self, job: JobId, reason: String) -> Result<()> {
+        self.reporter.damaged(job, reason).await
+    }
+
     /// A handle for writing, to hand to other tasks while this connection
     /// keeps reading.
     pub fn reporter(&self) -> Reporter {
@@ -285,6 +290,15 @@ impl Reporter {
     /// connection open to, so that the scheduler can prefer that thread.
     pub async fn idle(&self, connected_to: Option<String>) -> Result<()> {
         self.send(&AgentToScheduler::Idle { connected_to }).await
+    }
+
+    /// The job's message failed its checks ([`crate::open_message`]), so
+    /// nothing of it was sent. This ends the job as `JobDone` would: the
+    /// recipients not yet reported are left to the scheduler, which checks
+    /// the file itself and sets the message aside if it agrees. Send no
+    /// `JobDone` for the job after this.
+    pub async fn damaged(&self, job: JobId, reason: String) -> Result<()> {
+        self.send(&AgentToScheduler::Damaged { job, reason }).await
     }
 
     /// Closes the writing direction: the scheduler reads a clean end of

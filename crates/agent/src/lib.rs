@@ -55,6 +55,7 @@ mod connection;
 mod delivery;
 mod error;
 mod fd3;
+mod message;
 mod simple;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -69,4 +70,5 @@ pub use skein_proto as proto;
 pub use connection::{AgentConnection, CHANNEL_ENV, Event, JobReceiver, Reporter};
 pub use delivery::Delivery;
 pub use error::{AgentError, Result};
+pub use message::{MessageError, open_message};
 pub use simple::{Deliver, run_simple, serve};

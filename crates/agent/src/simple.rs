@@ -29,6 +29,7 @@ use tracing::{debug, error, info, warn};
 use crate::connection::{AgentConnection, Event, Reporter};
 use crate::delivery::Delivery;
 use crate::error::{AgentError, Result};
+use crate::message::{MessageError, open_message};
 
 /// How long the runtime waits, after the agent is done, for blocking
 /// tasks a handler left behind (a delivery whose job was abandoned when
@@ -269,8 +270,33 @@ async fn job_loop<H: Deliver + ?Sized>(
         if running.is_none()
             && let Some(job) = waiting.pop_front()
         {
-            running = Some(start(handler, job));
             idle_said = false;
+            // Verified before the handler sees it (docs/agent-protocol.md,
+            // rule 6): a handler never delivers a damaged message.
+            match open_message(&job) {
+                Ok(_) => running = Some(start(handler, job)),
+                Err(MessageError::Damaged(why)) => {
+                    warn!(
+                        job = job.id.0,
+                        queue_id = job.queue_id.as_str(),
+                        reason = why.as_str(),
+                        "the message file is damaged: nothing delivered"
+                    );
+                    reporter.damaged(job.id, why).await?;
+                    if !stopping {
+                        reporter.want(1).await?;
+                    }
+                    continue;
+                }
+                Err(e @ MessageError::Unreadable(_)) => {
+                    warn!(job = job.id.0, queue_id = job.queue_id.as_str(), error = %e, "cannot read the message: deferring the job");
+                    give_back(&reporter, job, EnhancedCode::SYSTEM_TROUBLE, &e.to_string()).await?;
+                    if !stopping {
+                        reporter.want(1).await?;
+                    }
+                    continue;
+                }
+            }
         }
         if running.is_none() {
             if stopping {

@@ -37,6 +37,8 @@ pub struct FakeScheduler {
     pub done: Vec<JobId>,
     /// How many `Idle` messages came.
     pub idles: usize,
+    /// Jobs ended with `Damaged`, with the agent's reason, in order.
+    pub damaged: Vec<(JobId, String)>,
 }
 
 impl FakeScheduler {
@@ -58,6 +60,7 @@ impl FakeScheduler {
             outcomes: Vec::new(),
             done: Vec::new(),
             idles: 0,
+            damaged: Vec::new(),
         })
     }
 
@@ -151,6 +154,14 @@ impl FakeScheduler {
             // Not checked against `open`: a job may be on its way to an
             // agent that has just said it holds nothing.
             AgentToScheduler::Idle { .. } => self.idles += 1,
+            AgentToScheduler::Damaged { job, reason } => {
+                assert!(
+                    self.open.remove(job).is_some(),
+                    "agent said {job} is damaged, but it does not hold it"
+                );
+                self.damaged.push((*job, reason.clone()));
+                self.done.push(*job);
+            }
         }
         Ok(Some(message))
     }
@@ -230,6 +241,19 @@ pub fn spawn_with_fd3(command: &mut Command) -> io::Result<(Child, StdUnixStream
     // of stream.
     drop(theirs);
     Ok((child, ours))
+}
+
+/// A message file as the spool writes it, at `path`, holding `message`:
+/// returns `(offset, size)` for [`job`]. Agents verify the file before
+/// they send it ([`crate::open_message`]), so a test job needs a real one.
+pub fn message_file(path: &std::path::Path, message: &[u8]) -> (u64, u64) {
+    let envelope = skein_spool::Envelope {
+        sender: "sender@example.org".into(),
+        recipients: vec![skein_spool::Recipient::new("rcpt@example.org")],
+        ..Default::default()
+    };
+    let info = skein_spool::write_file(path, &envelope, message).expect("write a message file");
+    (info.offset, info.size)
 }
 
 /// A job with sensible defaults: thread `channel/host`, sender

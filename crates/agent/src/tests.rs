@@ -1,6 +1,7 @@
 //! The agent library against a fake scheduler over a socketpair.
 
 use std::cell::Cell;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use skein_proto::{
@@ -10,7 +11,7 @@ use skein_proto::{
 use tokio::net::UnixStream;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::testing::{FakeScheduler, job};
+use crate::testing::{FakeScheduler, job, message_file};
 use crate::{AgentConnection, AgentError, Delivery, Event, serve};
 
 async fn connect(channel: &str) -> (AgentConnection, FakeScheduler) {
@@ -25,13 +26,25 @@ async fn connect(channel: &str) -> (AgentConnection, FakeScheduler) {
     )
 }
 
+/// One message file for every test job of this process (the library
+/// verifies it before the handler runs); its directory lives as long as
+/// the test process.
+static MESSAGE: LazyLock<(tempfile::TempDir, String, u64, u64)> = LazyLock::new(|| {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("message");
+    let (offset, size) = message_file(&path, b"Subject: test\r\n\r\nbody\r\n");
+    let path = path.display().to_string();
+    (dir, path, offset, size)
+});
+
 fn test_job(id: u64, recipients: &[&str]) -> Job {
+    let (_, path, offset, size) = &*MESSAGE;
     job(
         id,
         ThreadKey::new("test", "example.org"),
-        "/nonexistent",
-        0,
-        0,
+        path,
+        *offset,
+        *size,
         recipients,
     )
 }
@@ -479,4 +492,64 @@ async fn garbage_from_the_scheduler_is_a_protocol_error() {
     let (served, ()) = tokio::join!(serve(agent, 1, &handler, never()), script);
     let err = served.expect_err("garbage is an error");
     assert!(err.is_peer_fault(), "{err}");
+}
+
+/// A damaged message never reaches the handler: the job ends with
+/// `Damaged`, the next one is delivered, and credit is given back.
+#[tokio::test]
+async fn serve_refuses_a_damaged_message_before_the_handler_sees_it() {
+    let (agent, mut scheduler) = connect("test").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad");
+    let (offset, size) = message_file(&bad, b"Subject: x\r\n\r\nbody\r\n");
+    let mut bytes = std::fs::read(&bad).expect("read");
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x01;
+    std::fs::write(&bad, &bytes).expect("damage");
+    let calls = Cell::new(0);
+    let handler = async |job: &Job| -> Vec<Delivery> {
+        calls.set(calls.get() + 1);
+        job.recipients
+            .iter()
+            .map(|_| Delivery::delivered(ok_reply(), "ok"))
+            .collect()
+    };
+    let script = async {
+        let mut damaged = job(
+            1,
+            ThreadKey::new("test", "example.org"),
+            bad.to_str().expect("utf-8"),
+            offset,
+            size,
+            &["a@x", "b@x"],
+        );
+        damaged.queue_id = "DAMAGED".into();
+        let outcomes = scheduler.deliver(damaged).await.expect("job 1");
+        let good = scheduler
+            .deliver(test_job(2, &["c@x"]))
+            .await
+            .expect("job 2");
+        while scheduler.credit() < 2 {
+            scheduler.recv().await.expect("recv").expect("message");
+        }
+        scheduler
+            .send(&SchedulerToAgent::Shutdown)
+            .await
+            .expect("shutdown");
+        scheduler.wait_closed().await.expect("closed");
+        (outcomes, good, scheduler.damaged.clone())
+    };
+    let (served, (outcomes, good, damaged)) =
+        tokio::join!(serve(agent, 2, &handler, never()), script);
+    served.expect("serve ends cleanly");
+    assert!(
+        outcomes.is_empty(),
+        "no outcome for a damaged job: {outcomes:?}"
+    );
+    assert_eq!(damaged.len(), 1);
+    assert_eq!(damaged[0].0, JobId(1));
+    assert!(damaged[0].1.contains("crc32"), "{}", damaged[0].1);
+    assert_eq!(good.len(), 1);
+    assert_eq!(good[0].status, Status::Delivered);
+    assert_eq!(calls.get(), 1, "the handler saw only the good job");
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use skein_agent::proto::{SchedulerToAgent, Status, ThreadKey};
-use skein_agent::testing::{FakeScheduler, job, spawn_with_fd3};
+use skein_agent::testing::{FakeScheduler, job, message_file, spawn_with_fd3};
 
 /// Builds the example with the cargo and profile running this test.
 fn example_binary() -> PathBuf {
@@ -41,9 +41,9 @@ fn example_binary() -> PathBuf {
 async fn the_archive_example_files_a_message_and_stops_on_shutdown() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spool_file = dir.path().join("message");
-    // Four bytes standing in for the spool's own header, then the message,
-    // then bytes that are not part of it.
-    std::fs::write(&spool_file, b"HDR\nSubject: a\r\n\r\nbody\r\nNOT").expect("write");
+    // A real spool message file: the library verifies it before the
+    // example's handler runs.
+    let (offset, size) = message_file(&spool_file, b"Subject: a\r\n\r\nbody\r\n");
     let archive = dir.path().join("archive");
     std::fs::create_dir(&archive).expect("mkdir");
 
@@ -60,7 +60,14 @@ async fn the_archive_example_files_a_message_and_stops_on_shutdown() {
 
     let path = spool_file.to_str().expect("utf-8 path");
     let thread = ThreadKey::new("archive", "example.org");
-    let job = job(5, thread, path, 4, 20, &["a@example.org", "b@example.org"]);
+    let job = job(
+        5,
+        thread,
+        path,
+        offset,
+        size,
+        &["a@example.org", "b@example.org"],
+    );
     let outcomes = scheduler.deliver(job).await.expect("job");
     assert_eq!(outcomes.len(), 2);
     for outcome in &outcomes {

@@ -174,6 +174,11 @@ pub enum OriginalPart {
     Full(Vec<u8>),
     /// The header section only (`RET=HDRS`); a body after it is dropped.
     Headers(Vec<u8>),
+    /// Nothing is attached, for the reason given (one line, told to the
+    /// reader): the spool's copy failed its checks, and a report must not
+    /// return bytes the sender did not write. The report then has two
+    /// parts (RFC 6522 §3 makes the third optional).
+    Withheld(String),
 }
 
 /// Everything a report says.
@@ -210,7 +215,11 @@ pub fn build(request: &DsnRequest) -> Vec<u8> {
     let host = sanitize::one_line(&request.reporting_mta);
     let original = original::prepare(&request.original, request.max_full_size);
     let status = fields::render(request);
-    let explanation = text::render(request, &host, original.truncated);
+    let explanation = text::render(
+        request,
+        &host,
+        original.as_ref().is_some_and(|o| o.truncated),
+    );
 
     let status_type = if status.global {
         "message/global-delivery-status"
@@ -221,7 +230,7 @@ pub fn build(request: &DsnRequest) -> Vec<u8> {
     let parts_text = [
         explanation.as_bytes(),
         status.body.as_bytes(),
-        original.bytes.as_slice(),
+        original.as_ref().map_or(&[][..], |o| o.bytes.as_slice()),
     ];
     let boundary = unique_boundary(&parts_text);
 
@@ -229,32 +238,38 @@ pub fn build(request: &DsnRequest) -> Vec<u8> {
         ContentType::new("multipart/report")
             .attribute("report-type", "delivery-status")
             .attribute("boundary", boundary),
-        BodyPart::Multipart(vec![
-            MimePart::new(
-                ContentType::new("text/plain").attribute("charset", "utf-8"),
-                BodyPart::Text(explanation.into()),
-            )
-            .header("Content-Description", Raw::new("Notification")),
-            MimePart::new(
-                ContentType::new(status_type),
-                BodyPart::Binary(status.body.into_bytes().into()),
-            )
-            .header("Content-Description", Raw::new("Delivery report"))
-            .transfer_encoding(status_encoding),
-            MimePart::new(
-                ContentType::new(original.content_type),
-                BodyPart::Binary(original.bytes.into()),
-            )
-            .header(
-                "Content-Description",
-                Raw::new(if original.headers_only {
-                    "Undelivered Message Headers"
-                } else {
-                    "Undelivered Message"
-                }),
-            )
-            .transfer_encoding(original.encoding),
-        ]),
+        BodyPart::Multipart(
+            [
+                MimePart::new(
+                    ContentType::new("text/plain").attribute("charset", "utf-8"),
+                    BodyPart::Text(explanation.into()),
+                )
+                .header("Content-Description", Raw::new("Notification")),
+                MimePart::new(
+                    ContentType::new(status_type),
+                    BodyPart::Binary(status.body.into_bytes().into()),
+                )
+                .header("Content-Description", Raw::new("Delivery report"))
+                .transfer_encoding(status_encoding),
+            ]
+            .into_iter()
+            .chain(original.map(|original| {
+                MimePart::new(
+                    ContentType::new(original.content_type),
+                    BodyPart::Binary(original.bytes.into()),
+                )
+                .header(
+                    "Content-Description",
+                    Raw::new(if original.headers_only {
+                        "Undelivered Message Headers"
+                    } else {
+                        "Undelivered Message"
+                    }),
+                )
+                .transfer_encoding(original.encoding)
+            }))
+            .collect(),
+        ),
     );
 
     let from = sanitize::address(&request.from);

@@ -23,10 +23,12 @@ pub(crate) struct Original {
     pub truncated: bool,
 }
 
-pub(crate) fn prepare(part: &OriginalPart, max_full_size: Option<usize>) -> Original {
+/// `None` for [`OriginalPart::Withheld`]: nothing is attached.
+pub(crate) fn prepare(part: &OriginalPart, max_full_size: Option<usize>) -> Option<Original> {
     let (raw, want_full) = match part {
         OriginalPart::Full(bytes) => (bytes, true),
         OriginalPart::Headers(bytes) => (bytes, false),
+        OriginalPart::Withheld(_) => return None,
     };
     let normalized = crlf(raw);
     let too_big = want_full && max_full_size.is_some_and(|max| raw.len() > max);
@@ -47,13 +49,13 @@ pub(crate) fn prepare(part: &OriginalPart, max_full_size: Option<usize>) -> Orig
         (true, false) => "text/rfc822-headers",
         (true, true) => "message/global-headers",
     };
-    Original {
+    Some(Original {
         encoding: if bytes.is_ascii() { "7bit" } else { "8bit" },
         content_type,
         headers_only,
         truncated: want_full && headers_only,
         bytes,
-    }
+    })
 }
 
 /// `raw` with every line ending made CRLF (a bare LF or a bare CR counts
@@ -222,7 +224,7 @@ mod tests {
             ),
         ];
         for (i, (part, limit, want)) in table.into_iter().enumerate() {
-            let got = prepare(&part, limit);
+            let got = prepare(&part, limit).expect("attached");
             assert_eq!(
                 (
                     got.content_type,
@@ -236,6 +238,7 @@ mod tests {
             assert!(fits_8bit(&got.bytes), "row {i}");
             assert!(got.bytes.ends_with(b"\r\n"), "row {i}");
         }
+        assert!(prepare(&OriginalPart::Withheld("damaged".into()), None).is_none());
     }
 
     #[test]

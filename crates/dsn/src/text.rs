@@ -36,7 +36,9 @@ pub(crate) fn render(request: &DsnRequest, host: &str, truncated: bool) -> Strin
         }
     }
     lines.push(String::new());
-    if truncated {
+    if let crate::OriginalPart::Withheld(why) = &request.original {
+        lines.push("The message is not attached: ".to_owned() + &one_line(why));
+    } else if truncated {
         lines.push("The message was too large (or not plain text) to be returned".into());
         lines.push("whole; its headers are attached below.".into());
     } else {

@@ -557,3 +557,29 @@ fn reports_are_seven_bit_unless_they_must_not_be() {
         OriginalPart::Full(Vec::new()),
     )));
 }
+
+#[test]
+fn a_withheld_original_leaves_two_parts_and_says_why() {
+    let req = request(
+        DsnKind::Failure,
+        vec![failed("u@remote.example")],
+        OriginalPart::Withheld("the spool's copy failed its checksum".into()),
+    );
+    let bytes = build(&req);
+    let message = MessageParser::default().parse(&bytes).expect("parses");
+    assert_eq!(message.parts.len(), 3, "the multipart and its two parts");
+    assert!(
+        message
+            .attachments()
+            .all(|p| !matches!(p.body, PartType::Message(_))),
+        "no message part"
+    );
+    let text = message.body_text(0).expect("explanation");
+    assert!(
+        text.contains("The message is not attached: the spool's copy failed its checksum"),
+        "{text}"
+    );
+    let report = String::from_utf8_lossy(&bytes);
+    assert!(report.contains("message/delivery-status"), "{report}");
+    assert!(!report.contains("text/rfc822-headers"), "{report}");
+}

@@ -108,6 +108,10 @@ impl EnhancedCode {
     /// `4.3.0`: other or undefined mail system status — a local problem
     /// (the spool, the system, an agent that failed).
     pub const SYSTEM_TROUBLE: EnhancedCode = EnhancedCode::must(4, 3, 0);
+    /// `5.3.0`: other mail system status, permanent — the spool's copy of
+    /// the message failed its checks (size, checksum, format), so it can
+    /// never be sent as the sender wrote it.
+    pub const DAMAGED_IN_SPOOL: EnhancedCode = EnhancedCode::must(5, 3, 0);
     /// `4.3.2`: system not accepting network messages (an agent that is
     /// stopping, a cancelled job).
     pub const NOT_ACCEPTING: EnhancedCode = EnhancedCode::must(4, 3, 2);
@@ -317,6 +321,7 @@ mod tests {
             (EnhancedCode::MAILBOX_FULL, "4.2.2"),
             (EnhancedCode::LIST_EXPANSION, "5.2.4"),
             (EnhancedCode::SYSTEM_TROUBLE, "4.3.0"),
+            (EnhancedCode::DAMAGED_IN_SPOOL, "5.3.0"),
             (EnhancedCode::NOT_ACCEPTING, "4.3.2"),
             (EnhancedCode::TOO_BIG, "5.3.4"),
             (EnhancedCode::BAD_CONFIG, "4.3.5"),

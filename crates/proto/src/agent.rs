@@ -143,7 +143,7 @@ pub enum SchedulerToAgent {
 /// Messages from an agent to the scheduler.
 ///
 /// Layout: variant index `0` = `Want`, `1` = `Outcome`, `2` = `JobDone`,
-/// `3` = `Idle`, each followed by its fields.
+/// `3` = `Idle`, `4` = `Damaged`, each followed by its fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AgentToScheduler {
     /// Ask for up to this many more jobs (overfeed). Credits add up; the
@@ -166,5 +166,19 @@ pub enum AgentToScheduler {
     Idle {
         /// The host of the connection the agent keeps open, if any.
         connected_to: Option<String>,
+    },
+    /// The job's message file failed its checks (format, size, checksum:
+    /// `skein_spool::open_verified`) before a byte of it was sent, so the
+    /// agent sent nothing. This ends the job like `JobDone`: its
+    /// recipients not yet reported are left to the scheduler, which checks
+    /// the file itself and, if it agrees, sets the message aside in
+    /// `corrupt/` and tells the sender (docs/spool.md, "What is checked
+    /// where"). An unreadable file (an I/O error) is not damage: report
+    /// the recipients deferred instead.
+    Damaged {
+        /// The job whose message is damaged.
+        job: JobId,
+        /// What the check found, for the log.
+        reason: String,
     },
 }

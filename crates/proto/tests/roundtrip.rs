@@ -173,6 +173,10 @@ fn agent_to_scheduler() {
         AgentToScheduler::Idle {
             connected_to: Some("mx.bücher.example".into()),
         },
+        AgentToScheduler::Damaged {
+            job: JobId(u64::MAX),
+            reason: "crc32 0badf00d vs 1c291ca3 — ünïcode".into(),
+        },
     ];
     let mut seen = BTreeSet::new();
     for m in &samples {
@@ -185,10 +189,11 @@ fn agent_to_scheduler() {
             },
             AgentToScheduler::JobDone { .. } => "JobDone",
             AgentToScheduler::Idle { .. } => "Idle",
+            AgentToScheduler::Damaged { .. } => "Damaged",
         });
         round_trip(m);
     }
-    assert_eq!(seen.len(), 6);
+    assert_eq!(seen.len(), 7);
 }
 
 #[test]
@@ -573,6 +578,10 @@ fn doc_examples_are_exact() {
         AgentToScheduler::Want { jobs: 150 },
         AgentToScheduler::JobDone { job: JobId(7) },
         AgentToScheduler::Idle { connected_to: None },
+        AgentToScheduler::Damaged {
+            job: JobId(7),
+            reason: "hi".into(),
+        },
     ]
     .iter()
     .flat_map(|m| encode_frame(m, DEFAULT_MAX_FRAME).unwrap())

@@ -12,12 +12,15 @@
 //! message queue/0SV3K8Q7J1M000A4R000 offset 412 size 4096
 //! rcpt 0 local ann ann@localhost
 //! rcpt 1 smtp example.net bob@example.net nexthop=127.0.0.1:2600 notify=FAILURE
+//! crc32 9a0c33e1
 //! .
 //! outcome 1 1764377990000000 deferred 1 4.4.1 retry=1764378050000000 diag=connection%20refused *5a1f03c2
 //! outcome 0 1764377990100000 delivered 1 2.0.0 diag=delivered%20to%20maildir *0b4c9e11
 //! ```
 //!
-//! The part up to `.` is written once, atomically, by the router. After
+//! The part up to `.` is written once, atomically, by the router; its last
+//! line is the CRC-32 of every byte before that line (files written before
+//! that line existed are read without it). After
 //! it, the scheduler *appends* one record per event with a single
 //! `write(2)` followed by `fdatasync(2)`; each record ends with its own
 //! CRC-32, so a record torn by a crash (the last line, incomplete or with a
@@ -314,7 +317,10 @@ impl ControlFile {
             opt_field(&mut h, "orcpt", &r.orcpt);
             h.push('\n');
         }
-        h.push_str(".\n");
+        // The header's own checksum (the records carry theirs): a changed
+        // byte in an address or a path must not go unnoticed.
+        let crc = crc32fast::hash(h.as_bytes());
+        h.push_str(&format!("crc32 {crc:08x}\n.\n"));
         for rec in &self.records {
             h.push_str(&rec.render());
         }
@@ -359,13 +365,35 @@ impl ControlFile {
         let mut message = None;
         let mut recipients = Vec::new();
         let mut header_done = false;
-        for line in lines.by_ref() {
-            let Some(line) = line.strip_suffix('\n') else {
+        // Bytes of the header before the current line, for its checksum.
+        let mut consumed = MAGIC.len() + 1;
+        let mut checked = false;
+        for raw in lines.by_ref() {
+            let at = consumed;
+            consumed += raw.len();
+            let Some(line) = raw.strip_suffix('\n') else {
                 break;
             };
             if line == "." {
                 header_done = true;
                 break;
+            }
+            if checked {
+                return Err(bad(format!("header line after its checksum: {line:?}")));
+            }
+            if let Some(v) = line.strip_prefix("crc32 ") {
+                let want = u32::from_str_radix(v, 16)
+                    .ok()
+                    .filter(|_| v.len() == 8)
+                    .ok_or_else(|| bad(format!("bad {line:?}")))?;
+                let got = crc32fast::hash(&bytes[..at]);
+                if got != want {
+                    return Err(bad(format!(
+                        "header checksum mismatch (crc32 {got:08x} vs {want:08x})"
+                    )));
+                }
+                checked = true;
+                continue;
             }
             let f: Vec<&str> = line.split(' ').collect();
             let key = f[0];
@@ -611,6 +639,33 @@ pub(crate) mod tests {
         let (back, torn) = ControlFile::parse(text.as_bytes(), Path::new("t")).unwrap();
         assert!(!torn);
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn a_changed_header_byte_is_caught_by_the_header_checksum() {
+        let c = sample();
+        let text = c.render().unwrap();
+        assert!(ControlFile::parse(text.as_bytes(), Path::new("x")).is_ok());
+        // One letter of an address: still a well-formed file.
+        let changed = text.replacen("@example", "@exbmple", 1);
+        assert_ne!(changed, text);
+        match ControlFile::parse(changed.as_bytes(), Path::new("x")) {
+            Err(SpoolError::Corrupt { reason, .. }) => {
+                assert!(reason.contains("header checksum"), "{reason}")
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        // A file without the line (written before it existed) still reads.
+        let old: String = text
+            .split_inclusive('\n')
+            .filter(|l| !l.starts_with("crc32 "))
+            .collect();
+        assert_eq!(
+            ControlFile::parse(old.as_bytes(), Path::new("x"))
+                .unwrap()
+                .0,
+            c
+        );
     }
 
     #[test]

@@ -46,8 +46,8 @@ pub use control::{ControlFile, ControlRecipient, Journal, OutcomeKind, Record};
 pub use durable::FileLock;
 pub use error::SpoolError;
 pub use message::{
-    Envelope, MAX_HEADER, MessageInfo, MessageWriter, Recipient, parse_header, read_header,
-    read_message, verify_body,
+    Envelope, MAX_HEADER, MessageInfo, MessageWriter, Recipient, open_verified, parse_header,
+    read_header, read_message, verify_body, write_file,
 };
 pub use pool::{Kind as FileKind, POOL_MAX};
 pub use queue_id::{InvalidQueueId, QUEUE_ID_LEN, QueueId};

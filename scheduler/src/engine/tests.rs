@@ -82,14 +82,22 @@ impl Bench {
     /// Queues a message to one recipient per host, as the router would
     /// leave it, and tells the engine.
     fn queue(&mut self, hosts: &[&str]) -> String {
-        let control = crate::message::fixture::control(self.next, hosts);
+        let mut control = crate::message::fixture::control(self.next, hosts);
         self.next += 1;
         let id = control.id.clone();
-        std::fs::write(
-            self.spool.root().join(&control.message),
+        let mut envelope = control.envelope.clone();
+        envelope.recipients = control
+            .recipients
+            .iter()
+            .map(|r| skein_spool::Recipient::new(r.address.clone()))
+            .collect();
+        let info = skein_spool::write_file(
+            &self.spool.root().join(&control.message),
+            &envelope,
             b"Subject: x\r\n\r\nx\r\n",
         )
         .unwrap();
+        (control.offset, control.size) = (info.offset, info.size);
         assert!(self.spool.create_control(&control).unwrap());
         assert!(self.engine.load(&id));
         id.to_string()
@@ -142,6 +150,37 @@ impl Bench {
             agent,
             msg: AgentToScheduler::JobDone { job: job.id },
         });
+    }
+}
+
+impl Bench {
+    /// Flips one message byte of `id`'s file in `queue/`.
+    fn damage(&self, id: &str) {
+        let path = self.spool.root().join(format!("queue/{id}"));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0x01;
+        std::fs::write(&path, bytes).unwrap();
+    }
+
+    fn damaged(&mut self, agent: AgentId, job: &Job) {
+        self.engine.handle(Event::AgentMsg {
+            agent,
+            msg: AgentToScheduler::Damaged {
+                job: job.id,
+                reason: "crc32 mismatch (the agent's words)".into(),
+            },
+        });
+    }
+
+    /// The names in `area/`, sorted.
+    fn files_in(&self, area: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.spool.root().join(area))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
     }
 }
 
@@ -334,4 +373,110 @@ fn a_held_message_gets_no_job_until_released() {
         reply: tx,
     });
     assert_eq!(b.starts(), 1);
+}
+
+#[test]
+fn a_damaged_message_waits_for_its_other_job_then_is_set_aside_and_bounced() {
+    let mut b = Bench::new(1, 2);
+    let id = b.queue(&["a", "b"]);
+    b.engine.dispatch();
+    assert_eq!(b.starts(), 2, "one agent per thread");
+    let agents: Vec<AgentId> = b.log.borrow().starts.iter().map(|(id, _)| *id).collect();
+    for &a in &agents {
+        b.up(a, 1);
+    }
+    let (ja, jb) = (
+        b.jobs_of(agents[0]).remove(0),
+        b.jobs_of(agents[1]).remove(0),
+    );
+    assert_eq!(
+        (ja.thread.host.as_str(), jb.thread.host.as_str()),
+        ("a", "b")
+    );
+    b.damage(&id);
+    b.damaged(agents[0], &ja);
+    // The recipient for a failed at once; b is still in flight, so the
+    // message stays until its agent reports.
+    let m = b.engine.queue.get(&id).expect("still queued");
+    assert!(
+        m.damaged.as_deref().unwrap().contains("crc32"),
+        "{:?}",
+        m.damaged
+    );
+    assert!(matches!(m.rcpts[0].state, RState::Failed { .. }));
+    assert_eq!(m.rcpts[0].status, Some(EnhancedCode::DAMAGED_IN_SPOOL));
+    assert_eq!(m.rcpts[1].state, RState::InFlight);
+    assert!(b.files_in("corrupt").is_empty());
+    // b had been sent before the damage: its delivery stands.
+    b.finish(agents[1], &jb, Status::Delivered, EnhancedCode::SUCCESS);
+    assert!(!b.engine.queue.contains(&id), "settled and gone");
+    assert_eq!(
+        b.files_in("corrupt"),
+        [
+            format!("queue.{id}"),
+            format!("queue.{id}.why"),
+            format!("transport.{id}"),
+            format!("transport.{id}.why"),
+        ]
+    );
+    assert!(b.files_in("queue").is_empty() && b.files_in("transport").is_empty());
+    let why =
+        std::fs::read_to_string(b.spool.root().join(format!("corrupt/queue.{id}.why"))).unwrap();
+    assert!(why.contains("crc32"), "{why}");
+    // One failure report, for the recipient that failed, without the
+    // damaged bytes.
+    let dsns = b.files_in("incoming");
+    assert_eq!(dsns.len(), 1, "{dsns:?}");
+    let (info, report) =
+        skein_spool::read_message(&b.spool.root().join("incoming").join(&dsns[0])).unwrap();
+    assert_eq!(info.envelope.recipients[0].address, "s@example.org");
+    let report = String::from_utf8_lossy(&report);
+    assert!(report.contains("Final-Recipient: rfc822;r0@a"), "{report}");
+    assert!(!report.contains("r1@b"), "{report}");
+    assert!(report.contains("Status: 5.3.0"), "{report}");
+    assert!(report.contains("The message is not attached"), "{report}");
+    assert!(!report.contains("Subject: x"), "{report}");
+}
+
+#[test]
+fn damage_the_scheduler_does_not_find_only_defers() {
+    let mut b = Bench::new(1, 20);
+    let id = b.queue(&["a"]);
+    b.engine.dispatch();
+    let agent = b.log.borrow().starts[0].0;
+    b.up(agent, 1);
+    let job = b.jobs_of(agent).remove(0);
+    b.damaged(agent, &job);
+    let m = b.engine.queue.get(&id).expect("still queued");
+    assert_eq!(m.damaged, None);
+    assert_eq!(m.rcpts[0].state, RState::Deferred);
+    assert!(
+        m.rcpts[0]
+            .diagnostic
+            .as_deref()
+            .unwrap()
+            .contains("the scheduler's check did not"),
+        "{:?}",
+        m.rcpts[0].diagnostic
+    );
+    assert!(b.files_in("corrupt").is_empty());
+    assert!(b.files_in("incoming").is_empty(), "no report");
+}
+
+#[test]
+fn a_missing_message_file_is_damage_too() {
+    let mut b = Bench::new(1, 20);
+    let id = b.queue(&["a"]);
+    b.engine.dispatch();
+    let agent = b.log.borrow().starts[0].0;
+    b.up(agent, 1);
+    let job = b.jobs_of(agent).remove(0);
+    std::fs::remove_file(b.spool.root().join(format!("queue/{id}"))).unwrap();
+    b.damaged(agent, &job);
+    assert!(!b.engine.queue.contains(&id));
+    assert_eq!(
+        b.files_in("corrupt"),
+        [format!("transport.{id}"), format!("transport.{id}.why")]
+    );
+    assert_eq!(b.files_in("incoming").len(), 1, "the sender is told");
 }

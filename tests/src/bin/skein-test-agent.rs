@@ -448,22 +448,36 @@ mod tests {
         (outcomes, record)
     }
 
+    /// The message file of every test job (the library verifies it before
+    /// the agent's handler runs); its directory lives as long as the test
+    /// process.
+    static MESSAGE: std::sync::LazyLock<(tempfile::TempDir, String, u64, u64)> =
+        std::sync::LazyLock::new(|| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("m");
+            let (offset, size) =
+                skein_agent::testing::message_file(&path, b"Subject: t\r\n\r\nbody\r\n");
+            let path = path.display().to_string();
+            (dir, path, offset, size)
+        });
+
     fn two_jobs() -> Vec<Job> {
+        let (_, path, offset, size) = &*MESSAGE;
         let mut a = job(
             7,
             ThreadKey::new("test", "a.example"),
-            "/m",
-            0,
-            0,
+            path,
+            *offset,
+            *size,
             &["x@a.example", "y@a.example"],
         );
         a.queue_id = "Q1".into();
         let mut b = job(
             8,
             ThreadKey::new("test", "b.example"),
-            "/m",
-            0,
-            0,
+            path,
+            *offset,
+            *size,
             &["z@b.example"],
         );
         b.queue_id = "Q2".into();

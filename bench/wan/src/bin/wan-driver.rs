@@ -9,11 +9,10 @@
 //! `messages`: `count` messages of `size` bytes, one recipient each;
 //! `big`: one message of `size` bytes.
 
-use std::os::unix::fs::FileExt;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use skein_agent::testing::{FakeScheduler, job, spawn_with_fd3};
+use skein_agent::testing::{FakeScheduler, job, message_file, spawn_with_fd3};
 use skein_proto::{JobId, SchedulerToAgent, Status, ThreadKey};
 
 #[tokio::main]
@@ -37,23 +36,15 @@ async fn main() {
 
     // The message: headers, then lines of text up to `size` bytes.
     let path = dir.join("message");
-    let file = std::fs::File::create(&path).expect("message file");
     let header = b"From: bench@wan.test\r\nTo: rcpt@wan.test\r\nSubject: wan benchmark\r\n\r\n";
-    file.write_all_at(header, 0).expect("write");
     let line = b"The quick brown fox jumps over the lazy dog, again and again.\r\n";
-    let mut offset = header.len();
-    let mut block = Vec::with_capacity(1 << 20);
-    while offset + block.len() < size {
-        block.extend_from_slice(line);
-        if block.len() >= 1 << 20 {
-            file.write_all_at(&block, offset as u64).expect("write");
-            offset += block.len();
-            block.clear();
-        }
+    let mut message = header.to_vec();
+    while message.len() < size {
+        message.extend_from_slice(line);
     }
-    file.write_all_at(&block, offset as u64).expect("write");
-    let total = (offset + block.len()) as u64;
-    drop(file);
+    // A real spool message file: the agent verifies it before sending.
+    let (offset, total) = message_file(&path, &message);
+    drop(message);
 
     let mut command = Command::new(get("agent"));
     command
@@ -76,7 +67,7 @@ async fn main() {
         "rcpts" => {
             let rcpts: Vec<String> = (0..count).map(|i| format!("rcpt{i}@wan.test")).collect();
             let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
-            vec![job(1, thread.clone(), &message, 0, total, &refs)]
+            vec![job(1, thread.clone(), &message, offset, total, &refs)]
         }
         "messages" | "big" => {
             let n = if scenario == "big" { 1 } else { count };
@@ -86,7 +77,7 @@ async fn main() {
                         i as u64 + 1,
                         thread.clone(),
                         &message,
-                        0,
+                        offset,
                         total,
                         &["rcpt@wan.test"],
                     )
