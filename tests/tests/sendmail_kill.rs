@@ -67,24 +67,36 @@ fn sigkill_at_random_points_never_leaves_a_partial_message() {
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
-        let feed = msg.clone();
-        let writer = std::thread::spawn(move || {
-            // Broken pipe once the child is killed: expected.
-            let _ = stdin.write_all(&feed);
-        });
-        // Somewhere within the time this size takes, a little past its end
-        // now and then so that the fsync and rename are hit too.
-        let expected = typical.as_micros() as u64 * size as u64 / (2 << 20) + 1000;
-        let delay = if rng.below(8) == 0 {
-            Duration::from_micros(expected * 8 / 10 + rng.below(expected * 6 / 10))
+        let status = if rng.below(8) == 0 {
+            // The whole message, then a kill somewhere around the end of
+            // the time this size takes, so that the fsync and rename are
+            // hit too (this one may also complete).
+            let feed = msg.clone();
+            let writer = std::thread::spawn(move || {
+                // Broken pipe once the child is killed: expected.
+                let _ = stdin.write_all(&feed);
+            });
+            let expected = typical.as_micros() as u64 * size as u64 / (2 << 20) + 1000;
+            std::thread::sleep(Duration::from_micros(
+                expected * 8 / 10 + rng.below(expected * 6 / 10),
+            ));
+            kill(&child);
+            let status = child.wait().unwrap();
+            writer.join().unwrap();
+            status
         } else {
-            Duration::from_micros(rng.below(expected * 8 / 10))
+            // A random part of the message, with the rest still to come:
+            // sendmail cannot have finished, so the kill lands mid-write
+            // whatever the speed of this machine. A short pause lets it
+            // write out what it has read.
+            let part = rng.below(msg.len() as u64) as usize;
+            let _ = stdin.write_all(&msg[..part]);
+            std::thread::sleep(Duration::from_micros(rng.below(3000)));
+            kill(&child);
+            let status = child.wait().unwrap();
+            drop(stdin);
+            status
         };
-        std::thread::sleep(delay);
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        let status = child.wait().unwrap();
-        writer.join().unwrap();
         sent.insert(seq, msg);
         // Temporary files a killed writer left behind (the next run that
         // gets far enough removes them; the end of the test checks that).
@@ -172,4 +184,9 @@ fn sigkill_at_random_points_never_leaves_a_partial_message() {
         assert!(!p.exists(), "{} survived the next start", p.display());
     }
     assert!(env.files("tmp").is_empty(), "stale temporary files removed");
+}
+
+fn kill(child: &std::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
 }
