@@ -40,24 +40,36 @@ impl Smtpd {
     }
 
     /// [`start`](Self::start) with these local users instead.
+    ///
+    /// The port is found free and then let go before the server binds it,
+    /// so another process (a parallel test, an outgoing connection's
+    /// ephemeral port) may take it in between: a start that fails with
+    /// "Address already in use" is tried again on another port, a few
+    /// times.
     pub fn start_with_users(smtpd_keys: &str, more: &str, users: &[&str]) -> Smtpd {
-        let port = free_port();
-        let env = TestEnv::new(&format!(
-            "[smtpd]\nlisten = [\"127.0.0.1:{port}\"]\n{smtpd_keys}\n\n{more}"
-        ));
         let users: Vec<String> = users.iter().map(|u| u.to_string()).collect();
-        env.make_users(&users);
-        let daemon = env.start("skein-smtpd");
-        let smtpd = Smtpd { env, daemon, port };
-        let up = smtpd
-            .env
-            .wait_for(GUARD, || TcpStream::connect(("127.0.0.1", port)).is_ok());
-        assert!(
-            up,
-            "skein-smtpd did not start:\n{}",
-            smtpd.daemon.log_text()
-        );
-        smtpd
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let env = TestEnv::new(&format!(
+                "[smtpd]\nlisten = [\"127.0.0.1:{port}\"]\n{smtpd_keys}\n\n{more}"
+            ));
+            env.make_users(&users);
+            let mut daemon = env.start("skein-smtpd");
+            let mut exited = false;
+            let up = env.wait_for(GUARD, || {
+                exited = matches!(daemon.child.try_wait(), Ok(Some(_)));
+                exited || TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+            if up && !exited {
+                return Smtpd { env, daemon, port };
+            }
+            last_log = daemon.log_text();
+            if !last_log.contains("Address already in use") {
+                break;
+            }
+        }
+        panic!("skein-smtpd did not start:\n{last_log}");
     }
 
     /// A client connected to it, greeting read.
