@@ -163,3 +163,102 @@ fn start_restarts_a_crashed_service_and_stop_stops_everything() {
     let again = skein_cmd(&["stop"]);
     assert_eq!(again.status.code(), Some(69));
 }
+
+/// A service whose first three starts exit at once (a crash loop), whose
+/// fourth runs three seconds and then dies (a crash after a good run), and
+/// whose later starts run until SIGTERM.
+fn crash_looping_service(dir: &Path, name: &str) -> PathBuf {
+    let starts = dir.join(format!("{name}.starts"));
+    write_script(
+        &dir.join(name),
+        &format!(
+            "trap 'exit 0' TERM\necho \"$$\" >> '{starts}'\nn=$(wc -l < '{starts}')\n\
+             if [ \"$n\" -le 3 ]; then exit 9; fi\n\
+             if [ \"$n\" -eq 4 ]; then sleep 3; kill -9 $$; fi\n\
+             while :; do sleep 0.05; done\n",
+            starts = starts.display(),
+        ),
+    );
+    starts
+}
+
+#[test]
+fn a_crash_loop_backs_off_and_a_service_that_ran_well_comes_back_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = dir.path().join("bin");
+    fs::create_dir(&bin).expect("mkdir");
+    let skein = bin.join("skein");
+    fs::copy(env!("CARGO_BIN_EXE_skein"), &skein).expect("copy skein");
+    let router_starts = crash_looping_service(&bin, "skein-router");
+    service(&bin, "skein-scheduler", false);
+    service(&bin, "skein-smtpd", false);
+    let config = dir.path().join("skein.toml");
+    fs::write(
+        &config,
+        format!(
+            "[spool]\ndir = \"{}\"\n\n[supervisor]\nrestart_delay = \"1s\"\nrestart_delay_max = \"2s\"\nhealthy_after = \"2s\"\n",
+            dir.path().join("spool").display()
+        ),
+    )
+    .expect("write config");
+    let log_path = dir.path().join("start.log");
+    let mut start = Command::new(&skein)
+        .arg("-c")
+        .arg(&config)
+        .arg("start")
+        .env("SKEIN_LOG_FORMAT", "logfmt")
+        .env_remove("SKEIN_CONFIG")
+        .stdin(Stdio::null())
+        .stderr(fs::File::create(&log_path).expect("log file"))
+        .spawn()
+        .expect("spawn skein start");
+
+    wait_until("the router's fifth start", || {
+        lines(&router_starts).len() >= 5
+    });
+    let stop = Command::new(&skein)
+        .arg("-c")
+        .arg(&config)
+        .arg("stop")
+        .output()
+        .expect("skein stop");
+    assert_eq!(stop.status.code(), Some(0));
+    assert_eq!(start.wait().expect("wait").code(), Some(0));
+
+    let log = fs::read_to_string(&log_path).expect("log");
+    let restarts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("skein-router") && l.contains("restarting"))
+        .collect();
+    assert_eq!(restarts.len(), 4, "{log}");
+    // Three quick exits: a crash loop, waiting 1 s, 2 s, then the 2 s cap,
+    // each line saying so.
+    for (i, (line, delay)) in restarts[..3].iter().zip([1000, 2000, 2000]).enumerate() {
+        assert!(line.contains("restarting after back-off"), "{line}");
+        assert!(line.contains(&format!("delay_ms={delay}")), "{line}");
+        assert!(
+            line.contains(&format!(
+                "crash loop: exit {} in a row within supervisor.healthy_after (2s)",
+                i + 1
+            )),
+            "{line}"
+        );
+    }
+    // Then a run of three seconds, killed: back at once, saying why.
+    assert!(
+        restarts[3].contains("restarting at once"),
+        "{}",
+        restarts[3]
+    );
+    assert!(
+        restarts[3].contains("at least supervisor.healthy_after (2s)"),
+        "{}",
+        restarts[3]
+    );
+    assert!(
+        log.lines().any(
+            |l| l.contains("exited unexpectedly") && l.contains("killed by signal 9 (SIGKILL)")
+        ),
+        "{log}"
+    );
+}

@@ -36,6 +36,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// `[smtp]`: the outbound SMTP agent.
     pub smtp: SmtpConfig,
+    /// `[supervisor]`: `skein start`'s restarts.
+    pub supervisor: SupervisorConfig,
 }
 
 /// `[spool]`.
@@ -96,6 +98,35 @@ pub struct SmtpdConfig {
     /// later. Default true; off where the server cannot see the user
     /// database.
     pub verify_local_recipients: bool,
+    /// `smtpd.reserved_connections_percent`: the share of
+    /// `max_connections` (0 to 50 %) kept for client addresses with no
+    /// connection open; a client that already has one is refused once
+    /// only the reserve is left. Default 10.
+    pub reserved_connections_percent: u32,
+    /// `smtpd.max_connection_rate`: connection attempts one client may
+    /// make per `connection_rate_interval`; more are answered `421`.
+    /// 0 = no limit. Default 60.
+    pub max_connection_rate: u32,
+    /// `smtpd.connection_rate_interval`: the window of
+    /// `max_connection_rate`. Default 1m.
+    pub connection_rate_interval: Duration,
+    /// `smtpd.rate_limit_exceptions`: clients the rate limit does not
+    /// apply to. Default loopback (`127.0.0.0/8`, `::1/128`).
+    pub rate_limit_exceptions: Vec<IpNetwork>,
+    /// `smtpd.stress_threshold_percent`: from this share of
+    /// `max_connections` open (1 to 100 %), the server is under stress and
+    /// uses the `stress_*` limits. Default 75.
+    pub stress_threshold_percent: u32,
+    /// `smtpd.stress_command_timeout`: under stress, the longest wait for
+    /// a command, and for each piece of message text. Default 10s.
+    pub stress_command_timeout: Duration,
+    /// `smtpd.stress_max_errors`: under stress, erroneous commands
+    /// tolerated per connection. Default 3.
+    pub stress_max_errors: u32,
+    /// `smtpd.min_data_rate`: bytes per second that message text must
+    /// average, after a first `data_timeout`, for DATA and BDAT to go on.
+    /// 0 = no minimum. Default 500.
+    pub min_data_rate: u32,
 }
 
 impl SmtpdConfig {
@@ -112,6 +143,20 @@ impl SmtpdConfig {
             .iter()
             .any(|pattern| pattern_matches(pattern, domain))
     }
+}
+
+/// `[supervisor]`: how `skein start` restarts a service that exited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupervisorConfig {
+    /// `supervisor.restart_delay`: the first wait of a crash loop, doubling
+    /// with each further quick exit. Default 1s.
+    pub restart_delay: Duration,
+    /// `supervisor.restart_delay_max`: the longest wait. Default 1m.
+    pub restart_delay_max: Duration,
+    /// `supervisor.healthy_after`: a service that ran this long before it
+    /// exited is restarted at once, and the back-off starts again; one
+    /// that exits sooner is in a crash loop. Default 10s.
+    pub healthy_after: Duration,
 }
 
 /// `[router]`.
@@ -293,10 +338,7 @@ impl Config {
             smtpd: SmtpdConfig {
                 listen: vec![SocketAddr::from(([127, 0, 0, 1], 2525))],
                 submission: Vec::new(),
-                relay_networks: vec![
-                    IpNetwork::constant(IpAddr::from([127, 0, 0, 0]), 8),
-                    IpNetwork::constant(IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]), 128),
-                ],
+                relay_networks: loopback(),
                 relay_domains: Vec::new(),
                 max_message_size: ByteSize(50 << 20),
                 max_line_length: 1000,
@@ -308,6 +350,14 @@ impl Config {
                 data_timeout: minutes(10),
                 password_file: None,
                 verify_local_recipients: true,
+                reserved_connections_percent: 10,
+                max_connection_rate: 60,
+                connection_rate_interval: Duration::from_secs(60),
+                rate_limit_exceptions: loopback(),
+                stress_threshold_percent: 75,
+                stress_command_timeout: Duration::from_secs(10),
+                stress_max_errors: 3,
+                min_data_rate: 500,
             },
             router: RouterConfig {
                 local_domains: vec!["localhost".to_owned()],
@@ -345,8 +395,21 @@ impl Config {
                 port: 25,
                 nameservers: Vec::new(),
             },
+            supervisor: SupervisorConfig {
+                restart_delay: Duration::from_secs(1),
+                restart_delay_max: Duration::from_secs(60),
+                healthy_after: Duration::from_secs(10),
+            },
         }
     }
+}
+
+/// `127.0.0.0/8` and `::1/128`.
+fn loopback() -> Vec<IpNetwork> {
+    vec![
+        IpNetwork::constant(IpAddr::from([127, 0, 0, 0]), 8),
+        IpNetwork::constant(IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]), 128),
+    ]
 }
 
 fn minutes(n: u64) -> Duration {

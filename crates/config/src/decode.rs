@@ -19,7 +19,7 @@ use toml::de::{DeTable, DeValue};
 use crate::clause::Clause;
 use crate::config::{
     Config, LocalConfig, RouterConfig, SchedulerConfig, SmtpConfig, SmtpdConfig, SpoolConfig,
-    TlsConfig, resolve,
+    SupervisorConfig, TlsConfig, resolve,
 };
 use crate::domain::{is_plausible_domain, parse_pattern, system_hostname};
 use crate::error::{ConfigError, ErrorKind};
@@ -71,6 +71,9 @@ pub(crate) fn decode(text: &str, file: &str, cwd: &Path) -> Result<Config> {
     if let Some(item) = top.get("smtp") {
         decode_smtp(&item, &mut config.smtp)?;
     }
+    if let Some(item) = top.get("supervisor") {
+        decode_supervisor(&item, &mut config.supervisor)?;
+    }
     Ok(config)
 }
 
@@ -85,6 +88,7 @@ const TOP_KEYS: &[&str] = &[
     "scheduler",
     "tls",
     "smtp",
+    "supervisor",
 ];
 
 fn decode_hostname(item: &Item<'_, '_>) -> Result<String> {
@@ -137,6 +141,14 @@ fn decode_smtpd(item: &Item<'_, '_>, cwd: &Path, out: &mut SmtpdConfig) -> Resul
         "data_timeout",
         "password_file",
         "verify_local_recipients",
+        "reserved_connections_percent",
+        "max_connection_rate",
+        "connection_rate_interval",
+        "rate_limit_exceptions",
+        "stress_threshold_percent",
+        "stress_command_timeout",
+        "stress_max_errors",
+        "min_data_rate",
     ])?;
     if let Some(v) = table.get("listen") {
         out.listen = v.list(Item::socket_addr)?;
@@ -189,6 +201,55 @@ fn decode_smtpd(item: &Item<'_, '_>, cwd: &Path, out: &mut SmtpdConfig) -> Resul
     }
     if let Some(v) = table.get("verify_local_recipients") {
         out.verify_local_recipients = v.boolean()?;
+    }
+    if let Some(v) = table.get("reserved_connections_percent") {
+        out.reserved_connections_percent = v.count_up_to(0, 50)?;
+    }
+    if let Some(v) = table.get("max_connection_rate") {
+        out.max_connection_rate = v.count(0)?;
+    }
+    if let Some(v) = table.get("connection_rate_interval") {
+        out.connection_rate_interval = v.timeout()?;
+    }
+    if let Some(v) = table.get("rate_limit_exceptions") {
+        out.rate_limit_exceptions = v.list(Item::parsed)?;
+    }
+    if let Some(v) = table.get("stress_threshold_percent") {
+        out.stress_threshold_percent = v.count_up_to(1, 100)?;
+    }
+    if let Some(v) = table.get("stress_command_timeout") {
+        out.stress_command_timeout = v.timeout()?;
+    }
+    if let Some(v) = table.get("stress_max_errors") {
+        out.stress_max_errors = v.count(1)?;
+    }
+    if let Some(v) = table.get("min_data_rate") {
+        out.min_data_rate = v.count(0)?;
+    }
+    Ok(())
+}
+
+fn decode_supervisor(item: &Item<'_, '_>, out: &mut SupervisorConfig) -> Result<()> {
+    let table = item.table(&["restart_delay", "restart_delay_max", "healthy_after"])?;
+    if let Some(v) = table.get("restart_delay") {
+        out.restart_delay = v.timeout()?;
+    }
+    if let Some(v) = table.get("restart_delay_max") {
+        out.restart_delay_max = v.timeout()?;
+    }
+    if let Some(v) = table.get("healthy_after") {
+        out.healthy_after = v.timeout()?;
+    }
+    if out.restart_delay_max < out.restart_delay {
+        let v = table
+            .get("restart_delay_max")
+            .or_else(|| table.get("restart_delay"))
+            .expect("one of the two was set: the defaults are in order");
+        return Err(v.invalid(format!(
+            "supervisor.restart_delay_max ({}) is shorter than supervisor.restart_delay ({})",
+            crate::units::format_duration(out.restart_delay_max),
+            crate::units::format_duration(out.restart_delay)
+        )));
     }
     Ok(())
 }
@@ -629,6 +690,15 @@ impl<'a, 'i> Item<'a, 'i> {
             return Err(self.invalid(format!("must be at least {min}, not {n}")));
         }
         u32::try_from(n).map_err(|_| self.invalid(format!("must be at most {}, not {n}", u32::MAX)))
+    }
+
+    /// A whole number from `min` to `max`.
+    fn count_up_to(&self, min: u32, max: u32) -> Result<u32> {
+        let n = self.count(min)?;
+        if n > max {
+            return Err(self.invalid(format!("must be at most {max}, not {n}")));
+        }
+        Ok(n)
     }
 
     /// A duration string, or an integer number of seconds.

@@ -45,6 +45,29 @@ pub(crate) fn encode(config: &Config) -> String {
         "verify_local_recipients",
         &smtpd.verify_local_recipients.to_string(),
     );
+    out.kv(
+        "reserved_connections_percent",
+        &smtpd.reserved_connections_percent.to_string(),
+    );
+    out.kv(
+        "max_connection_rate",
+        &smtpd.max_connection_rate.to_string(),
+    );
+    out.kv(
+        "connection_rate_interval",
+        &duration(smtpd.connection_rate_interval),
+    );
+    out.kv("rate_limit_exceptions", &list(&smtpd.rate_limit_exceptions));
+    out.kv(
+        "stress_threshold_percent",
+        &smtpd.stress_threshold_percent.to_string(),
+    );
+    out.kv(
+        "stress_command_timeout",
+        &duration(smtpd.stress_command_timeout),
+    );
+    out.kv("stress_max_errors", &smtpd.stress_max_errors.to_string());
+    out.kv("min_data_rate", &smtpd.min_data_rate.to_string());
 
     let router = &config.router;
     out.section("[router]");
@@ -115,6 +138,12 @@ pub(crate) fn encode(config: &Config) -> String {
     out.kv("window", &string(&smtp.window.to_string()));
     out.kv("port", &smtp.port.to_string());
     out.kv("nameservers", &list(&smtp.nameservers));
+
+    let supervisor = &config.supervisor;
+    out.section("[supervisor]");
+    out.kv("restart_delay", &duration(supervisor.restart_delay));
+    out.kv("restart_delay_max", &duration(supervisor.restart_delay_max));
+    out.kv("healthy_after", &duration(supervisor.healthy_after));
     out.text
 }
 

@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 pub use clause::Clause;
 pub use config::{
     Config, LocalConfig, RouterConfig, SchedulerConfig, SmtpConfig, SmtpdConfig, SpoolConfig,
-    TlsConfig,
+    SupervisorConfig, TlsConfig,
 };
 pub use domain::{is_plausible_domain, system_hostname};
 pub use error::{ConfigError, ErrorKind};

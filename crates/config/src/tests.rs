@@ -49,6 +49,14 @@ command_timeout = "2m"
 data_timeout = 300
 password_file = "etc/passwd.skein"
 verify_local_recipients = false
+reserved_connections_percent = 25
+max_connection_rate = 0
+connection_rate_interval = "5m"
+rate_limit_exceptions = ["192.0.2.0/24"]
+stress_threshold_percent = 90
+stress_command_timeout = "20s"
+stress_max_errors = 1
+min_data_rate = 0
 
 [router]
 local_domains = ["Example.ORG", "localhost"]
@@ -94,6 +102,11 @@ idlemax = "10m"
 [[scheduler.clause]]
 match = "*"
 command = "my-agent"
+
+[supervisor]
+restart_delay = "2s"
+restart_delay_max = "5m"
+healthy_after = "30s"
 
 [tls]
 cert = "etc/cert.pem"
@@ -145,6 +158,14 @@ fn full_expected() -> Config {
             data_timeout: secs(300),
             password_file: Some("/srv/skein/etc/passwd.skein".into()),
             verify_local_recipients: false,
+            reserved_connections_percent: 25,
+            max_connection_rate: 0,
+            connection_rate_interval: secs(300),
+            rate_limit_exceptions: vec![net("192.0.2.0/24")],
+            stress_threshold_percent: 90,
+            stress_command_timeout: secs(20),
+            stress_max_errors: 1,
+            min_data_rate: 0,
         },
         router: RouterConfig {
             local_domains: vec!["example.org".into(), "localhost".into()],
@@ -210,6 +231,11 @@ fn full_expected() -> Config {
             port: 2525,
             nameservers: vec![addr("127.0.0.1:5353"), addr("[::1]:53")],
         },
+        supervisor: SupervisorConfig {
+            restart_delay: secs(2),
+            restart_delay_max: secs(300),
+            healthy_after: secs(30),
+        },
     }
 }
 
@@ -228,6 +254,7 @@ fn every_key_is_parsed() {
     assert_eq!(config.scheduler, expected.scheduler);
     assert_eq!(config.tls, expected.tls);
     assert_eq!(config.smtp, expected.smtp);
+    assert_eq!(config.supervisor, expected.supervisor);
     // ...then the whole, so that a field added later cannot be forgotten.
     assert_eq!(config, expected);
 }
@@ -254,6 +281,20 @@ fn every_default() {
     assert_eq!(c.smtpd.data_timeout, secs(600));
     assert_eq!(c.smtpd.password_file, None);
     assert!(c.smtpd.verify_local_recipients);
+    assert_eq!(c.smtpd.reserved_connections_percent, 10);
+    assert_eq!(c.smtpd.max_connection_rate, 60);
+    assert_eq!(c.smtpd.connection_rate_interval, secs(60));
+    assert_eq!(
+        c.smtpd.rate_limit_exceptions,
+        [net("127.0.0.0/8"), net("::1/128")]
+    );
+    assert_eq!(c.smtpd.stress_threshold_percent, 75);
+    assert_eq!(c.smtpd.stress_command_timeout, secs(10));
+    assert_eq!(c.smtpd.stress_max_errors, 3);
+    assert_eq!(c.smtpd.min_data_rate, 500);
+    assert_eq!(c.supervisor.restart_delay, secs(1));
+    assert_eq!(c.supervisor.restart_delay_max, secs(60));
+    assert_eq!(c.supervisor.healthy_after, secs(10));
 
     assert_eq!(c.router.local_domains, ["localhost"]);
     assert_eq!(c.router.aliases, None);
@@ -417,7 +458,11 @@ fn to_toml_spells_out_every_key() {
     };
     assert!(table.contains_key("hostname") && table.contains_key("user"));
     assert_eq!(keys("spool"), ["dir"]);
-    assert_eq!(keys("smtpd").len(), 14);
+    assert_eq!(keys("smtpd").len(), 22);
+    assert_eq!(
+        keys("supervisor"),
+        ["healthy_after", "restart_delay", "restart_delay_max"]
+    );
     assert_eq!(keys("router").len(), 5);
     assert_eq!(keys("local"), ["maildir_root"]);
     assert_eq!(keys("scheduler").len(), 6, "5 keys and the clause array");
@@ -626,6 +671,13 @@ const ERROR_CASES: &[Case] = &[
     case("[smtpd]\nmax_connections = 0\n", Invalid, 2, "smtpd.max_connections", "at least 1"),
     case("[smtpd]\nmax_errors = 4294967296\n", Invalid, 2, "smtpd.max_errors", "must be at most 4294967295"),
     case("[smtpd]\ncommand_timeout = \"0s\"\n", Invalid, 2, "smtpd.command_timeout", "must be longer than 0s"),
+    case("[smtpd]\nreserved_connections_percent = 60\n", Invalid, 2, "smtpd.reserved_connections_percent", "must be at most 50, not 60"),
+    case("[smtpd]\nstress_threshold_percent = 0\n", Invalid, 2, "smtpd.stress_threshold_percent", "must be at least 1, not 0"),
+    case("[smtpd]\nstress_threshold_percent = 101\n", Invalid, 2, "smtpd.stress_threshold_percent", "must be at most 100, not 101"),
+    case("[smtpd]\nrate_limit_exceptions = [\"10.0.0.1/8\"]\n", Invalid, 2, "smtpd.rate_limit_exceptions[0]", "host bits are set"),
+    case("[smtpd]\nstress_max_errors = 0\n", Invalid, 2, "smtpd.stress_max_errors", "must be at least 1, not 0"),
+    case("[supervisor]\nrestart_delay = \"2m\"\n", Invalid, 2, "supervisor.restart_delay", "supervisor.restart_delay_max (1m) is shorter than supervisor.restart_delay (2m)"),
+    case("[supervisor]\nhealthy_after = \"0s\"\n", Invalid, 2, "supervisor.healthy_after", "must be longer than 0s"),
     case("[router]\nlocal_domains = [\"localhost\", \"exa mple.org\"]\n", Invalid, 2, "router.local_domains[1]", "invalid domain"),
     case("[[route]]\ndomain = \"x.test\"\nchannel = \"\"\n", Invalid, 3, "route[0].channel", "must not be empty"),
     case("[[route]]\ndomain = \"x.test\"\nchannel = \"smtp/relay\"\n", Invalid, 3, "route[0].channel", "invalid channel"),

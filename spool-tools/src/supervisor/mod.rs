@@ -1,9 +1,11 @@
 //! # `skein start` and `skein stop` — the service supervisor
 //!
 //! **Job.** `skein start` runs skein's long-lived processes ([`SERVICES`])
-//! in the foreground, restarts one that exits unexpectedly after an
-//! exponential back-off (1 s doubling to 60 s, reset once a child has run
-//! 60 s) and logs why it exited; on SIGTERM or SIGINT it sends SIGTERM to
+//! in the foreground and restarts one that exits unexpectedly: at once if
+//! it had run `supervisor.healthy_after` (10 s), else — a crash loop —
+//! after a back-off of 1 s doubling to 60 s ([`backoff`] has the rule); it
+//! logs why the child exited and why the restart waits as long as it
+//! does. On SIGTERM or SIGINT it sends SIGTERM to
 //! every child, waits for them (SIGKILL after 30 s) and exits 0. `skein
 //! stop` sends the running supervisor SIGTERM and waits until it is gone.
 //! Under systemd there is no supervisor: each process is its own unit.
@@ -32,9 +34,11 @@
 //! rule). Exit statuses are skein-daemon's: 0 after a stop, 1 when it
 //! could not start (another supervisor holds the pid file).
 //!
-//! **Configuration keys.** `spool.dir` only; the children read the rest.
+//! **Configuration keys.** `spool.dir`, `supervisor.restart_delay`,
+//! `supervisor.restart_delay_max`, `supervisor.healthy_after`; the
+//! children read the rest.
 
-mod backoff;
+pub mod backoff;
 mod supervise;
 
 use std::ffi::OsString;
@@ -50,7 +54,7 @@ use skein_config::{Config, Source};
 use skein_daemon::{DaemonOptions, PidFile};
 use skein_spool::{Daemon, Spool, rendezvous};
 
-pub use backoff::{Backoff, Policy};
+pub use backoff::{Backoff, Policy, Restart, Why};
 pub use supervise::{ServiceReport, ServiceSpec, describe, supervise};
 
 use crate::control::EX_NOPERM;
@@ -145,6 +149,13 @@ pub fn start(config_path: Option<&Path>) -> u8 {
     // Waiting on a handful of children needs no more.
     options.worker_threads = Some(2);
     let source = loaded.source.to_string();
+    let restarts = &loaded.config.supervisor;
+    let policy = Policy {
+        initial_backoff: restarts.restart_delay,
+        max_backoff: restarts.restart_delay_max,
+        healthy_after: restarts.healthy_after,
+        ..Policy::default()
+    };
     let code = skein_daemon::run(options, move |context| async move {
         tracing::info!(
             config = source.as_str(),
@@ -152,7 +163,7 @@ pub fn start(config_path: Option<&Path>) -> u8 {
             "supervising"
         );
         context.ready();
-        let reports = supervise(specs, Policy::default(), context.shutdown()).await;
+        let reports = supervise(specs, policy, context.shutdown()).await;
         for report in &reports {
             tracing::info!(
                 service = report.name.as_str(),

@@ -28,7 +28,7 @@ use skein_daemon::Shutdown;
 use tokio::process::{Child, Command};
 use tracing::{error, info, warn};
 
-use super::backoff::{Backoff, Policy};
+use super::backoff::{Backoff, Policy, Restart};
 
 /// One service to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,13 +143,19 @@ async fn run_service(spec: ServiceSpec, policy: Policy, shutdown: Shutdown) -> S
                 report.exits.push(format!("cannot start: {e}"));
             }
         }
-        let delay = backoff.after_exit(started.elapsed());
+        let Restart { delay, why } = backoff.after_exit(started.elapsed());
         report.restart_delays.push(delay);
-        info!(
-            service = name,
-            delay_ms = delay.as_millis() as u64,
-            "restarting after back-off"
-        );
+        let why = why.to_string();
+        if delay.is_zero() {
+            info!(service = name, why = why.as_str(), "restarting at once");
+        } else {
+            warn!(
+                service = name,
+                delay_ms = delay.as_millis() as u64,
+                why = why.as_str(),
+                "restarting after back-off"
+            );
+        }
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = shutdown.wait() => break,
@@ -262,7 +268,7 @@ mod tests {
         Policy {
             initial_backoff: ms(10),
             max_backoff: ms(40),
-            reset_after: Duration::from_secs(3600),
+            healthy_after: Duration::from_secs(3600),
             stop_grace: Duration::from_secs(20),
         }
     }
@@ -345,7 +351,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn backoff_resets_after_a_long_enough_run() {
+    async fn a_child_that_ran_well_is_restarted_at_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let starts = dir.path().join("starts");
         let crashing = sh(
@@ -353,7 +359,7 @@ mod tests {
             format!("echo started >> '{}'; exit 1", starts.display()),
         );
         let policy = Policy {
-            reset_after: Duration::ZERO,
+            healthy_after: Duration::ZERO,
             ..quick_policy()
         };
         let (context, control) = Context::standalone("test");
@@ -362,7 +368,7 @@ mod tests {
         control.trigger_shutdown();
         let reports = supervisor.await.expect("supervisor finished");
         assert!(
-            reports[0].restart_delays.iter().all(|d| *d == ms(10)),
+            reports[0].restart_delays.iter().all(|d| d.is_zero()),
             "{reports:?}"
         );
     }
