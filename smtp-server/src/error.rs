@@ -86,6 +86,9 @@ pub enum SessionEnd {
     PeerClosed,
     /// The client said nothing for the state's timeout (421 4.4.2 sent).
     Timeout,
+    /// Message text came slower than `smtpd.min_data_rate` (421 4.4.2
+    /// sent).
+    TooSlow,
     /// The client made more errors than `smtpd.max_errors` (421 4.7.0 sent).
     TooManyErrors,
     /// The server is stopping (421 4.3.2 sent).
@@ -103,6 +106,7 @@ impl fmt::Display for SessionEnd {
             SessionEnd::Quit => f.write_str("quit"),
             SessionEnd::PeerClosed => f.write_str("client closed the connection"),
             SessionEnd::Timeout => f.write_str("timeout"),
+            SessionEnd::TooSlow => f.write_str("message text too slow"),
             SessionEnd::TooManyErrors => f.write_str("too many errors"),
             SessionEnd::Shutdown => f.write_str("server stopping"),
             SessionEnd::Tls(e) => write!(f, "TLS handshake failed: {e}"),

@@ -1,23 +1,122 @@
-//! The connection limits: `smtpd.max_connections` in total and
-//! `smtpd.max_connections_per_client` from one address.
+//! Who may connect, and how hard the server is pressed.
+//!
+//! Four limits, checked in this order for each new connection:
+//!
+//! 1. **Rate** (`smtpd.max_connection_rate` per
+//!    `smtpd.connection_rate_interval`): connection attempts one client may
+//!    make in a window, as Postfix's anvil counts them. Every attempt
+//!    counts, refused ones too, so that a client hammering a full server
+//!    stays refused. Clients in `smtpd.rate_limit_exceptions` (loopback by
+//!    default) are not counted.
+//! 2. **Total** (`smtpd.max_connections`).
+//! 3. **Per client** (`smtpd.max_connections_per_client`).
+//! 4. **Reserve** (`smtpd.reserved_connections_percent`): the last slots
+//!    go only to clients that have no connection open, so that one busy
+//!    source (or a few) cannot take every slot and lock out the rest.
+//!
+//! A "client" is an IPv4 address, or an IPv6 /64 — one host commonly has
+//! a whole /64, and counting its addresses one by one would make every
+//! per-client limit a per-address one it can step around.
+//!
+//! **Stress.** From `smtpd.stress_threshold_percent` of `max_connections`
+//! open, the server is under stress, as Postfix's smtpd is when its
+//! process limit is reached: sessions use `smtpd.stress_command_timeout`
+//! and `smtpd.stress_max_errors`, so idle and erring clients give their
+//! slots back quickly. Sessions learn of it through [`Gate::subscribe`]
+//! while they wait, not only at their next read: a slow client that was
+//! given 5 minutes before the flood began is held to the stress timeout
+//! from the moment stress begins.
+//!
+//! **Cost.** One mutex per connect and per disconnect, and a map entry per
+//! client with a connection open and per client seen in the current rate
+//! window; the rate map is swept once per window, so it holds at most the
+//! clients of about two windows.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use skein_config::{IpNetwork, SmtpdConfig};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// The gate's limits, from `[smtpd]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateLimits {
+    /// `max_connections` (at least 1).
+    pub max_total: usize,
+    /// `max_connections_per_client`; 0 = none.
+    pub max_per_client: usize,
+    /// Slots kept for clients with no connection open.
+    pub reserved: usize,
+    /// `max_connection_rate`; 0 = none.
+    pub max_rate: u32,
+    /// `connection_rate_interval`.
+    pub rate_interval: Duration,
+    /// `rate_limit_exceptions`.
+    pub rate_exceptions: Vec<IpNetwork>,
+    /// Open connections from which the server is under stress.
+    pub stress_at: usize,
+}
+
+impl GateLimits {
+    /// The limits `smtpd` asks for. The reserve is rounded down and is at
+    /// most half the slots; stress begins at the threshold rounded up, and
+    /// at one connection at least.
+    pub fn from_config(smtpd: &SmtpdConfig) -> GateLimits {
+        let max_total = (smtpd.max_connections as usize).max(1);
+        let reserved = max_total * smtpd.reserved_connections_percent.min(50) as usize / 100;
+        let stress_at = (max_total * smtpd.stress_threshold_percent.clamp(1, 100) as usize)
+            .div_ceil(100)
+            .max(1);
+        GateLimits {
+            max_total,
+            max_per_client: smtpd.max_connections_per_client as usize,
+            reserved,
+            max_rate: smtpd.max_connection_rate,
+            rate_interval: smtpd.connection_rate_interval.max(Duration::from_secs(1)),
+            rate_exceptions: smtpd.rate_limit_exceptions.clone(),
+            stress_at,
+        }
+    }
+
+    /// Plain limits: `max_total` and `max_per_client`, no reserve, no
+    /// rate limit, stress only when full.
+    pub fn simple(max_total: usize, max_per_client: usize) -> GateLimits {
+        GateLimits {
+            max_total: max_total.max(1),
+            max_per_client,
+            reserved: 0,
+            max_rate: 0,
+            rate_interval: Duration::from_secs(60),
+            rate_exceptions: Vec::new(),
+            stress_at: max_total.max(1),
+        }
+    }
+}
 
 /// Counts open sessions; a [`Ticket`] is one of them.
 #[derive(Debug)]
 pub struct Gate {
-    max_total: usize,
-    /// 0: no per-client limit.
-    max_per_client: usize,
+    limits: GateLimits,
     open: Mutex<Open>,
+    stress: watch::Sender<bool>,
 }
 
 #[derive(Debug, Default)]
 struct Open {
     total: usize,
     per_client: HashMap<IpAddr, usize>,
+    rate: HashMap<IpAddr, Window>,
+    next_sweep: Option<Instant>,
+}
+
+/// One client's attempts in the current rate window.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    started: Instant,
+    attempts: u32,
 }
 
 /// Why a connection was turned away.
@@ -25,8 +124,12 @@ struct Open {
 pub enum Full {
     /// `smtpd.max_connections` reached.
     Total,
-    /// `smtpd.max_connections_per_client` reached for this address.
+    /// `smtpd.max_connections_per_client` reached for this client.
     Client,
+    /// Only the reserve is left, and this client already has a connection.
+    Reserved,
+    /// More than `smtpd.max_connection_rate` attempts in the window.
+    Rate,
 }
 
 /// One admitted connection; dropping it frees its place.
@@ -36,13 +139,28 @@ pub struct Ticket {
     client: IpAddr,
 }
 
+/// The key the per-client limits count under: the IPv4 address (also
+/// when it comes IPv4-mapped), or the IPv6 /64.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(bits))
+            }
+        },
+    }
+}
+
 impl Gate {
     /// A gate with these limits.
-    pub fn new(max_total: usize, max_per_client: usize) -> Arc<Gate> {
+    pub fn new(limits: GateLimits) -> Arc<Gate> {
         Arc::new(Gate {
-            max_total: max_total.max(1),
-            max_per_client,
+            limits,
             open: Mutex::new(Open::default()),
+            stress: watch::Sender::new(false),
         })
     }
 
@@ -53,27 +171,104 @@ impl Gate {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Admits a connection from `client`, or says which limit it hit.
-    pub fn enter(self: &Arc<Gate>, client: IpAddr) -> Result<Ticket, Full> {
+    /// Admits a connection from `client` at `now`, or says which limit it
+    /// hit.
+    pub fn enter(self: &Arc<Gate>, client: IpAddr, now: Instant) -> Result<Ticket, Full> {
+        let key = client_key(client);
+        let limits = &self.limits;
         let mut open = self.lock();
-        if open.total >= self.max_total {
+        if limits.max_rate > 0 && !limits.rate_exceptions.iter().any(|n| n.contains(client)) {
+            open.sweep(now, limits.rate_interval);
+            let window = open.rate.entry(key).or_insert(Window {
+                started: now,
+                attempts: 0,
+            });
+            if now.duration_since(window.started) >= limits.rate_interval {
+                *window = Window {
+                    started: now,
+                    attempts: 0,
+                };
+            }
+            window.attempts = window.attempts.saturating_add(1);
+            if window.attempts > limits.max_rate {
+                return Err(Full::Rate);
+            }
+        }
+        if open.total >= limits.max_total {
             return Err(Full::Total);
         }
-        let mine = open.per_client.get(&client).copied().unwrap_or(0);
-        if self.max_per_client > 0 && mine >= self.max_per_client {
+        let mine = open.per_client.get(&key).copied().unwrap_or(0);
+        if limits.max_per_client > 0 && mine >= limits.max_per_client {
             return Err(Full::Client);
         }
+        if mine > 0 && open.total >= limits.max_total - limits.reserved {
+            return Err(Full::Reserved);
+        }
         open.total += 1;
-        open.per_client.insert(client, mine + 1);
+        open.per_client.insert(key, mine + 1);
+        let total = open.total;
+        drop(open);
+        self.note_load(total);
         Ok(Ticket {
             gate: Arc::clone(self),
-            client,
+            client: key,
         })
+    }
+
+    /// Tells the sessions when stress begins or ends.
+    fn note_load(&self, total: usize) {
+        let stressed = total >= self.limits.stress_at;
+        let changed = self.stress.send_if_modified(|now| {
+            let changed = *now != stressed;
+            *now = stressed;
+            changed
+        });
+        if changed && stressed {
+            tracing::warn!(
+                connections = total,
+                threshold = self.limits.stress_at,
+                "under stress: shorter timeouts and error limits until the load falls"
+            );
+        } else if changed {
+            tracing::info!(connections = total, "stress over: normal limits again");
+        }
     }
 
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.lock().total
+    }
+
+    /// Whether the server is under stress now.
+    pub fn stressed(&self) -> bool {
+        *self.stress.borrow()
+    }
+
+    /// A watch on the stress state, for sessions that wait.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.stress.subscribe()
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &GateLimits {
+        &self.limits
+    }
+
+    /// Clients with an entry in the rate map (for tests of its bound).
+    pub fn rate_entries(&self) -> usize {
+        self.lock().rate.len()
+    }
+}
+
+impl Open {
+    /// Once per window, forgets the clients whose window has ended.
+    fn sweep(&mut self, now: Instant, interval: Duration) {
+        if self.next_sweep.is_some_and(|at| now < at) {
+            return;
+        }
+        self.rate
+            .retain(|_, w| now.duration_since(w.started) < interval);
+        self.next_sweep = Some(now + interval);
     }
 }
 
@@ -87,6 +282,9 @@ impl Drop for Ticket {
                 open.per_client.remove(&self.client);
             }
         }
+        let total = open.total;
+        drop(open);
+        self.gate.note_load(total);
     }
 }
 
@@ -94,22 +292,194 @@ impl Drop for Ticket {
 mod tests {
     use super::*;
 
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("ip")
+    }
+
     #[test]
     fn limits_and_release() {
-        let gate = Gate::new(3, 2);
-        let a: IpAddr = "192.0.2.1".parse().expect("ip");
-        let b: IpAddr = "192.0.2.2".parse().expect("ip");
-        let t1 = gate.enter(a).expect("first");
-        let _t2 = gate.enter(a).expect("second");
-        assert_eq!(gate.enter(a).err(), Some(Full::Client));
-        let _t3 = gate.enter(b).expect("other client");
-        assert_eq!(gate.enter(b).err(), Some(Full::Total));
+        let now = Instant::now();
+        let gate = Gate::new(GateLimits::simple(3, 2));
+        let a = ip("192.0.2.1");
+        let b = ip("192.0.2.2");
+        let t1 = gate.enter(a, now).expect("first");
+        let _t2 = gate.enter(a, now).expect("second");
+        assert_eq!(gate.enter(a, now).err(), Some(Full::Client));
+        let _t3 = gate.enter(b, now).expect("other client");
+        assert_eq!(gate.enter(b, now).err(), Some(Full::Total));
         drop(t1);
         assert_eq!(gate.open(), 2);
-        let _t4 = gate.enter(a).expect("freed");
-        let unlimited = Gate::new(10, 0);
+        let _t4 = gate.enter(a, now).expect("freed");
+        let unlimited = Gate::new(GateLimits::simple(10, 0));
         let _many: Vec<Ticket> = (0..10)
-            .map(|_| unlimited.enter(a).expect("no per-client limit"))
+            .map(|_| unlimited.enter(a, now).expect("no per-client limit"))
             .collect();
+    }
+
+    fn limits(max_total: usize, per_client: usize, reserved: usize) -> GateLimits {
+        GateLimits {
+            reserved,
+            ..GateLimits::simple(max_total, per_client)
+        }
+    }
+
+    /// (client, expected): one step of a table.
+    fn run(gate: &Arc<Gate>, steps: &[(&str, Result<(), Full>)]) -> Vec<Ticket> {
+        let now = Instant::now();
+        let mut held = Vec::new();
+        for (i, (client, want)) in steps.iter().enumerate() {
+            let got = gate.enter(ip(client), now);
+            assert_eq!(
+                got.as_ref().map(|_| ()).map_err(|e| *e),
+                *want,
+                "step {i}: {client}"
+            );
+            held.extend(got.ok());
+        }
+        held
+    }
+
+    #[test]
+    fn the_reserve_goes_to_clients_with_nothing_open() {
+        use Full::*;
+        // 10 slots, 3 reserved: a busy client stops at 7 in all (here its
+        // own limit is 6), newcomers get one each until the total is full.
+        let gate = Gate::new(limits(10, 6, 3));
+        let busy = "192.0.2.1";
+        let other = "192.0.2.2";
+        let mut steps = vec![(busy, Ok(())); 6];
+        steps.push((busy, Err(Client)));
+        steps.push((other, Ok(()))); // 7 open: the reserve starts here
+        steps.push((other, Err(Reserved)));
+        steps.push((busy, Err(Client)));
+        steps.push(("192.0.2.3", Ok(())));
+        steps.push(("192.0.2.4", Ok(())));
+        steps.push(("192.0.2.5", Ok(())));
+        steps.push(("192.0.2.6", Err(Total)));
+        let held = run(&gate, &steps);
+        assert_eq!(held.len(), 10);
+        assert_eq!(gate.open(), 10);
+    }
+
+    #[test]
+    fn one_busy_source_cannot_take_every_slot() {
+        // The case: 10 addresses × 20 connections against 200
+        // slots with the defaults (10 % reserved) leave 19 slots for
+        // anyone else.
+        let config = skein_config::Config::embedded_default(std::path::Path::new("/"));
+        let gate = Gate::new(GateLimits {
+            max_rate: 0,
+            ..GateLimits::from_config(&config.smtpd)
+        });
+        let now = Instant::now();
+        let mut held = Vec::new();
+        for host in 1..=10 {
+            for _ in 0..20 {
+                held.extend(gate.enter(ip(&format!("198.51.100.{host}")), now).ok());
+            }
+        }
+        assert_eq!(held.len(), 181, "9 × 20 before the reserve, then one more");
+        let newcomers: Vec<_> = (1..=25)
+            .filter_map(|host| gate.enter(ip(&format!("203.0.113.{host}")), now).ok())
+            .collect();
+        assert_eq!(newcomers.len(), 19);
+    }
+
+    #[test]
+    fn the_rate_counts_every_attempt_per_window_and_spares_exceptions() {
+        let start = Instant::now();
+        let gate = Gate::new(GateLimits {
+            max_rate: 3,
+            rate_interval: Duration::from_secs(60),
+            rate_exceptions: vec!["127.0.0.0/8".parse().expect("net")],
+            ..GateLimits::simple(100, 0)
+        });
+        let a = ip("192.0.2.1");
+        for i in 0..3 {
+            drop(
+                gate.enter(a, start)
+                    .unwrap_or_else(|e| panic!("attempt {i}: {e:?}")),
+            );
+        }
+        assert_eq!(gate.enter(a, start).err(), Some(Full::Rate));
+        // Refused attempts count too: still refused later in the window.
+        let later = start + Duration::from_secs(59);
+        assert_eq!(gate.enter(a, later).err(), Some(Full::Rate));
+        // Another client has its own count; loopback is not counted.
+        assert!(gate.enter(ip("192.0.2.2"), later).is_ok());
+        for _ in 0..10 {
+            assert!(gate.enter(ip("127.0.0.5"), later).is_ok());
+        }
+        // A new window.
+        assert!(gate.enter(a, start + Duration::from_secs(60)).is_ok());
+    }
+
+    #[test]
+    fn the_rate_map_forgets_old_windows() {
+        let start = Instant::now();
+        let gate = Gate::new(GateLimits {
+            max_rate: 5,
+            ..GateLimits::simple(100_000, 0)
+        });
+        for host in 0..1000u32 {
+            let a = IpAddr::from((0xC000_0000u32 + host).to_be_bytes());
+            drop(gate.enter(a, start));
+        }
+        assert_eq!(gate.rate_entries(), 1000);
+        // Two windows on, one connection sweeps the old ones away.
+        drop(gate.enter(ip("198.51.100.1"), start + Duration::from_secs(121)));
+        assert_eq!(gate.rate_entries(), 1);
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_slash_64() {
+        let now = Instant::now();
+        let gate = Gate::new(GateLimits::simple(10, 2));
+        let _a = gate.enter(ip("2001:db8:1:2::1"), now).expect("first");
+        let _b = gate.enter(ip("2001:db8:1:2:ffff::9"), now).expect("second");
+        assert_eq!(
+            gate.enter(ip("2001:db8:1:2::77"), now).err(),
+            Some(Full::Client)
+        );
+        assert!(gate.enter(ip("2001:db8:1:3::1"), now).is_ok());
+        assert_eq!(client_key(ip("::ffff:192.0.2.9")), ip("192.0.2.9"));
+    }
+
+    #[test]
+    fn stress_begins_at_the_threshold_and_ends_below_it() {
+        let now = Instant::now();
+        let gate = Gate::new(GateLimits {
+            stress_at: 3,
+            ..GateLimits::simple(10, 0)
+        });
+        let mut watch = gate.subscribe();
+        let a = ip("192.0.2.1");
+        let t1 = gate.enter(a, now).expect("1");
+        let _t2 = gate.enter(a, now).expect("2");
+        assert!(!gate.stressed());
+        let t3 = gate.enter(a, now).expect("3");
+        assert!(gate.stressed());
+        assert!(watch.has_changed().expect("sender alive"));
+        assert!(*watch.borrow_and_update());
+        drop(t3);
+        drop(t1);
+        assert!(!gate.stressed());
+        assert!(!*watch.borrow_and_update());
+    }
+
+    #[test]
+    fn limits_from_the_configuration() {
+        let config = skein_config::Config::embedded_default(std::path::Path::new("/"));
+        let limits = GateLimits::from_config(&config.smtpd);
+        assert_eq!(limits.max_total, 200);
+        assert_eq!(limits.reserved, 20);
+        assert_eq!(limits.stress_at, 150);
+        assert_eq!(limits.max_rate, 60);
+        let mut smtpd = config.smtpd.clone();
+        smtpd.max_connections = 3;
+        smtpd.reserved_connections_percent = 50;
+        smtpd.stress_threshold_percent = 1;
+        let small = GateLimits::from_config(&smtpd);
+        assert_eq!((small.reserved, small.stress_at), (1, 1));
     }
 }

@@ -51,7 +51,11 @@
 //! `smtpd.max_message_size`, `smtpd.max_line_length`,
 //! `smtpd.max_recipients`, `smtpd.max_errors`, `smtpd.max_connections`,
 //! `smtpd.max_connections_per_client`, `smtpd.command_timeout`,
-//! `smtpd.data_timeout`, `tls.cert` and `tls.key` (STARTTLS, RFC 3207,
+//! `smtpd.data_timeout`, `smtpd.min_data_rate`, the flood limits
+//! (`smtpd.reserved_connections_percent`, `smtpd.max_connection_rate`,
+//! `smtpd.connection_rate_interval`, `smtpd.rate_limit_exceptions`,
+//! `smtpd.stress_threshold_percent`, `smtpd.stress_command_timeout`,
+//! `smtpd.stress_max_errors`: see `gate`), `tls.cert` and `tls.key` (STARTTLS, RFC 3207,
 //! offered when both are set), `smtpd.submission` and
 //! `smtpd.password_file` (the submission service: STARTTLS, then AUTH
 //! PLAIN or LOGIN, then mail — and an authenticated client may relay),
@@ -83,7 +87,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub use conn::Conn;
 pub use error::{SessionEnd, SmtpdError};
-pub use gate::{Full, Gate, Ticket};
+pub use gate::{Full, Gate, GateLimits, Ticket, client_key};
 pub use policy::Policy;
 pub use received::Trace;
 pub use recipients::RecipientCheck;
@@ -126,6 +130,8 @@ pub struct Server {
     /// The check of local recipients at `RCPT TO`, when
     /// `smtpd.verify_local_recipients` is on.
     pub recipients: Option<Arc<RecipientCheck>>,
+    /// The connection limits and the stress state.
+    pub gate: Arc<Gate>,
 }
 
 impl Server {
@@ -154,7 +160,11 @@ impl Server {
                 max_errors: smtpd.max_errors.max(1),
                 command_timeout: smtpd.command_timeout,
                 data_timeout: smtpd.data_timeout,
+                stress_command_timeout: smtpd.stress_command_timeout,
+                stress_max_errors: smtpd.stress_max_errors.max(1),
+                min_data_rate: smtpd.min_data_rate,
             },
+            gate: Gate::new(GateLimits::from_config(smtpd)),
         }
     }
 }
@@ -225,10 +235,7 @@ pub async fn serve(config: Config, ctx: Context) -> Result<(), ServiceError> {
     let server = Arc::new(Server::new(
         &config, spool, tls_config, passwords, recipients,
     ));
-    let gate = Gate::new(
-        config.smtpd.max_connections as usize,
-        config.smtpd.max_connections_per_client as usize,
-    );
+    let gate = Arc::clone(&server.gate);
     let shutdown = ctx.shutdown();
     let mut accepting = Vec::new();
     let mut names = Vec::new();
@@ -306,7 +313,7 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        match gate.enter(peer.ip()) {
+        match gate.enter(peer.ip(), tokio::time::Instant::now()) {
             Ok(ticket) => {
                 let server = Arc::clone(&server);
                 let shutdown = shutdown.clone();
@@ -317,10 +324,17 @@ async fn accept_loop(
             }
             Err(full) => {
                 let text = match full {
-                    Full::Total => "Too many connections; try again later",
-                    Full::Client => "Too many connections from your address; try again later",
+                    Full::Total => "Too many connections; try again later".to_owned(),
+                    Full::Client => {
+                        "Too many connections from your address; try again later".to_owned()
+                    }
+                    Full::Reserved => "Too many connections from your address while the server is busy; try again later".to_owned(),
+                    Full::Rate => format!(
+                        "Too many connections from your address in the last {}; try again later",
+                        skein_config::format_duration(gate.limits().rate_interval)
+                    ),
                 };
-                tracing::info!(client = %peer, reason = text, "connection refused");
+                tracing::info!(client = %peer, reason = text.as_str(), "connection refused");
                 let reply = format!("421 4.7.0 {} {text}\r\n", server.hostname);
                 tokio::spawn(refuse_connection(stream, reply));
             }

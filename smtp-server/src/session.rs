@@ -54,6 +54,12 @@ pub struct SessionLimits {
     pub command_timeout: Duration,
     /// `smtpd.data_timeout`.
     pub data_timeout: Duration,
+    /// `smtpd.stress_command_timeout`.
+    pub stress_command_timeout: Duration,
+    /// `smtpd.stress_max_errors`.
+    pub stress_max_errors: u32,
+    /// `smtpd.min_data_rate`, bytes per second; 0 = none.
+    pub min_data_rate: u32,
 }
 
 /// Which service a connection came in on.
@@ -76,11 +82,66 @@ pub enum Wait {
 
 impl SessionLimits {
     /// The per-state timeout table (RFC 5321 §4.5.3.2: 5 minutes for a
-    /// command, 10 for a data block, by default).
-    pub fn timeout(&self, wait: Wait) -> Duration {
-        match wait {
+    /// command, 10 for a data block, by default); under stress, neither is
+    /// longer than `stress_command_timeout`.
+    pub fn timeout(&self, wait: Wait, stressed: bool) -> Duration {
+        let normal = match wait {
             Wait::Command => self.command_timeout,
             Wait::Text => self.data_timeout,
+        };
+        if stressed {
+            normal.min(self.stress_command_timeout)
+        } else {
+            normal
+        }
+    }
+
+    /// Erroneous commands tolerated, lower under stress.
+    pub fn max_errors(&self, stressed: bool) -> u32 {
+        if stressed {
+            self.max_errors.min(self.stress_max_errors)
+        } else {
+            self.max_errors
+        }
+    }
+
+    /// When a wait must end.
+    ///
+    /// - A command: `since` (when the session began to wait for it) plus
+    ///   the command timeout. The whole line must come in that time, so a
+    ///   client trickling one byte at a time cannot stretch it.
+    /// - Message text: each read within the data timeout of the last
+    ///   (`now`), and, when `min_data_rate` is set, all of it within one
+    ///   data timeout plus its size at that rate from the start of the
+    ///   text (`since`, with `received` bytes read since). The second
+    ///   deadline is what stops a sender that keeps the link just barely
+    ///   alive.
+    ///
+    /// Returns the deadline and whether it is the rate's.
+    pub fn deadline(
+        &self,
+        wait: Wait,
+        stressed: bool,
+        since: tokio::time::Instant,
+        now: tokio::time::Instant,
+        received: u64,
+    ) -> (tokio::time::Instant, bool) {
+        let timeout = self.timeout(wait, stressed);
+        match wait {
+            Wait::Command => (since + timeout, false),
+            Wait::Text => {
+                let idle = now + timeout;
+                if self.min_data_rate == 0 {
+                    return (idle, false);
+                }
+                let earned = Duration::from_secs(received / u64::from(self.min_data_rate));
+                let rate = since + self.data_timeout + earned;
+                if rate < idle {
+                    (rate, true)
+                } else {
+                    (idle, false)
+                }
+            }
         }
     }
 }
@@ -154,6 +215,14 @@ pub struct Session {
     errors: u32,
     messages: u32,
     shutdown: Shutdown,
+    /// When the session began to wait for the command it is reading;
+    /// `None` once a line is complete.
+    command_since: Option<tokio::time::Instant>,
+    /// When the message text (or BDAT chunk) being read began, and the
+    /// byte count read by then; `None` outside text.
+    text_since: Option<(tokio::time::Instant, u64)>,
+    /// Bytes read from the client in all.
+    received: u64,
 }
 
 impl Session {
@@ -180,6 +249,9 @@ impl Session {
             errors: 0,
             messages: 0,
             shutdown,
+            command_since: None,
+            text_since: None,
+            received: 0,
         }
     }
 
@@ -206,6 +278,7 @@ impl Session {
                 }
                 continue;
             };
+            self.command_since = None;
             let (next, flow) = self.handle(phase, event).await;
             phase = next;
             if let Flow::Close(end) = flow {
@@ -213,7 +286,7 @@ impl Session {
                 // to a client that is already gone.
                 let _ = self.flush().await;
                 // TLS sends close_notify here: bounded like any write.
-                let limit = self.server.limits.timeout(Wait::Command);
+                let limit = self.limit(Wait::Command);
                 let _ = tokio::time::timeout(limit, self.stream.shutdown()).await;
                 return end;
             }
@@ -382,7 +455,7 @@ impl Session {
                 Flow::Close(SessionEnd::Tls("not a plain connection".into())),
             );
         };
-        let limit = self.server.limits.timeout(Wait::Command);
+        let limit = self.limit(Wait::Command);
         match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => {
                 let described = crate::tls::describe(stream.get_ref().1);
@@ -561,7 +634,7 @@ impl Session {
     fn refuse(&mut self, r: Refusal) -> Flow {
         self.push(r.code, Some(&r.enhanced), &r.text);
         self.errors += 1;
-        if self.errors >= self.server.limits.max_errors {
+        if self.errors >= self.server.limits.max_errors(self.server.gate.stressed()) {
             let text = format!(
                 "{} Too many errors; closing connection",
                 self.server.hostname
@@ -582,7 +655,7 @@ impl Session {
         if self.out.is_empty() {
             return Ok(());
         }
-        let limit = self.server.limits.timeout(Wait::Command);
+        let limit = self.limit(Wait::Command);
         match tokio::time::timeout(limit, self.stream.write_all(&self.out)).await {
             Ok(Ok(())) => {
                 self.out.clear();
@@ -593,6 +666,16 @@ impl Session {
         }
     }
 
+    /// The timeout of a wait now (shorter under stress).
+    fn limit(&self, wait: Wait) -> Duration {
+        self.server
+            .limits
+            .timeout(wait, self.server.gate.stressed())
+    }
+
+    /// Reads more input, within the wait's deadline
+    /// ([`SessionLimits::deadline`]). Should stress begin while it waits,
+    /// the deadline is shortened at once.
     async fn fill(&mut self, wait: Wait) -> Result<(), SessionEnd> {
         if self.pos > 0 {
             self.input.drain(..self.pos);
@@ -601,26 +684,117 @@ impl Session {
         if self.input.capacity() - self.input.len() < READ_CHUNK / 2 {
             self.input.reserve(READ_CHUNK);
         }
-        let limit = self.server.limits.timeout(wait);
-        let read = tokio::select! {
-            read = tokio::time::timeout(limit, self.stream.read_buf(&mut self.input)) => read,
-            () = self.shutdown.wait() => {
-                let text = format!("{} Service shutting down", self.server.hostname);
-                self.push(421, Some("4.3.2"), &text);
-                let _ = self.flush().await;
-                return Err(SessionEnd::Shutdown);
+        let now = tokio::time::Instant::now();
+        let since = match wait {
+            Wait::Command => {
+                self.text_since = None;
+                *self.command_since.get_or_insert(now)
+            }
+            Wait::Text => self.text_since.get_or_insert((now, self.received)).0,
+        };
+        let text_start = self.text_since.map_or(self.received, |(_, at)| at);
+        let mut stress = self.server.gate.subscribe();
+        let mut watching = true;
+        let read = loop {
+            let stressed = *stress.borrow_and_update();
+            let (deadline, by_rate) =
+                self.server
+                    .limits
+                    .deadline(wait, stressed, since, now, self.received - text_start);
+            tokio::select! {
+                read = self.stream.read_buf(&mut self.input) => break Some(read),
+                () = tokio::time::sleep_until(deadline) => {
+                    let text = if by_rate {
+                        format!(
+                            "{} Message text too slow (under {} bytes a second); closing connection",
+                            self.server.hostname, self.server.limits.min_data_rate
+                        )
+                    } else {
+                        format!("{} Timeout; closing connection", self.server.hostname)
+                    };
+                    self.push(421, Some("4.4.2"), &text);
+                    let _ = self.flush().await;
+                    return Err(if by_rate { SessionEnd::TooSlow } else { SessionEnd::Timeout });
+                }
+                changed = stress.changed(), if watching => {
+                    // The gate lives as long as the server: an error means
+                    // it is going, and the deadline stays as it is.
+                    watching = changed.is_ok();
+                }
+                () = self.shutdown.wait() => break None,
             }
         };
         match read {
-            Ok(Ok(0)) => Err(SessionEnd::PeerClosed),
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(SessionEnd::Io(e)),
-            Err(_) => {
-                let text = format!("{} Timeout; closing connection", self.server.hostname);
-                self.push(421, Some("4.4.2"), &text);
+            None => {
+                let text = format!("{} Service shutting down", self.server.hostname);
+                self.push(421, Some("4.3.2"), &text);
                 let _ = self.flush().await;
-                Err(SessionEnd::Timeout)
+                Err(SessionEnd::Shutdown)
             }
+            Some(Ok(0)) => Err(SessionEnd::PeerClosed),
+            Some(Ok(n)) => {
+                self.received += n as u64;
+                Ok(())
+            }
+            Some(Err(e)) => Err(SessionEnd::Io(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    fn limits() -> SessionLimits {
+        SessionLimits {
+            max_line: 1000,
+            max_message_size: 0,
+            max_recipients: 100,
+            max_errors: 20,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            stress_command_timeout: Duration::from_secs(10),
+            stress_max_errors: 3,
+            min_data_rate: 500,
+        }
+    }
+
+    #[test]
+    fn deadlines_table() {
+        let s = Duration::from_secs;
+        let start = Instant::now();
+        let l = limits();
+        // (wait, stressed, since, now, bytes received since, deadline
+        // after start, by the rate)
+        let table = [
+            // A command: from when the wait began, whatever came since.
+            (Wait::Command, false, s(0), s(0), 0, s(300), false),
+            (Wait::Command, false, s(0), s(299), 7, s(300), false),
+            (Wait::Command, true, s(0), s(5), 0, s(10), false),
+            // Text: 10 minutes from the last read while the rate holds...
+            (Wait::Text, false, s(0), s(0), 0, s(600), false),
+            (Wait::Text, false, s(0), s(100), 1_000_000, s(700), false),
+            // ...but never past one data timeout plus its size at 500 B/s.
+            (Wait::Text, false, s(0), s(500), 1000, s(602), true),
+            (Wait::Text, false, s(0), s(590), 0, s(600), true),
+            // Under stress, 10 s from the last read.
+            (Wait::Text, true, s(0), s(20), 1_000_000, s(30), false),
+        ];
+        for (i, (wait, stressed, since, now, received, want, by_rate)) in
+            table.into_iter().enumerate()
+        {
+            let got = l.deadline(wait, stressed, start + since, start + now, received);
+            assert_eq!(got, (start + want, by_rate), "row {i}");
+        }
+        let no_rate = SessionLimits {
+            min_data_rate: 0,
+            ..limits()
+        };
+        assert_eq!(
+            no_rate.deadline(Wait::Text, false, start, start + s(5000), 0),
+            (start + s(5600), false)
+        );
+        assert_eq!((l.max_errors(false), l.max_errors(true)), (20, 3));
     }
 }

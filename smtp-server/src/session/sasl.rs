@@ -210,7 +210,10 @@ impl Session {
             });
             self.pos += used;
             match response {
-                Some(response) => return Ok(response),
+                Some(response) => {
+                    self.command_since = None;
+                    return Ok(response);
+                }
                 None => self.need_more(Wait::Command).await?,
             }
         }

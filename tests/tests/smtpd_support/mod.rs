@@ -125,9 +125,56 @@ pub struct Client {
     buf: Vec<u8>,
 }
 
+/// A TCP connection to 127.0.0.1:`port` from the loopback address
+/// `source` (any of 127.0.0.0/8 works on Linux without configuration), so
+/// that one test can be many clients.
+pub fn connect_from(source: std::net::Ipv4Addr, port: u16) -> TcpStream {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor this function owns, with
+    // sockaddr_in values that live across each call.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let fd = OwnedFd::from_raw_fd(fd);
+        let from = sockaddr(source, 0);
+        let rc = libc::bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            (&from as *const libc::sockaddr_in).cast(),
+            len,
+        );
+        assert_eq!(rc, 0, "bind {source}: {}", std::io::Error::last_os_error());
+        let to = sockaddr([127, 0, 0, 1].into(), port);
+        let rc = libc::connect(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            (&to as *const libc::sockaddr_in).cast(),
+            len,
+        );
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        TcpStream::from(fd)
+    }
+}
+
 impl Client {
     pub fn connect(port: u16) -> Client {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        Client::over(stream)
+    }
+
+    /// A client at loopback address `source` ([`connect_from`]).
+    pub fn connect_from(source: std::net::Ipv4Addr, port: u16) -> Client {
+        Client::over(connect_from(source, port))
+    }
+
+    fn over(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(GUARD)).expect("timeout");
         stream.set_write_timeout(Some(GUARD)).expect("timeout");
         let io = Box::new(stream.try_clone().expect("clone"));
