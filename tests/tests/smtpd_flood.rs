@@ -149,6 +149,60 @@ fn under_stress_idle_and_trickling_clients_are_dropped_quickly() {
 }
 
 #[test]
+fn a_client_sending_a_byte_a_second_is_served_until_stress_begins_then_dropped() {
+    // Stress from 20 of 40 slots; 5 minutes for a command until then, 2 s
+    // under stress.
+    let smtpd = Smtpd::start(
+        "max_connections = 40\nmax_connections_per_client = 40\nstress_threshold_percent = 50\nstress_command_timeout = \"2s\"\ncommand_timeout = \"5m\"",
+        "",
+    );
+    let mut trickler = Client::connect_from(addr(50), smtpd.port);
+    trickler.expect(220, "");
+    let slowly = |bytes: &[u8], trickler: &mut Client| {
+        for byte in bytes {
+            std::thread::sleep(Duration::from_secs(1));
+            if trickler.stream.write_all(&[*byte]).is_err() {
+                return;
+            }
+        }
+    };
+    // Six seconds for one command, a byte a second: longer than the
+    // stress timeout, but the server is not under stress, so it is served.
+    slowly(b"NOOP\r\n", &mut trickler);
+    trickler.expect(250, "2.0.0");
+    assert!(!smtpd.daemon.log_text().contains("under stress"));
+    // Twenty silent connections from other sources: stress begins.
+    let _flood: Vec<Client> = (0..20)
+        .map(|i| {
+            let mut c = Client::connect_from(addr(51 + i % 10), smtpd.port);
+            c.expect(220, "");
+            c
+        })
+        .collect();
+    assert!(smtpd.daemon.wait_for_log("under stress", 1));
+    // The same trickle is now too slow: the whole command must come within
+    // 2 s of the start of its wait, and that wait began before the flood.
+    let writer = std::thread::spawn({
+        let mut stream = trickler.stream.try_clone().expect("clone");
+        move || {
+            for byte in b"NOOP NOOP NOOP NOOP ".iter().cycle().take(120) {
+                std::thread::sleep(Duration::from_secs(1));
+                if stream.write_all(&[*byte]).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let r = trickler.reply().expect("a 421 before the close");
+    assert!(r.text.starts_with("421 4.4.2"), "{}", r.text);
+    trickler.expect_closed();
+    drop(trickler);
+    writer.join().expect("writer");
+    // And a new client is still served meanwhile.
+    send_one(&smtpd, addr(99));
+}
+
+#[test]
 fn a_client_connecting_too_often_is_refused_for_the_window() {
     let smtpd = Smtpd::start(
         "max_connection_rate = 5\nconnection_rate_interval = \"10m\"\nrate_limit_exceptions = [\"127.0.0.1\"]",
