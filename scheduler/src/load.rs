@@ -62,19 +62,48 @@ pub fn read(spool: &Spool, id: &QueueId) -> Option<Msg> {
         tracing::info!(queue_id = %id, "removed an already finished message");
         return None;
     }
-    if !message_path.exists() {
-        if spool.path(Area::Incoming, id).exists() {
-            // The router has written the control file but not yet moved
-            // the message (S1'): it will tell us.
-            return None;
+    let incoming = spool.path(Area::Incoming, id);
+    match whereabouts(|area| match area {
+        Area::Incoming => incoming.exists(),
+        _ => message_path.exists(),
+    }) {
+        Whereabouts::Queue => Some(msg),
+        // The router has written the control file but not yet moved the
+        // message (S1'): it will tell us.
+        Whereabouts::Incoming => None,
+        Whereabouts::Neither => {
+            let _ = spool.quarantine(
+                &path,
+                "its message file is missing from queue/ and incoming/",
+            );
+            None
         }
-        let _ = spool.quarantine(
-            &path,
-            "its message file is missing from queue/ and incoming/",
-        );
-        return None;
     }
-    Some(msg)
+}
+
+/// Where the message of a control file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Whereabouts {
+    Queue,
+    Incoming,
+    Neither,
+}
+
+/// Finds the message of a control file, given a test of whether it is in
+/// an area now. The router moves a message from `incoming/` to `queue/`
+/// (one rename) while the scheduler may be looking, so the order of the
+/// two looks matters: `incoming/` first. Looking in `queue/` first, a
+/// rename between the two looks finds it in neither, and the control file
+/// of a message acknowledged to its sender was set aside (and its message
+/// then removed as an orphan): `bench/soak` lost one of 180 000 that way.
+fn whereabouts(mut exists: impl FnMut(Area) -> bool) -> Whereabouts {
+    if exists(Area::Incoming) {
+        Whereabouts::Incoming
+    } else if exists(Area::Queue) {
+        Whereabouts::Queue
+    } else {
+        Whereabouts::Neither
+    }
 }
 
 /// Message files in `queue/` without a control file are what a crash in
@@ -97,5 +126,35 @@ pub fn remove_orphans(spool: &Spool, known: impl Fn(&str) -> bool) {
         if old && std::fs::remove_file(&path).is_ok() {
             tracing::info!(queue_id = %id, "removed message file left by an interrupted removal");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The router's rename of the message from `incoming/` to `queue/`
+    /// lands before the first look, between the two, or after both: the
+    /// message is found every time.
+    #[test]
+    fn a_message_moving_to_queue_while_looked_for_is_never_lost() {
+        for moved_after_looks in 0..=2 {
+            let mut looks = 0;
+            let found = whereabouts(|area| {
+                let moved = looks >= moved_after_looks;
+                looks += 1;
+                match area {
+                    Area::Incoming => !moved,
+                    _ => moved,
+                }
+            });
+            assert_ne!(
+                found,
+                Whereabouts::Neither,
+                "moved after {moved_after_looks} looks"
+            );
+        }
+        assert_eq!(whereabouts(|_| false), Whereabouts::Neither);
+        assert_eq!(whereabouts(|a| a == Area::Queue), Whereabouts::Queue);
     }
 }
