@@ -102,7 +102,15 @@ pub struct Gate {
     limits: GateLimits,
     open: Mutex<Open>,
     stress: watch::Sender<bool>,
+    /// Whether a task is waiting to give free memory back.
+    trim_scheduled: std::sync::atomic::AtomicBool,
 }
+
+/// How long after its last session ended the server gives its free memory
+/// back to the kernel, if no session has begun since (each trim walks the
+/// allocator's arenas: well under a millisecond for the few megabytes an
+/// smtpd holds, and at most one per this interval).
+pub const TRIM_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct Open {
@@ -161,6 +169,7 @@ impl Gate {
             limits,
             open: Mutex::new(Open::default()),
             stress: watch::Sender::new(false),
+            trim_scheduled: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -234,6 +243,30 @@ impl Gate {
         }
     }
 
+    /// The last session has ended: [`TRIM_AFTER`] later, if the server is
+    /// still idle, the memory the burst used goes back to the kernel, so
+    /// that the smtpd's resident set follows its load rather than its
+    /// busiest moment so far. Outside a runtime (unit tests) nothing is
+    /// scheduled. Returns whether a trim was scheduled.
+    fn idle(self: &Arc<Gate>) -> bool {
+        use std::sync::atomic::Ordering;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        if self.trim_scheduled.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let gate = Arc::clone(self);
+        runtime.spawn(async move {
+            tokio::time::sleep(TRIM_AFTER).await;
+            gate.trim_scheduled.store(false, Ordering::Release);
+            if gate.open() == 0 {
+                skein_daemon::give_back_free_memory();
+            }
+        });
+        true
+    }
+
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.lock().total
@@ -285,6 +318,9 @@ impl Drop for Ticket {
         let total = open.total;
         drop(open);
         self.gate.note_load(total);
+        if total == 0 {
+            self.gate.idle();
+        }
     }
 }
 
@@ -465,6 +501,15 @@ mod tests {
         drop(t1);
         assert!(!gate.stressed());
         assert!(!*watch.borrow_and_update());
+    }
+
+    #[tokio::test]
+    async fn going_idle_schedules_one_trim_at_a_time() {
+        let gate = Gate::new(GateLimits::simple(10, 0));
+        assert!(gate.idle());
+        assert!(!gate.idle(), "one is already waiting");
+        tokio::time::sleep(TRIM_AFTER * 2).await;
+        assert!(gate.idle(), "the first has run");
     }
 
     #[test]

@@ -68,4 +68,7 @@ pub use pidfile::PidFile;
 pub use privileges::{Dropped, drop_privileges};
 pub use shutdown::Shutdown;
 pub use signals::{Signal, Signals};
-pub use skeleton::{DaemonOptions, EXIT_FAILURE, EXIT_SOFTWARE, ServiceError, run};
+pub use skeleton::{
+    DaemonOptions, EXIT_FAILURE, EXIT_SOFTWARE, MALLOC_ARENAS, ServiceError, give_back_free_memory,
+    run,
+};
