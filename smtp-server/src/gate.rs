@@ -215,16 +215,18 @@ impl Gate {
         }
         open.total += 1;
         open.per_client.insert(key, mine + 1);
-        let total = open.total;
+        // Under the lock, so that a concurrent exit cannot publish an
+        // older count after this one.
+        self.note_load(open.total);
         drop(open);
-        self.note_load(total);
         Ok(Ticket {
             gate: Arc::clone(self),
             client: key,
         })
     }
 
-    /// Tells the sessions when stress begins or ends.
+    /// Tells the sessions when stress begins or ends. Called with the
+    /// counters locked.
     fn note_load(&self, total: usize) {
         let stressed = total >= self.limits.stress_at;
         let changed = self.stress.send_if_modified(|now| {
@@ -316,8 +318,8 @@ impl Drop for Ticket {
             }
         }
         let total = open.total;
-        drop(open);
         self.gate.note_load(total);
+        drop(open);
         if total == 0 {
             self.gate.idle();
         }

@@ -223,6 +223,8 @@ pub struct Session {
     text_since: Option<(tokio::time::Instant, u64)>,
     /// Bytes read from the client in all.
     received: u64,
+    /// The server's stress state, watched while the session waits.
+    stress: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Session {
@@ -235,6 +237,7 @@ impl Session {
         shutdown: Shutdown,
     ) -> Session {
         let max_line = server.limits.max_line;
+        let stress = server.gate.subscribe();
         Session {
             server,
             stream,
@@ -252,6 +255,7 @@ impl Session {
             command_since: None,
             text_since: None,
             received: 0,
+            stress,
         }
     }
 
@@ -693,10 +697,9 @@ impl Session {
             Wait::Text => self.text_since.get_or_insert((now, self.received)).0,
         };
         let text_start = self.text_since.map_or(self.received, |(_, at)| at);
-        let mut stress = self.server.gate.subscribe();
         let mut watching = true;
         let read = loop {
-            let stressed = *stress.borrow_and_update();
+            let stressed = *self.stress.borrow_and_update();
             let (deadline, by_rate) =
                 self.server
                     .limits
@@ -716,7 +719,7 @@ impl Session {
                     let _ = self.flush().await;
                     return Err(if by_rate { SessionEnd::TooSlow } else { SessionEnd::Timeout });
                 }
-                changed = stress.changed(), if watching => {
+                changed = self.stress.changed(), if watching => {
                     // The gate lives as long as the server: an error means
                     // it is going, and the deadline stays as it is.
                     watching = changed.is_ok();

@@ -36,6 +36,31 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// A temporary directory with `bin/skein`, a copy of skein, beside which
+/// the tests put their stand-in services.
+fn skein_in_its_own_directory() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = dir.path().join("bin");
+    fs::create_dir(&bin).expect("mkdir");
+    let skein = bin.join("skein");
+    fs::copy(env!("CARGO_BIN_EXE_skein"), &skein).expect("copy skein");
+    (dir, bin, skein)
+}
+
+/// `skein -c CONFIG start`, logging (logfmt) to `log`.
+fn skein_start(skein: &Path, config: &Path, log: &Path) -> std::process::Child {
+    Command::new(skein)
+        .arg("-c")
+        .arg(config)
+        .arg("start")
+        .env("SKEIN_LOG_FORMAT", "logfmt")
+        .env_remove("SKEIN_CONFIG")
+        .stdin(Stdio::null())
+        .stderr(fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("spawn skein start")
+}
+
 fn write_script(path: &Path, body: &str) {
     fs::write(path, format!("#!/bin/sh\n{body}")).expect("write script");
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -68,11 +93,7 @@ fn service(dir: &Path, name: &str, crash_first: bool) -> PathBuf {
 
 #[test]
 fn start_restarts_a_crashed_service_and_stop_stops_everything() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let bin = dir.path().join("bin");
-    fs::create_dir(&bin).expect("mkdir");
-    let skein = bin.join("skein");
-    fs::copy(env!("CARGO_BIN_EXE_skein"), &skein).expect("copy skein");
+    let (dir, bin, skein) = skein_in_its_own_directory();
     let router_starts = service(&bin, "skein-router", true);
     let scheduler_starts = service(&bin, "skein-scheduler", false);
     let smtpd_starts = service(&bin, "skein-smtpd", false);
@@ -85,18 +106,7 @@ fn start_restarts_a_crashed_service_and_stop_stops_everything() {
         ),
     )
     .expect("write config");
-    let stderr = fs::File::create(dir.path().join("start.log")).expect("log file");
-
-    let mut start = Command::new(&skein)
-        .arg("-c")
-        .arg(&config)
-        .arg("start")
-        .env("SKEIN_LOG_FORMAT", "logfmt")
-        .env_remove("SKEIN_CONFIG")
-        .stdin(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn skein start");
+    let mut start = skein_start(&skein, &config, &dir.path().join("start.log"));
 
     // The router crashes once and is started again after its back-off.
     wait_until("the router's second start", || {
@@ -184,11 +194,7 @@ fn crash_looping_service(dir: &Path, name: &str) -> PathBuf {
 
 #[test]
 fn a_crash_loop_backs_off_and_a_service_that_ran_well_comes_back_at_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let bin = dir.path().join("bin");
-    fs::create_dir(&bin).expect("mkdir");
-    let skein = bin.join("skein");
-    fs::copy(env!("CARGO_BIN_EXE_skein"), &skein).expect("copy skein");
+    let (dir, bin, skein) = skein_in_its_own_directory();
     let router_starts = crash_looping_service(&bin, "skein-router");
     service(&bin, "skein-scheduler", false);
     service(&bin, "skein-smtpd", false);
@@ -202,16 +208,7 @@ fn a_crash_loop_backs_off_and_a_service_that_ran_well_comes_back_at_once() {
     )
     .expect("write config");
     let log_path = dir.path().join("start.log");
-    let mut start = Command::new(&skein)
-        .arg("-c")
-        .arg(&config)
-        .arg("start")
-        .env("SKEIN_LOG_FORMAT", "logfmt")
-        .env_remove("SKEIN_CONFIG")
-        .stdin(Stdio::null())
-        .stderr(fs::File::create(&log_path).expect("log file"))
-        .spawn()
-        .expect("spawn skein start");
+    let mut start = skein_start(&skein, &config, &log_path);
 
     wait_until("the router's fifth start", || {
         lines(&router_starts).len() >= 5

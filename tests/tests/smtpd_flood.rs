@@ -25,15 +25,20 @@ command_timeout = \"5m\"
 max_connection_rate = 1000
 rate_limit_exceptions = []";
 
-/// A full transaction from `source`; returns the queued reply.
-fn send_one(smtpd: &Smtpd, source: Ipv4Addr) -> String {
-    let mut c = Client::connect_from(source, smtpd.port);
-    c.expect(220, "");
-    c.send(b"EHLO normal.example\r\nMAIL FROM:<a@normal.example>\r\nRCPT TO:<joe@localhost>\r\nDATA\r\n");
+/// EHLO, MAIL, RCPT to a local user and DATA, pipelined, up to the 354.
+fn to_message_text(c: &mut Client) {
+    c.send(b"EHLO client.example\r\nMAIL FROM:<a@client.example>\r\nRCPT TO:<joe@localhost>\r\nDATA\r\n");
     c.expect(250, "");
     c.expect(250, "2.1.0");
     c.expect(250, "2.1.5");
     c.expect(354, "");
+}
+
+/// A full transaction from `source`; returns the queued reply.
+fn send_one(smtpd: &Smtpd, source: Ipv4Addr) -> String {
+    let mut c = Client::connect_from(source, smtpd.port);
+    c.expect(220, "");
+    to_message_text(&mut c);
     c.send(b"Subject: during the flood\r\n\r\nstill reachable\r\n.\r\n");
     let queued = c.expect(250, "2.0.0");
     c.send(b"QUIT\r\n");
@@ -235,13 +240,7 @@ fn a_client_connecting_too_often_is_refused_for_the_window() {
 fn message_text_slower_than_the_minimum_rate_is_cut_off() {
     let smtpd = Smtpd::start("data_timeout = \"2s\"\nmin_data_rate = 1000", "");
     let mut c = smtpd.client();
-    c.send(
-        b"EHLO slow.example\r\nMAIL FROM:<a@slow.example>\r\nRCPT TO:<joe@localhost>\r\nDATA\r\n",
-    );
-    c.expect(250, "");
-    c.expect(250, "2.1.0");
-    c.expect(250, "2.1.5");
-    c.expect(354, "");
+    to_message_text(&mut c);
     // 20 bytes every 200 ms: each read well inside the 2 s data timeout,
     // but 100 bytes a second against the 1000 asked for.
     c.stream
@@ -271,13 +270,7 @@ fn message_text_slower_than_the_minimum_rate_is_cut_off() {
 
     // A message at full speed is taken, however long.
     let mut c = smtpd.client();
-    c.send(
-        b"EHLO fast.example\r\nMAIL FROM:<a@fast.example>\r\nRCPT TO:<joe@localhost>\r\nDATA\r\n",
-    );
-    c.expect(250, "");
-    c.expect(250, "2.1.0");
-    c.expect(250, "2.1.5");
-    c.expect(354, "");
+    to_message_text(&mut c);
     let mut body = b"Subject: fast\r\n\r\n".to_vec();
     while body.len() < 4 << 20 {
         body.extend_from_slice(b"the quick brown fox jumps over the lazy dog\r\n");
