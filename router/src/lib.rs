@@ -67,7 +67,7 @@ pub const PROGRAM: &str = "skein-router";
 /// tokio's blocking pool).
 pub fn daemon_options(config: &Config) -> DaemonOptions {
     let mut options = DaemonOptions::new(PROGRAM);
-    options.user = config.user.clone();
+    options.user = Some(config.run_as().to_owned());
     options.worker_threads = Some(2);
     options
 }

@@ -96,6 +96,11 @@ pub async fn serve(
     config: Config,
     config_path: Option<PathBuf>,
 ) -> Result<(), ServiceError> {
+    // Root is dropped before the spool is touched: everything the
+    // scheduler creates — its lock, its control socket, the journal —
+    // belongs to `user`, so the router and the tools of the skein group can
+    // reach it (a socket bound as root stays root's, whatever its mode).
+    ctx.drop_privileges()?;
     let spool = Spool::open(&config.spool.dir)?;
     let lock_path = spool.scheduler_lock();
     let _lock = FileLock::create(&lock_path).map_err(|e| match e {
@@ -119,7 +124,6 @@ pub async fn serve(
     }
     let socket = spool.scheduler_socket();
     let listener = control::bind(&socket)?;
-    ctx.drop_privileges()?;
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let agents = Agents::new(Box::new(Processes::new(tx.clone())), config_path);

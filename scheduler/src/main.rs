@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         skein_config::Source::Embedded => None,
     };
     let mut opts = skein_daemon::DaemonOptions::new(PROGRAM);
-    opts.user = loaded.config.user.clone();
+    opts.user = Some(loaded.config.run_as().to_owned());
     let config = loaded.config;
     skein_daemon::run(opts, move |ctx| {
         skein_scheduler::serve(ctx, config, config_path)

@@ -108,7 +108,7 @@ const REFUSAL_WRITE_LIMIT: Duration = Duration::from_secs(10);
 /// exists, after the privilege drop, so that it belongs to that user.
 pub fn daemon_options(config: &Config) -> DaemonOptions {
     let mut options = DaemonOptions::new(PROGRAM);
-    options.user = config.user.clone();
+    options.user = Some(config.run_as().to_owned());
     options
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use skein_proto::FlushTarget;
-use skein_spool::{Daemon, rendezvous};
+use skein_spool::rendezvous;
 
 use crate::queue::{self, QueueCommand, text::Clock};
 use crate::sysexits::*;
@@ -277,7 +277,7 @@ fn status(config: Option<&Path>, json: bool) -> u8 {
     };
     let spool = &loaded.config.spool.dir;
     crate::status::run(
-        &rendezvous::pid_file(spool, Daemon::Supervisor),
+        spool,
         &rendezvous::scheduler_socket(spool),
         json,
         &mut io::stdout().lock(),

@@ -8,10 +8,15 @@ pub const EX_USAGE: u8 = 64;
 pub const EX_DATAERR: u8 = 65;
 /// The input could not be read.
 pub const EX_NOINPUT: u8 = 66;
+/// The user named does not exist (`skein start` as root: the account to
+/// run the services as).
+pub const EX_NOUSER: u8 = 67;
 /// A service is unavailable (e.g. the scheduler is not running).
 pub const EX_UNAVAILABLE: u8 = 69;
 /// An internal software error (a bug).
 pub const EX_SOFTWARE: u8 = 70;
+/// A file or directory cannot be created (the spool).
+pub const EX_CANTCREAT: u8 = 73;
 /// A temporary failure: try again later (the spool cannot take mail now).
 pub const EX_TEMPFAIL: u8 = 75;
 /// Something was wrong in the configuration.

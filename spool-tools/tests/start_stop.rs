@@ -47,16 +47,63 @@ fn skein_in_its_own_directory() -> (tempfile::TempDir, PathBuf, PathBuf) {
     (dir, bin, skein)
 }
 
+/// The account these tests run skein as when they run as root: skein
+/// started as root runs its services as the `skein` account, which is
+/// `tests/tests/privileges.rs`'s business; here skein runs as an ordinary
+/// user, as in the quick start.
+const TEST_USER: &str = "nobody";
+
+/// A command for `program`, run as [`TEST_USER`] when the tests are root.
+fn command(program: &Path) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(program);
+    if nix::unistd::geteuid().is_root() {
+        let user = nix::unistd::User::from_name(TEST_USER)
+            .expect("user database")
+            .expect("the tests need the account nobody");
+        command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+    }
+    command
+}
+
+/// Gives `dir` and everything in it to [`TEST_USER`] when the tests are
+/// root, so that skein run by [`command`] may use it.
+fn give_to_test_user(dir: &Path) {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let user = nix::unistd::User::from_name(TEST_USER)
+        .expect("user database")
+        .expect("the tests need the account nobody");
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(path) = todo.pop() {
+        nix::unistd::chown(&path, Some(user.uid), Some(user.gid)).expect("chown");
+        if path.is_dir() {
+            todo.extend(
+                fs::read_dir(&path)
+                    .expect("list")
+                    .map(|e| e.expect("entry").path()),
+            );
+        }
+    }
+}
+
 /// `skein -c CONFIG start`, logging (logfmt) to `log`.
 fn skein_start(skein: &Path, config: &Path, log: &Path) -> std::process::Child {
-    Command::new(skein)
+    let dir = skein
+        .parent()
+        .and_then(Path::parent)
+        .expect("skein is in <dir>/bin");
+    let log = fs::File::create(log).expect("log file");
+    give_to_test_user(dir);
+    command(skein)
         .arg("-c")
         .arg(config)
         .arg("start")
         .env("SKEIN_LOG_FORMAT", "logfmt")
         .env_remove("SKEIN_CONFIG")
         .stdin(Stdio::null())
-        .stderr(fs::File::create(log).expect("log file"))
+        .stderr(log)
         .spawn()
         .expect("spawn skein start")
 }
@@ -132,7 +179,7 @@ fn start_restarts_a_crashed_service_and_stop_stops_everything() {
     );
 
     // A second supervisor on the same spool is refused.
-    let second = Command::new(&skein)
+    let second = command(&skein)
         .arg("-c")
         .arg(&config)
         .arg("start")
@@ -143,7 +190,7 @@ fn start_restarts_a_crashed_service_and_stop_stops_everything() {
     assert_eq!(second.status.code(), Some(1));
 
     let skein_cmd = |args: &[&str]| {
-        Command::new(&skein)
+        command(&skein)
             .arg("-c")
             .arg(&config)
             .args(args)

@@ -1,6 +1,11 @@
 //! Shared helpers for skein's integration tests: they run the real
 //! binaries (built once per test process with the same cargo and profile
 //! that runs the tests) on a temporary spool and ephemeral loopback ports.
+//!
+//! Run as root (CI), a test process becomes the ordinary user
+//! [`TEST_USER`] before it creates anything ([`as_ordinary_user`]), so
+//! that skein runs as in the quick start; `tests/privileges.rs` is the one
+//! that stays root, to show what skein does when root starts it.
 
 pub mod smtp_server;
 
@@ -9,10 +14,101 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 /// The directory holding the workspace's binaries (`target/<profile>`),
-/// after building them once.
+/// after building them once — or, when the tests run as root and an
+/// unprivileged account could not reach `target/` (a checkout under
+/// `/root`), a copy of them that it can ([`reachable_copy`]): the daemons
+/// never run as root, and the scheduler starts its agents from the
+/// directory of its own executable.
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        let built = build_bins();
+        if nix::unistd::geteuid().is_root() && !reachable_by_anyone(&built) {
+            reachable_copy(&built)
+        } else {
+            built
+        }
+    })
+}
+
+/// The account the integration tests become when started as root, before
+/// they create anything ([`as_ordinary_user`]).
+pub const TEST_USER: &str = "nobody";
+
+/// Makes this test process an ordinary user, as the quick start runs
+/// skein: started as root (CI), it becomes [`TEST_USER`] for good — every
+/// thread, every child it starts — after building the binaries.
+/// Everything a test creates is then that user's, and the daemons, which
+/// never run as root, can use it. [`TestEnv::new`] and [`tempdir`] call
+/// this; the tests that exercise root itself (`tests/privileges.rs`) do
+/// not use them. Not root: nothing changes.
+pub fn as_ordinary_user() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let _ = bin_dir();
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let user = nix::unistd::User::from_name(TEST_USER)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("the tests run as root and need the account {TEST_USER}"));
+        // glibc applies each of these to every thread of the process.
+        nix::unistd::setgroups(&[user.gid]).expect("setgroups");
+        nix::unistd::setgid(user.gid).expect("setgid");
+        nix::unistd::setuid(user.uid).expect("setuid");
+        assert!(
+            nix::unistd::setuid(nix::unistd::Uid::from_raw(0)).is_err(),
+            "root is gone"
+        );
+    });
+}
+
+/// A temporary directory created as an ordinary user ([`as_ordinary_user`]).
+pub fn tempdir() -> tempfile::TempDir {
+    as_ordinary_user();
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// Whether every directory above `dir`, and `dir` itself, may be entered
+/// by anyone (mode `o+x`).
+fn reachable_by_anyone(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    dir.ancestors()
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
+
+/// Copies the executables of `built` into a directory under the system's
+/// temporary directory that anyone may enter, refreshing those that
+/// changed since an earlier test process copied them.
+fn reachable_copy(built: &Path) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    built.hash(&mut hasher);
+    let copy = std::env::temp_dir().join(format!("skein-tests-bin-{:016x}", hasher.finish()));
+    std::fs::create_dir_all(&copy).expect("create the binaries' copy");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    for entry in std::fs::read_dir(built).expect("list target/") {
+        let entry = entry.expect("entry");
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+            continue;
+        }
+        let target = copy.join(entry.file_name());
+        let fresh = std::fs::metadata(&target)
+            .is_ok_and(|t| t.len() == meta.len() && t.mtime() >= meta.mtime());
+        if !fresh {
+            let partial = copy.join(format!(".{}.partial", entry.file_name().to_string_lossy()));
+            std::fs::copy(entry.path(), &partial).expect("copy a binary");
+            std::fs::rename(&partial, &target).expect("install the copy");
+        }
+    }
+    copy
+}
+
+fn build_bins() -> PathBuf {
+    {
         // The test executable lives in target/<profile>/deps/.
         let exe = std::env::current_exe().expect("current_exe");
         let dir = exe
@@ -39,7 +135,7 @@ pub fn bin_dir() -> &'static Path {
             .expect("running cargo build for the integration tests");
         assert!(status.success(), "cargo build --workspace --bins failed");
         dir
-    })
+    }
 }
 
 /// The workspace root.
@@ -69,7 +165,7 @@ pub struct TestEnv {
 impl TestEnv {
     /// A fresh environment; `extra` is appended to the configuration.
     pub fn new(extra: &str) -> TestEnv {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempdir();
         let config = dir.path().join("skein.toml");
         let text = format!(
             "hostname = \"test.example\"\n\n[spool]\ndir = \"{}\"\n\n[local]\nmaildir_root = \"{}\"\n\n{extra}",

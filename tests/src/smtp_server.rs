@@ -795,7 +795,7 @@ impl SmtpTest {
     /// A server with `options` and a configuration whose `[smtp]` section
     /// holds `smtp_keys` (TOML lines), followed by `extra`.
     pub fn new(options: ServerOptions, smtp_keys: &str, extra: &str) -> SmtpTest {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = crate::tempdir();
         let config = dir.path().join("skein.toml");
         let text = format!(
             "hostname = \"client.test\"\n\n[spool]\ndir = \"{}\"\n\n[smtp]\n{smtp_keys}\n\n{extra}\n",

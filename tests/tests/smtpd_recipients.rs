@@ -52,7 +52,7 @@ prog: \"|/bin/cat\"
 
 #[test]
 fn known_users_and_aliases_accepted_unknown_users_refused() {
-    let files = tempfile::tempdir().expect("tempdir");
+    let files = skein_integration_tests::tempdir();
     let smtpd = start("", &aliases_file(files.path(), ALIASES));
     let mut c = smtpd.client();
     c.send(b"EHLO client.example\r\nMAIL FROM:<sender@client.example>\r\n");
@@ -115,7 +115,7 @@ fn known_users_and_aliases_accepted_unknown_users_refused() {
 
 #[test]
 fn pipelined_mix_is_answered_in_order_and_queues_only_the_good() {
-    let files = tempfile::tempdir().expect("tempdir");
+    let files = skein_integration_tests::tempdir();
     let smtpd = start("", &aliases_file(files.path(), ALIASES));
     let mut c = smtpd.client();
     c.send(
@@ -224,7 +224,7 @@ fn logged_while_looking_up(smtpd: &Smtpd, c: &mut Client, needle: &str, times: u
 
 #[test]
 fn aliases_follow_their_file_and_sighup() {
-    let files = tempfile::tempdir().expect("tempdir");
+    let files = skein_integration_tests::tempdir();
     let path = aliases_file(files.path(), "crew: joe\n");
     let first_mtime = std::fs::metadata(&path)
         .and_then(|m| m.modified())
@@ -290,7 +290,7 @@ fn aliases_follow_their_file_and_sighup() {
 
 #[test]
 fn a_broken_aliases_file_stops_the_start() {
-    let files = tempfile::tempdir().expect("tempdir");
+    let files = skein_integration_tests::tempdir();
     let path = aliases_file(files.path(), "ok: joe\nbroken\n");
     let port = smtpd_support::free_port();
     let env = skein_integration_tests::TestEnv::new(&format!(

@@ -11,7 +11,7 @@ use smtpd_support::{Smtpd, certificate};
 
 #[test]
 fn starttls_then_ehlo_again() {
-    let pems = tempfile::tempdir().expect("tempdir");
+    let pems = skein_integration_tests::tempdir();
     let (tls, der) = certificate(pems.path());
     let smtpd = Smtpd::start("", &tls);
 

@@ -27,7 +27,7 @@ fn b64(bytes: &[u8]) -> String {
 
 #[test]
 fn auth_then_relay() {
-    let files = tempfile::tempdir().expect("tempdir");
+    let files = skein_integration_tests::tempdir();
     let (smtpd, submission, der) = smtpd_support::submission_server(files.path());
 
     // Port 25 style: no AUTH, relay refused.

@@ -24,7 +24,7 @@ fn swaks(args: &[&str]) -> String {
 
 #[test]
 fn swaks_pipelining_starttls_auth() {
-    let files = tempfile::tempdir().expect("tempdir");
+    let files = skein_integration_tests::tempdir();
     let (smtpd, submission, _) = smtpd_support::submission_server(files.path());
     let port = smtpd.port.to_string();
     let submission = submission.to_string();

@@ -11,6 +11,12 @@ use crate::net::{IpNetwork, TlsPolicy};
 use crate::route::Route;
 use crate::units::ByteSize;
 
+/// The account a daemon started as root switches to when `user` is not
+/// set. Nothing that reads network input, message content or another
+/// user's submission keeps root: with no account of this name such a
+/// start is refused (see `skein_daemon::drop_privileges`).
+pub const DEFAULT_USER: &str = "skein";
+
 /// The whole skein configuration, one TOML file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -18,7 +24,9 @@ pub struct Config {
     /// `Reporting-MTA`. Default: the machine's host name.
     pub hostname: String,
     /// `user`: the account the daemons switch to when started as root.
-    /// `None` (the default, or `""`): stay who you are.
+    /// `None` (the default, or `""`): [`DEFAULT_USER`]. A daemon started
+    /// as an ordinary user stays who it is either way; see
+    /// [`Config::run_as`].
     pub user: Option<String>,
     /// `[spool]`.
     pub spool: SpoolConfig,
@@ -307,6 +315,12 @@ pub struct SmtpConfig {
 }
 
 impl Config {
+    /// The account a daemon started as root becomes: `user`, else
+    /// [`DEFAULT_USER`].
+    pub fn run_as(&self) -> &str {
+        self.user.as_deref().unwrap_or(DEFAULT_USER)
+    }
+
     /// The first `[[route]]` whose domain pattern matches `domain`.
     pub fn route_for(&self, domain: &str) -> Option<&Route> {
         self.route.iter().find(|route| route.matches(domain))

@@ -40,8 +40,8 @@ use std::path::{Path, PathBuf};
 
 pub use clause::Clause;
 pub use config::{
-    Config, LocalConfig, RouterConfig, SchedulerConfig, SmtpConfig, SmtpdConfig, SpoolConfig,
-    SupervisorConfig, TlsConfig,
+    Config, DEFAULT_USER, LocalConfig, RouterConfig, SchedulerConfig, SmtpConfig, SmtpdConfig,
+    SpoolConfig, SupervisorConfig, TlsConfig,
 };
 pub use domain::{is_plausible_domain, system_hostname};
 pub use error::{ConfigError, ErrorKind};

@@ -84,7 +84,13 @@ pub enum DaemonError {
 impl fmt::Display for DaemonError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DaemonError::UnknownUser { user } => write!(f, "unknown user {user:?}"),
+            DaemonError::UnknownUser { user } => write!(
+                f,
+                "started as root, but the account {user:?} to run as does not exist: \
+                 create it (useradd --system --home-dir /var/spool/skein --shell \
+                 /usr/sbin/nologin {user}), set `user` to another unprivileged account, \
+                 or start skein as an ordinary user"
+            ),
             DaemonError::RootUserRefused { user } => write!(
                 f,
                 "refusing to run as {user:?}: it is root, configure an unprivileged user"
@@ -153,7 +159,10 @@ mod tests {
                 DaemonError::UnknownUser {
                     user: "skein".into(),
                 },
-                "unknown user \"skein\"",
+                "started as root, but the account \"skein\" to run as does not exist: \
+                 create it (useradd --system --home-dir /var/spool/skein --shell \
+                 /usr/sbin/nologin skein), set `user` to another unprivileged account, \
+                 or start skein as an ordinary user",
             ),
             (
                 DaemonError::AlreadyRunning {

@@ -65,7 +65,7 @@ pub use notify::{
     notify_watchdog,
 };
 pub use pidfile::PidFile;
-pub use privileges::{Dropped, drop_privileges};
+pub use privileges::{Dropped, account, drop_privileges};
 pub use shutdown::Shutdown;
 pub use signals::{Signal, Signals};
 pub use skeleton::{

@@ -48,19 +48,7 @@ pub fn drop_privileges(user: &str) -> Result<Dropped, DaemonError> {
     if !unistd::geteuid().is_root() {
         return Ok(Dropped::NotRoot);
     }
-    let account = User::from_name(user)
-        .map_err(|source| DaemonError::UserLookup {
-            user: user.to_owned(),
-            source,
-        })?
-        .ok_or_else(|| DaemonError::UnknownUser {
-            user: user.to_owned(),
-        })?;
-    if account.uid.is_root() {
-        return Err(DaemonError::RootUserRefused {
-            user: user.to_owned(),
-        });
-    }
+    let account = account(user)?;
     // A user name with a NUL byte cannot have come from the user database.
     let name = CString::new(user).map_err(|_| DaemonError::UnknownUser {
         user: user.to_owned(),
@@ -75,6 +63,28 @@ pub fn drop_privileges(user: &str) -> Result<Dropped, DaemonError> {
         uid: account.uid.as_raw(),
         gid: account.gid.as_raw(),
     })
+}
+
+/// The unprivileged account `user`, as [`drop_privileges`] would switch
+/// to it: [`DaemonError::UnknownUser`] when there is none,
+/// [`DaemonError::RootUserRefused`] when it is root. For a process that
+/// keeps root but acts for the account (`skein start` preparing the spool
+/// for it) and must refuse before anything starts.
+pub fn account(user: &str) -> Result<User, DaemonError> {
+    let account = User::from_name(user)
+        .map_err(|source| DaemonError::UserLookup {
+            user: user.to_owned(),
+            source,
+        })?
+        .ok_or_else(|| DaemonError::UnknownUser {
+            user: user.to_owned(),
+        })?;
+    if account.uid.is_root() {
+        return Err(DaemonError::RootUserRefused {
+            user: user.to_owned(),
+        });
+    }
+    Ok(account)
 }
 
 /// Checks that the process is `uid`/`gid` and cannot get root back.

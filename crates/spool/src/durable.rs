@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::SpoolError;
@@ -255,6 +256,7 @@ impl FileLock {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(crate::FILE_MODE)
             .open(path)
             .map_err(|e| SpoolError::io("create", path, e))?;
         Self::try_lock(file, path)

@@ -38,7 +38,7 @@ pub mod rendezvous;
 pub mod text;
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -115,6 +115,17 @@ pub struct CleanReport {
 /// writer's pid exists (that pid was reused: no writer takes a day).
 pub const STALE_TMP_AGE: Duration = Duration::from_secs(24 * 3600);
 
+/// The mode of every directory of the spool: its owner (the skein
+/// account) and its group (operators in the skein group), nobody else.
+pub const DIR_MODE: u32 = 0o750;
+
+/// The mode of every file skein writes into the spool — message files,
+/// control files, `.why` notes, the scheduler's lock: written by the
+/// account alone (every daemon runs as it), readable by its group for an
+/// operator's inspection, not by others. Set at creation, whatever the
+/// umask of whoever started skein.
+pub const FILE_MODE: u32 = 0o640;
+
 /// A spool directory tree.
 #[derive(Debug, Clone)]
 pub struct Spool {
@@ -141,7 +152,7 @@ impl Spool {
             let dir = spool.dir(area);
             match std::fs::DirBuilder::new()
                 .recursive(true)
-                .mode(0o750)
+                .mode(DIR_MODE)
                 .create(&dir)
             {
                 Ok(()) => {}
@@ -357,6 +368,7 @@ impl Spool {
                     .write(true)
                     .create(true)
                     .truncate(true)
+                    .mode(FILE_MODE)
                     .open(&tmp)
                     .map_err(|e| SpoolError::io("create", &tmp, e))?;
                 (f, false)
@@ -445,7 +457,18 @@ impl Spool {
             "{}.why",
             dest.file_name().and_then(|n| n.to_str()).unwrap_or("x")
         ));
-        std::fs::write(&why, format!("{}: {reason}\n", path.display()))
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(FILE_MODE)
+            .open(&why)
+            .and_then(|mut f| {
+                std::io::Write::write_all(
+                    &mut f,
+                    format!("{}: {reason}\n", path.display()).as_bytes(),
+                )
+            })
             .map_err(|e| SpoolError::io("write", &why, e))?;
         std::fs::rename(path, &dest).map_err(|e| SpoolError::io("rename", &dest, e))?;
         durable::fsync_dir(&corrupt)?;

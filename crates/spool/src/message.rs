@@ -28,7 +28,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -247,6 +247,7 @@ impl MessageWriter {
                 let file = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
+                    .mode(crate::FILE_MODE)
                     .open(&tmp_path)
                     .map_err(|e| SpoolError::io("create", &tmp_path, e))?;
                 (file, None)

@@ -12,7 +12,9 @@
 //! configuration, EX_SOFTWARE for a bug.
 //!
 //! Privilege: runs as the invoking user and needs write access to the
-//! spool's `tmp/` and `incoming/` (see docs/operations). Message headers
+//! spool's `tmp/` and `incoming/` (see docs/operations). Run by root, it
+//! first becomes the spool's owner ([`become_spool_owner`]), so that what
+//! it writes is readable by the daemons, which never run as root. Message headers
 //! are read only to find recipients (`-t`) and are otherwise copied.
 
 mod options;
@@ -79,7 +81,40 @@ pub fn run(args: &[String], config: Option<&Path>, input: &mut dyn BufRead) -> R
         }
     }
     let submitter = Submitter::new(&config, &opts)?;
+    become_spool_owner(&config.spool.dir)?;
     submitter.submit(input)
+}
+
+/// Run by root, sendmail writes the message as the spool's owner: the
+/// daemons never run as root, and a root-owned file in `incoming/` would
+/// be unreadable to the router. The submitter is still recorded as root
+/// (uid 0, taken before the switch) in the Received line and the origin.
+/// Not root, or a spool that is root's or not there yet: nothing changes.
+fn become_spool_owner(spool: &Path) -> Result<(), Failure> {
+    use nix::unistd::{Gid, Uid};
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let Ok(meta) = std::fs::metadata(spool) else {
+        return Ok(());
+    };
+    if meta.uid() == 0 {
+        return Ok(());
+    }
+    let (uid, gid) = (Uid::from_raw(meta.uid()), Gid::from_raw(meta.gid()));
+    let switch = nix::unistd::setgroups(&[gid])
+        .and_then(|()| nix::unistd::setgid(gid))
+        .and_then(|()| nix::unistd::setuid(uid));
+    switch.map_err(|e| {
+        fail(
+            EX_SOFTWARE,
+            format!(
+                "cannot become the owner (uid {uid}) of the spool {}: {e}",
+                spool.display()
+            ),
+        )
+    })
 }
 
 struct Submitter<'a> {

@@ -20,10 +20,14 @@
 //! reads no mail.
 //!
 //! **Trust and privilege.** It trusts the executables it starts and
-//! nothing else. It keeps the privilege it was started with, because its
-//! children need it (`skein-smtpd` binds port 25 as root, then drops to
-//! `user`); it reads no input from the network or from users, so it has
-//! nothing to drop privilege against.
+//! nothing else. Started as root, it keeps root — the only skein process
+//! that does — because its children need it at their start
+//! (`skein-smtpd` binds port 25 as root); every child drops to `user`
+//! (default `skein`) before it reads any input, and the supervisor itself
+//! reads no input from the network, from messages or from users. Before
+//! starting anything it refuses a missing account (exit 67) and prepares
+//! the spool for the account ([`prepare`]), so that nothing in the spool
+//! is root's but its own pid file.
 //!
 //! **On failure.** A missing service executable is refused before
 //! anything starts (exit 69). A child that cannot be started later, or
@@ -39,6 +43,7 @@
 //! children read the rest.
 
 pub mod backoff;
+pub mod prepare;
 mod supervise;
 
 use std::ffi::OsString;
@@ -65,8 +70,7 @@ use crate::sysexits::{EX_CONFIG, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_UNAVAILABLE
 /// `skein-smtpd` here once it exists; nothing else needs to change.
 pub const SERVICES: &[&str] = &["skein-router", "skein-scheduler", "skein-smtpd"];
 
-/// sysexits `EX_CANTCREAT`: the spool directories cannot be created.
-pub const EX_CANTCREAT: u8 = 73;
+pub use crate::sysexits::EX_CANTCREAT;
 
 /// How long `skein stop` waits for the supervisor to go: its children's
 /// grace period plus time to collect them.
@@ -130,6 +134,15 @@ pub fn start(config_path: Option<&Path>) -> u8 {
             return EX_CONFIG;
         }
     };
+    // As root: the account the services become must exist, and own the
+    // spool before any of them (or the pid file below) touches it.
+    let account = match prepare::for_services(&loaded.config) {
+        Ok(account) => account,
+        Err(refusal) => {
+            eprintln!("skein: {}", refusal.message);
+            return refusal.code;
+        }
+    };
     let spool = match Spool::open(&loaded.config.spool.dir) {
         Ok(spool) => spool,
         Err(e) => {
@@ -160,6 +173,9 @@ pub fn start(config_path: Option<&Path>) -> u8 {
         tracing::info!(
             config = source.as_str(),
             services = SERVICES.join(" ").as_str(),
+            run_as = account
+                .as_ref()
+                .map_or("(the invoking user)", |a| a.name.as_str()),
             "supervising"
         );
         context.ready();
