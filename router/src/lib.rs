@@ -47,6 +47,7 @@
 mod error;
 pub mod header;
 mod notify;
+pub mod pickup;
 mod service;
 pub mod transition;
 mod wake;

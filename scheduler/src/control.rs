@@ -24,7 +24,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(
         path,
-        std::fs::Permissions::from_mode(skein_spool::rendezvous::SOCKET_MODE),
+        std::fs::Permissions::from_mode(skein_spool::rendezvous::CONTROL_SOCKET_MODE),
     )?;
     Ok(listener)
 }
@@ -34,7 +34,14 @@ pub async fn accept_loop(listener: UnixListener, events: mpsc::UnboundedSender<E
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(serve(stream, events.clone()));
+                let access = match stream.peer_cred() {
+                    Ok(peer) => Access::of(peer.uid(), peer.gid()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "control client without credentials: read-only");
+                        Access::ReadOnly
+                    }
+                };
+                tokio::spawn(serve(stream, access, events.clone()));
             }
             Err(e) => {
                 tracing::error!(error = %e, "control socket accept failed");
@@ -44,7 +51,61 @@ pub async fn accept_loop(listener: UnixListener, events: mpsc::UnboundedSender<E
     }
 }
 
-async fn serve(stream: UnixStream, events: mpsc::UnboundedSender<Event>) {
+/// What a control client may ask, decided from the kernel's word on who
+/// it is (`SO_PEERCRED`), not from anything it says. The socket is open to
+/// every local user (mode 0666, in a `run/` anyone may enter but not
+/// list) so that `mailq` works for all, as Postfix's showq does; changing
+/// the queue stays with root, the scheduler's own account and the members
+/// of its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Every request.
+    Full,
+    /// [`Access::allows`] only the listings: `Status`, `ListQueue`,
+    /// `ListThreads`.
+    ReadOnly,
+}
+
+impl Access {
+    /// The access of a peer with `uid` and primary group `gid`.
+    pub fn of(uid: u32, gid: u32) -> Access {
+        let (own_uid, own_gid) = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        if uid == 0 || uid == own_uid || gid == own_gid || in_group(uid, own_gid) {
+            Access::Full
+        } else {
+            Access::ReadOnly
+        }
+    }
+
+    /// Whether `req` may be made with this access.
+    pub fn allows(self, req: &ControlRequest) -> bool {
+        match self {
+            Access::Full => true,
+            Access::ReadOnly => matches!(
+                req,
+                ControlRequest::Status | ControlRequest::ListQueue | ControlRequest::ListThreads
+            ),
+        }
+    }
+}
+
+/// Whether the user `uid` has `gid` among its groups (the user database's
+/// answer: a process cannot add itself to a group).
+fn in_group(uid: u32, gid: u32) -> bool {
+    let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else {
+        return false;
+    };
+    let Ok(name) = std::ffi::CString::new(user.name) else {
+        return false;
+    };
+    nix::unistd::getgrouplist(&name, user.gid)
+        .is_ok_and(|groups| groups.iter().any(|g| g.as_raw() == gid))
+}
+
+async fn serve(stream: UnixStream, access: Access, events: mpsc::UnboundedSender<Event>) {
     let mut framed = Framed::new(stream);
     let hello = Hello::new(
         Role::Scheduler,
@@ -74,6 +135,19 @@ async fn serve(stream: UnixStream, events: mpsc::UnboundedSender<Event>) {
                 return;
             }
         };
+        if !access.allows(&req) {
+            let refusal = ControlResponse::Error(skein_proto::ControlError {
+                kind: skein_proto::ControlErrorKind::Forbidden,
+                message: format!(
+                    "{}: only root, the skein account and its group may change the queue; any user may list it",
+                    req.name()
+                ),
+            });
+            if framed.send::<ControlResponse>(&refusal).await.is_err() {
+                return;
+            }
+            continue;
+        }
         let (tx, rx) = oneshot::channel();
         if events.send(Event::Control { req, reply: tx }).is_err() {
             return;

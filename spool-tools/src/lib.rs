@@ -11,8 +11,11 @@
 //!
 //! Privilege: runs as whoever invokes it; it opens no socket to the
 //! network. `sendmail` writes only into the spool's `tmp/` and
-//! `incoming/` directories; the queue tools connect to
-//! `<spool.dir>/run/scheduler.sock` (mode 0660) and write nothing;
+//! `incoming/` directories — or, for a user who may not, pipes the
+//! submission to the setgid `skein-postdrop` ([`postdrop`], a second
+//! binary of this crate); the queue tools connect to
+//! `<spool.dir>/run/scheduler.sock` (mode 0666: the scheduler decides
+//! from the peer's credentials what each user may ask) and write nothing;
 //! `start` holds `<spool.dir>/run/skein.pid` and keeps the privilege it
 //! was started with for its children. Configuration keys read:
 //! `spool.dir`, `hostname`, `router.local_domains` (to qualify bare user
@@ -24,6 +27,7 @@
 
 pub mod cli;
 pub mod control;
+pub mod postdrop;
 pub mod queue;
 pub mod sendmail;
 pub mod status;

@@ -62,6 +62,26 @@ fn ensure_account() -> nix::unistd::User {
     user.expect("the account exists")
 }
 
+const DROP_GROUP: &str = "skeindrop";
+
+/// The install step for the drop group (docs/operations.md).
+fn ensure_drop_group() -> nix::unistd::Group {
+    require_root();
+    if let Some(group) = nix::unistd::Group::from_name(DROP_GROUP).expect("group database") {
+        return group;
+    }
+    let status = Command::new("groupadd")
+        .args(["--system", DROP_GROUP])
+        .status()
+        .expect("groupadd");
+    let group = nix::unistd::Group::from_name(DROP_GROUP).expect("group database");
+    assert!(
+        status.success() || group.is_some(),
+        "groupadd {DROP_GROUP} failed"
+    );
+    group.expect("the group exists")
+}
+
 fn install_dir(path: &Path, mode: &str) {
     let status = Command::new("install")
         .args(["-d", "-o", ACCOUNT, "-g", ACCOUNT, "-m", mode])
@@ -98,22 +118,55 @@ impl Installation {
     /// `install` — the spool and Maildir root made as the install step
     /// makes them, with one virtual user `ann`.
     fn new(user_line: &str, install: bool) -> Installation {
+        Installation::with(user_line, install, "", "")
+    }
+
+    /// [`Installation::new`] with `extra` appended to the configuration;
+    /// when `install`, the binaries are installed in `<dir>/bin` as the
+    /// install step does: `skein-postdrop` setgid to the drop group.
+    fn with(user_line: &str, install: bool, smtpd_keys: &str, extra: &str) -> Installation {
         let dir = world_enterable_tempdir();
         let port = free_port();
         let spool = dir.path().join("spool");
         let mail = dir.path().join("mail");
         if install {
-            install_dir(&spool, "0750");
+            install_dir(&spool, "0751");
             install_dir(&mail, "0750");
             install_dir(&mail.join("ann"), "0700");
+            let bin_dir = dir.path().join("bin");
+            std::fs::create_dir(&bin_dir).expect("bin/");
+            std::fs::set_permissions(&bin_dir, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+            for name in [
+                "skein",
+                "skein-postdrop",
+                "skein-smtpd",
+                "skein-router",
+                "skein-scheduler",
+                "skein-smtp",
+                "skein-local",
+            ] {
+                std::fs::copy(bin(name), bin_dir.join(name)).expect("copy a binary");
+            }
+            let status = Command::new("chgrp")
+                .arg(DROP_GROUP)
+                .arg(bin_dir.join("skein-postdrop"))
+                .status()
+                .expect("chgrp");
+            assert!(status.success());
+            std::fs::set_permissions(
+                bin_dir.join("skein-postdrop"),
+                std::fs::Permissions::from_mode(0o2755),
+            )
+            .expect("setgid");
         }
         let config = dir.path().join("skein.toml");
         std::fs::write(
             &config,
             format!(
                 "{user_line}\nhostname = \"test.example\"\n\n[spool]\ndir = \"{}\"\n\n\
-                 [smtpd]\nlisten = [\"127.0.0.1:{port}\"]\n\n[router]\nlocal_domains = [\"test.example\"]\n\n\
-                 [local]\nmaildir_root = \"{}\"\n",
+                 [smtpd]\nlisten = [\"127.0.0.1:{port}\"]\n{smtpd_keys}\n\n[router]\nlocal_domains = [\"test.example\"]\n\n\
+                 [local]\nmaildir_root = \"{}\"\n\n{extra}",
                 spool.display(),
                 mail.display()
             ),
@@ -130,8 +183,18 @@ impl Installation {
         self.dir.path().join("start.log")
     }
 
+    /// The installed `skein` when there is one, else the built one.
+    fn skein_program(&self) -> PathBuf {
+        let installed = self.dir.path().join("bin/skein");
+        if installed.exists() {
+            installed
+        } else {
+            bin("skein")
+        }
+    }
+
     fn skein(&self) -> Command {
-        let mut command = Command::new(bin("skein"));
+        let mut command = Command::new(self.skein_program());
         command
             .arg("-c")
             .arg(&self.config)
@@ -273,6 +336,7 @@ fn smtpd_is_up(port: u16) -> bool {
 /// processes, deliver, check the spool's owners and modes.
 fn root_start_drops_everything(user_line: &str) {
     let account = ensure_account();
+    let drop_group = ensure_drop_group();
     let install = Installation::new(user_line, true);
     let running = install.start();
     let supervisor = running.child.id();
@@ -362,26 +426,33 @@ fn root_start_drops_everything(user_line: &str) {
     let spool = install.spool();
     let sock = spool.join("run/scheduler.sock");
     let meta = std::fs::symlink_metadata(&sock).expect("scheduler socket");
+    // Open to all for mailq; the scheduler checks who asks what.
     assert_eq!(
         (meta.uid(), meta.mode() & 0o777),
-        (account.uid.as_raw(), 0o660)
+        (account.uid.as_raw(), 0o666)
     );
-    for area in [
-        "tmp",
-        "incoming",
-        "queue",
-        "transport",
-        "corrupt",
-        "run",
-        "free",
+    for (area, gid, mode) in [
+        ("tmp", account.gid, 0o750),
+        ("incoming", account.gid, 0o750),
+        ("queue", account.gid, 0o750),
+        ("transport", account.gid, 0o750),
+        ("corrupt", account.gid, 0o750),
+        ("run", account.gid, 0o751),
+        ("free", account.gid, 0o750),
+        ("maildrop", drop_group.gid, 0o3770),
     ] {
         let meta = std::fs::metadata(spool.join(area)).expect("area");
         assert_eq!(
             (meta.uid(), meta.gid(), meta.mode() & 0o7777),
-            (account.uid.as_raw(), account.gid.as_raw(), 0o750),
+            (account.uid.as_raw(), gid.as_raw(), mode),
             "{area}/"
         );
     }
+    let meta = std::fs::symlink_metadata(spool.join("maildrop/.wake")).expect("pickup socket");
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (account.uid.as_raw(), drop_group.gid.as_raw(), 0o660)
+    );
     let mut todo = vec![spool.clone()];
     while let Some(dir) = todo.pop() {
         for entry in std::fs::read_dir(&dir).expect("list") {
@@ -392,9 +463,21 @@ fn root_start_drops_everything(user_line: &str) {
                 continue;
             }
             assert_eq!(meta.uid(), account.uid.as_raw(), "{}", path.display());
+            if path == sock {
+                continue;
+            }
             if path.extension().is_some_and(|e| e == "pid") {
-                // Pid files are for everyone who may enter run/ (0750).
+                // Pid files are for everyone who may enter run/.
                 assert_eq!(meta.mode() & 0o777, 0o644, "{}", path.display());
+            } else if meta.is_dir() {
+                // run/ may be passed through (to the control socket),
+                // nothing listed or written by others.
+                assert_eq!(
+                    meta.mode() & 0o006,
+                    0,
+                    "{} is open to others",
+                    path.display()
+                );
             } else {
                 assert_eq!(
                     meta.mode() & 0o007,
@@ -492,4 +575,291 @@ fn as_root_a_missing_account_is_refused_with_how_to_create_it() {
     );
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(!install.spool().exists(), "nothing is created");
+}
+
+/// A command run as the ordinary user `nobody` (not `skein`, not in its
+/// group, not in the drop group), through `setpriv`.
+fn as_nobody(program: &Path) -> Command {
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(program);
+    command
+}
+
+fn run_with_input(mut command: Command, input: &[u8]) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // A refusal may come before all is written: a broken pipe is fine.
+    let _ = stdin.write_all(input);
+    drop(stdin);
+    child.wait_with_output().expect("wait")
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The service set started as root; `nobody`, an ordinary user, submits
+/// through the setgid `skein-postdrop`, sees delivery, lists the queue,
+/// is refused changing it, and gets the documented codes for a bad
+/// submission — with nothing lost: what the router refuses is in
+/// `corrupt/`, with its reason.
+#[test]
+fn an_ordinary_user_submits_through_postdrop_and_only_lists_the_queue() {
+    let account = ensure_account();
+    let drop_group = ensure_drop_group();
+    let nobody = nix::unistd::User::from_name("nobody")
+        .expect("user database")
+        .expect("nobody");
+    let install = Installation::with(
+        "user = \"skein\"",
+        true,
+        "max_message_size = \"20k\"",
+        "[[route]]\ndomain = \"held.example\"\nchannel = \"hold\"\n",
+    );
+    let running = install.start();
+    let spool = install.spool();
+    let maildrop = spool.join("maildrop");
+    assert!(
+        poll(|| smtpd_is_up(install.port) && maildrop.join(".wake").exists()),
+        "not started:\n{}",
+        install.log_text()
+    );
+    let meta = std::fs::metadata(&maildrop).expect("maildrop/");
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (account.uid.as_raw(), drop_group.gid.as_raw(), 0o3770)
+    );
+    let skein = install.skein_program();
+    let config = install.config.clone();
+    let skein_as_nobody = |args: &[&str]| {
+        let mut command = as_nobody(&skein);
+        command
+            .arg("-c")
+            .arg(&config)
+            .args(args)
+            .env_remove("SKEIN_CONFIG");
+        command
+    };
+
+    // 1. Submission and delivery.
+    let out = run_with_input(
+        skein_as_nobody(&["sendmail", "-i", "ann@test.example"]),
+        b"Subject: from nobody\n\nhello from an ordinary user\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new = install.dir.path().join("mail/ann/new");
+    assert!(
+        poll(|| names_in(&new).len() == 1),
+        "not delivered:\n{}",
+        install.log_text()
+    );
+    let delivered = std::fs::read_to_string(new.join(&names_in(&new)[0])).expect("read");
+    assert!(delivered.contains("Subject: from nobody"), "{delivered}");
+    assert!(
+        delivered.contains(&format!("(skein pickup, from userid {})", nobody.uid)),
+        "{delivered}"
+    );
+    let log = install.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("msg=\"picked up\"")
+            && l.contains(&format!("uid={}", nobody.uid))
+            && l.contains("user=nobody")),
+        "{log}"
+    );
+
+    // 2. The queue: listed by nobody, not changed by nobody.
+    let out = run_with_input(
+        skein_as_nobody(&["sendmail", "-i", "someone@held.example"]),
+        b"Subject: held\n\nstays in the queue\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut listing = serde_json::Value::Null;
+    assert!(
+        poll(|| {
+            let out = skein_as_nobody(&["mailq", "--json"])
+                .output()
+                .expect("mailq");
+            listing = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            out.status.success()
+                && listing.as_array().is_some_and(|messages| {
+                    messages
+                        .iter()
+                        .any(|m| m["recipients"][0]["address"] == "someone@held.example")
+                })
+        }),
+        "nobody's mailq never listed the held message: {listing}\n{}",
+        install.log_text()
+    );
+    let id = listing[0]["queue_id"]
+        .as_str()
+        .expect("queue id")
+        .to_owned();
+    let out = skein_as_nobody(&["mailq"]).output().expect("mailq");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+    let out = skein_as_nobody(&["queue", "delete", &id])
+        .output()
+        .expect("delete");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{err}");
+    assert!(
+        err.contains("only root, the skein account and its group may change the queue"),
+        "{err}"
+    );
+    let out = install
+        .skein()
+        .args(["mailq", "--json"])
+        .output()
+        .expect("mailq as root");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&id),
+        "still queued"
+    );
+
+    // 3. A bad submission through sendmail: refused with 65, nothing
+    //    handed over.
+    let big = format!("Subject: big\n\n{}\n", "x".repeat(30 * 1024));
+    let out = run_with_input(
+        skein_as_nobody(&["sendmail", "-i", "ann@test.example"]),
+        big.as_bytes(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(
+        err.contains("larger than the size limit of 20480 bytes"),
+        "{err}"
+    );
+    let out = run_with_input(
+        skein_as_nobody(&["sendmail", "-i", "bad@@test.example"]),
+        b"Subject: bad\n\nx\n",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(65),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(names_in(&maildrop), [".wake"], "nothing was handed over");
+
+    // 4. Bypassing sendmail: skein-postdrop takes what it is given (it
+    //    checks only the size) and the router refuses, keeping the bytes.
+    let postdrop = install.dir.path().join("bin/skein-postdrop");
+    let mut command = as_nobody(&postdrop);
+    command.arg("-c").arg(&config);
+    let garbage = b"this is not a message file\n".to_vec();
+    let out = run_with_input(command, &garbage);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let envelope = skein_spool::Envelope {
+        sender: "nobody@test.example".into(),
+        recipients: vec![skein_spool::Recipient::new("ann@test.example")],
+        origin: "a lie".into(),
+        ..skein_spool::Envelope::default()
+    };
+    let over =
+        skein_spool::drop::render(&envelope, "y".repeat(25 * 1024).as_bytes()).expect("render");
+    let mut command = as_nobody(&postdrop);
+    command.arg("-c").arg(&config);
+    let out = run_with_input(command, &over);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let corrupt = spool.join("corrupt");
+    assert!(
+        poll(|| names_in(&corrupt)
+            .iter()
+            .filter(|n| n.ends_with(".why"))
+            .count()
+            == 2),
+        "{:?}\n{}",
+        names_in(&corrupt),
+        install.log_text()
+    );
+    let mut kept = Vec::new();
+    for why in names_in(&corrupt).iter().filter(|n| n.ends_with(".why")) {
+        let text = std::fs::read_to_string(corrupt.join(why)).expect("why");
+        assert!(
+            text.contains(&format!("drop file of uid {} (nobody) refused", nobody.uid)),
+            "{text}"
+        );
+        kept.push((
+            text,
+            std::fs::read(corrupt.join(why.trim_end_matches(".why"))).expect("kept"),
+        ));
+    }
+    assert!(
+        kept.iter()
+            .any(|(why, bytes)| why.contains("malformed") && *bytes == garbage),
+        "{kept:?}"
+    );
+    assert!(
+        kept.iter()
+            .any(|(why, bytes)| why.contains("too large") && *bytes == over),
+        "too large, kept whole"
+    );
+    // Far over the limit: skein-postdrop itself refuses, with 65.
+    let huge = vec![b'z'; 20 * 1024 + 1024 * 1024 + 1];
+    let mut command = as_nobody(&postdrop);
+    command.arg("-c").arg(&config);
+    let out = run_with_input(command, &huge);
+    assert_eq!(
+        out.status.code(),
+        Some(65),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(names_in(&maildrop), [".wake"]);
+
+    // 5. nobody cannot look into maildrop/ nor the spool's areas.
+    for dir in [&maildrop, &spool.join("incoming"), &spool.join("queue")] {
+        let out = as_nobody(Path::new("/bin/ls"))
+            .arg(dir)
+            .output()
+            .expect("ls");
+        assert!(!out.status.success(), "nobody listed {}", dir.display());
+    }
+    // And a configuration that is not root's is not used by the setgid
+    // program.
+    let own = tempfile::Builder::new()
+        .prefix("skein-nobody-config")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    std::fs::set_permissions(own.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let fake = own.path().join("skein.toml");
+    std::fs::copy(&config, &fake).expect("copy config");
+    nix::unistd::chown(&fake, Some(nobody.uid), None).expect("chown");
+    let mut command = as_nobody(&postdrop);
+    command.arg("-c").arg(&fake);
+    let out = run_with_input(command, b"x");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("will not use"), "{err}");
+    drop(running);
 }

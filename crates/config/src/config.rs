@@ -54,6 +54,11 @@ pub struct SpoolConfig {
     /// `spool.dir`: the spool directory tree. Default `var/spool` under the
     /// working directory.
     pub dir: PathBuf,
+    /// `spool.drop_group`: the group the setgid `skein-postdrop` runs
+    /// as, through which local users who may not write the spool submit
+    /// into `maildrop/`. Default `skeindrop`. `skein start` as root gives
+    /// `maildrop/` to it when it exists.
+    pub drop_group: String,
 }
 
 /// `[smtpd]`: the inbound SMTP server's sockets, relay policy and limits.
@@ -348,6 +353,7 @@ impl Config {
             user: None,
             spool: SpoolConfig {
                 dir: resolve(cwd, Path::new("var/spool")),
+                drop_group: "skeindrop".to_owned(),
             },
             smtpd: SmtpdConfig {
                 listen: vec![SocketAddr::from(([127, 0, 0, 1], 2525))],

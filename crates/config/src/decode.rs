@@ -118,9 +118,20 @@ fn decode_user(item: &Item<'_, '_>) -> Result<Option<String>> {
 }
 
 fn decode_spool(item: &Item<'_, '_>, cwd: &Path, out: &mut SpoolConfig) -> Result<()> {
-    let table = item.table(&["dir"])?;
+    let table = item.table(&["dir", "drop_group"])?;
     if let Some(v) = table.get("dir") {
         out.dir = v.path(cwd)?;
+    }
+    if let Some(v) = table.get("drop_group") {
+        let name = v.string()?;
+        if name.is_empty()
+            || name
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == ':' || c == '/')
+        {
+            return Err(v.invalid(format!("invalid group name {name:?}")));
+        }
+        out.drop_group = name.to_owned();
     }
     Ok(())
 }

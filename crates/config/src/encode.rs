@@ -19,6 +19,7 @@ pub(crate) fn encode(config: &Config) -> String {
 
     out.section("[spool]");
     out.kv("dir", &path(Some(&config.spool.dir)));
+    out.kv("drop_group", &string(&config.spool.drop_group));
 
     let smtpd = &config.smtpd;
     out.section("[smtpd]");

@@ -33,6 +33,7 @@ user = "skein"
 
 [spool]
 dir = "/var/spool/skein"
+drop_group = "maildrop"
 
 [smtpd]
 listen = ["0.0.0.0:25", "[::]:25"]
@@ -142,6 +143,7 @@ fn full_expected() -> Config {
         user: Some("skein".into()),
         spool: SpoolConfig {
             dir: "/var/spool/skein".into(),
+            drop_group: "maildrop".into(),
         },
         smtpd: SmtpdConfig {
             listen: vec![addr("0.0.0.0:25"), addr("[::]:25")],
@@ -457,7 +459,7 @@ fn to_toml_spells_out_every_key() {
             .unwrap_or_default()
     };
     assert!(table.contains_key("hostname") && table.contains_key("user"));
-    assert_eq!(keys("spool"), ["dir"]);
+    assert_eq!(keys("spool"), ["dir", "drop_group"]);
     assert_eq!(keys("smtpd").len(), 22);
     assert_eq!(
         keys("supervisor"),

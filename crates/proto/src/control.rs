@@ -321,6 +321,10 @@ pub enum ControlErrorKind {
     Unavailable,
     /// The scheduler failed; its log says more.
     Internal,
+    /// The client may not make this request: only root, the skein account
+    /// and members of its group may change the queue (any local user may
+    /// list it).
+    Forbidden,
 }
 
 #[cfg(test)]

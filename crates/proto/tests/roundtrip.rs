@@ -362,6 +362,7 @@ fn control_response() {
             ControlErrorKind::Invalid,
             ControlErrorKind::Unavailable,
             ControlErrorKind::Internal,
+            ControlErrorKind::Forbidden,
         ]
         .into_iter()
         .map(|kind| {

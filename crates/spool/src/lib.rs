@@ -29,6 +29,7 @@
 //! corrupt file (set it aside with [`Spool::quarantine`]), or a caller bug.
 
 mod control;
+pub mod drop;
 pub mod durable;
 mod error;
 mod message;
@@ -38,7 +39,7 @@ pub mod rendezvous;
 pub mod text;
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -47,7 +48,7 @@ pub use durable::FileLock;
 pub use error::SpoolError;
 pub use message::{
     Envelope, MAX_HEADER, MessageInfo, MessageWriter, Recipient, open_verified, parse_header,
-    read_header, read_message, verify_body, write_file,
+    read_header, read_message, render_file, verify_body, write_file,
 };
 pub use pool::{Kind as FileKind, POOL_MAX};
 pub use queue_id::{InvalidQueueId, QUEUE_ID_LEN, QueueId};
@@ -74,11 +75,15 @@ pub enum Area {
     Run,
     /// `free/`: files of finished messages kept for reuse.
     Free,
+    /// `maildrop/`: submissions of local users who may not write the
+    /// spool, written by the setgid `skein-postdrop` and picked up by the
+    /// router ([`drop`]).
+    Maildrop,
 }
 
 impl Area {
     /// Every area, in creation order.
-    pub const ALL: [Area; 7] = [
+    pub const ALL: [Area; 8] = [
         Area::Tmp,
         Area::Incoming,
         Area::Queue,
@@ -86,6 +91,7 @@ impl Area {
         Area::Corrupt,
         Area::Run,
         Area::Free,
+        Area::Maildrop,
     ];
 
     /// The directory name.
@@ -98,6 +104,7 @@ impl Area {
             Area::Corrupt => "corrupt",
             Area::Run => "run",
             Area::Free => "free",
+            Area::Maildrop => "maildrop",
         }
     }
 }
@@ -115,9 +122,16 @@ pub struct CleanReport {
 /// writer's pid exists (that pid was reused: no writer takes a day).
 pub const STALE_TMP_AGE: Duration = Duration::from_secs(24 * 3600);
 
-/// The mode of every directory of the spool: its owner (the skein
-/// account) and its group (operators in the skein group), nobody else.
+/// The mode of the spool's areas: its owner (the skein account) and its
+/// group (operators in the skein group), nobody else.
 pub const DIR_MODE: u32 = 0o750;
+
+/// The mode of the spool's root and of `run/` when skein creates them:
+/// as [`DIR_MODE`], and others may pass through (not list) to reach the
+/// control socket, which is open to every local user for `mailq`
+/// ([`rendezvous::CONTROL_SOCKET_MODE`]). Every file others could name
+/// there is either a socket meant for them or not readable by them.
+pub const RUN_DIR_MODE: u32 = 0o751;
 
 /// The mode of every file skein writes into the spool — message files,
 /// control files, `.why` notes, the scheduler's lock: written by the
@@ -135,8 +149,9 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// Opens the spool at `root`, creating any missing directory (mode
-    /// 0750; `run/` 0750 too — the control socket sets its own mode).
+    /// Opens the spool at `root`, creating any missing directory: the
+    /// root and `run/` mode [`RUN_DIR_MODE`], the areas [`DIR_MODE`]
+    /// (exactly, whatever the umask); existing ones are left as they are.
     pub fn open(root: impl Into<PathBuf>) -> Result<Spool, SpoolError> {
         let root = root.into();
         let pool = std::sync::Arc::new(pool::Pool::new(root.join(Area::Free.dir_name())));
@@ -148,14 +163,30 @@ impl Spool {
             pool,
             incoming,
         };
-        for area in Area::ALL {
-            let dir = spool.dir(area);
-            match std::fs::DirBuilder::new()
+        if let Some(parent) = spool.root.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::DirBuilder::new()
                 .recursive(true)
-                .mode(DIR_MODE)
-                .create(&dir)
-            {
-                Ok(()) => {}
+                .create(parent)
+                .map_err(|e| SpoolError::io("create directory", parent, e))?;
+        }
+        let root_dir = spool.root.clone();
+        let wanted =
+            std::iter::once((root_dir, RUN_DIR_MODE)).chain(Area::ALL.into_iter().map(|area| {
+                let mode = if area == Area::Run {
+                    RUN_DIR_MODE
+                } else {
+                    DIR_MODE
+                };
+                (spool.dir(area), mode)
+            }));
+        for (dir, mode) in wanted {
+            match std::fs::DirBuilder::new().mode(mode).create(&dir) {
+                // Created here: the exact mode, whatever the umask.
+                Ok(()) => std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| SpoolError::io("chmod", &dir, e))?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(SpoolError::io("create directory", dir, e)),
             }
             if !dir.is_dir() {

@@ -601,8 +601,16 @@ pub fn open_verified(path: &Path, offset: u64, size: u64) -> Result<File, SpoolE
 /// and without fsync: for tests, tools and benchmarks that hand an agent
 /// a job. Returns the header as [`read_header`] would read it back.
 pub fn write_file(path: &Path, env: &Envelope, message: &[u8]) -> Result<MessageInfo, SpoolError> {
-    let id = QueueId::generate();
-    let (header, size_at) = render_header(&id, now_micros(), env)?;
+    let bytes = render_file(&QueueId::generate(), env, message)?;
+    std::fs::write(path, &bytes).map_err(|e| SpoolError::io("write", path, e))?;
+    Ok(read_header(path)?.0)
+}
+
+/// A complete message file with queue id `id`, in memory: what
+/// [`write_file`] writes, and what `skein sendmail` hands `skein-postdrop`
+/// ([`crate::drop`]).
+pub fn render_file(id: &QueueId, env: &Envelope, message: &[u8]) -> Result<Vec<u8>, SpoolError> {
+    let (header, size_at) = render_header(id, now_micros(), env)?;
     let mut bytes = header.into_bytes();
     let patch = format!(
         "{:020}\ncrc32 {:08x}\neightbit {}",
@@ -612,8 +620,7 @@ pub fn write_file(path: &Path, env: &Envelope, message: &[u8]) -> Result<Message
     );
     bytes[size_at..size_at + patch.len()].copy_from_slice(patch.as_bytes());
     bytes.extend_from_slice(message);
-    std::fs::write(path, &bytes).map_err(|e| SpoolError::io("write", path, e))?;
-    Ok(read_header(path)?.0)
+    Ok(bytes)
 }
 
 /// Reads a whole message file, checks it, and returns the header and the

@@ -28,6 +28,13 @@ pub const WAKE: u8 = b'!';
 /// cannot.
 pub const SOCKET_MODE: u32 = 0o660;
 
+/// The mode of [`scheduler_socket`]: every local user may connect, so
+/// that `mailq` works for all; the scheduler decides what each may ask
+/// from the peer's credentials (only root, the skein account and its group
+/// may change the queue). Reaching it needs `o+x` on the spool root and
+/// `run/` ([`crate::RUN_DIR_MODE`]).
+pub const CONTROL_SOCKET_MODE: u32 = 0o666;
+
 /// A process that holds a pid file in `run/`: its pid for `kill` and
 /// `skein status`, and an exclusive `flock` that says it is alive and
 /// keeps a second one from starting on the same spool

@@ -119,6 +119,7 @@ pub fn exit_for(kind: ControlErrorKind) -> u8 {
         ControlErrorKind::UnknownId | ControlErrorKind::Invalid => EX_REFUSED,
         ControlErrorKind::Unavailable => EX_TEMPFAIL,
         ControlErrorKind::Internal => EX_SOFTWARE,
+        ControlErrorKind::Forbidden => crate::control::EX_NOPERM,
     }
 }
 

@@ -11,8 +11,11 @@
 //! when the spool cannot take the message, EX_CONFIG for a broken
 //! configuration, EX_SOFTWARE for a bug.
 //!
-//! Privilege: runs as the invoking user and needs write access to the
-//! spool's `tmp/` and `incoming/` (see docs/operations). Run by root, it
+//! Privilege: runs as the invoking user. A user who may write the
+//! spool's `tmp/` and `incoming/` (the skein account, its group, the
+//! quick start's owner) writes there; anyone else's submission is built in
+//! memory and piped to the setgid `skein-postdrop`, which puts it in
+//! `maildrop/` for the router (docs/spool.md, "maildrop/"). Run by root, it
 //! first becomes the spool's owner ([`become_spool_owner`]), so that what
 //! it writes is readable by the daemons, which never run as root. Message headers
 //! are read only to find recipients (`-t`) and are otherwise copied.
@@ -75,12 +78,13 @@ pub fn run(args: &[String], config: Option<&Path>, input: &mut dyn BufRead) -> R
     let explicit = opts.config.as_deref().or(config);
     let loaded = Config::load(explicit).map_err(|e| fail(EX_CONFIG, e.to_string()))?;
     let config = loaded.config;
+    let source = loaded.source;
     if opts.verbose {
         for i in &opts.ignored {
             eprintln!("sendmail: ignoring option {i}");
         }
     }
-    let submitter = Submitter::new(&config, &opts)?;
+    let submitter = Submitter::new(&config, &opts, source)?;
     become_spool_owner(&config.spool.dir)?;
     submitter.submit(input)
 }
@@ -119,6 +123,8 @@ fn become_spool_owner(spool: &Path) -> Result<(), Failure> {
 
 struct Submitter<'a> {
     config: &'a Config,
+    /// Where the configuration came from, passed on to `skein-postdrop`.
+    source: skein_config::Source,
     opts: &'a Options,
     qualify_domain: String,
     uid: u32,
@@ -127,7 +133,11 @@ struct Submitter<'a> {
 }
 
 impl<'a> Submitter<'a> {
-    fn new(config: &'a Config, opts: &'a Options) -> Result<Self, Failure> {
+    fn new(
+        config: &'a Config,
+        opts: &'a Options,
+        source: skein_config::Source,
+    ) -> Result<Self, Failure> {
         let qualify_domain = config
             .router
             .local_domains
@@ -142,6 +152,7 @@ impl<'a> Submitter<'a> {
             .unwrap_or_else(|| format!("uid{uid}"));
         let mut s = Submitter {
             config,
+            source,
             opts,
             qualify_domain,
             uid: uid.as_raw(),
@@ -219,6 +230,9 @@ impl<'a> Submitter<'a> {
             origin: format!("sendmail uid={} user={}", self.uid, self.login),
         };
 
+        if !may_write_spool(&self.config.spool.dir) {
+            return self.submit_by_drop(envelope, &header, &mut lines);
+        }
         let spool = Spool::open(&self.config.spool.dir).map_err(tempfail)?;
         // Leftovers of killed submissions; best effort (another user's
         // files may not be ours to remove).
@@ -234,7 +248,7 @@ impl<'a> Submitter<'a> {
             limit,
         };
         out.put(
-            self.trace_and_headers(&header, out.writer.id().as_str())
+            self.trace_and_headers(&header, out.writer.id().as_str(), true)
                 .as_bytes(),
         )?;
         while let Line::Data(bytes) = lines.next_line().map_err(noinput)? {
@@ -251,13 +265,89 @@ impl<'a> Submitter<'a> {
         Ok(())
     }
 
-    fn trace_and_headers(&self, header: &HeaderSection, id: &str) -> String {
+    /// Hands the submission to `skein-postdrop` (the spool is not ours to
+    /// write): the whole message is built in memory, with the size limit
+    /// checked as it grows, rendered as a message file and piped to the
+    /// setgid program, whose exit status becomes ours. The router adds the
+    /// Received line, with the uid the kernel says wrote the drop file.
+    fn submit_by_drop(
+        &self,
+        envelope: Envelope,
+        header: &HeaderSection,
+        lines: &mut LineReader<'_>,
+    ) -> Result<(), Failure> {
+        use std::io::Write;
+        let id = skein_spool::QueueId::generate();
+        let limit = self.config.smtpd.max_message_size.bytes();
+        let mut message = self
+            .trace_and_headers(header, id.as_str(), false)
+            .into_bytes();
+        loop {
+            check_limit(message.len() as u64, limit)?;
+            match lines.next_line().map_err(noinput)? {
+                Line::Data(bytes) => message.extend_from_slice(&bytes),
+                _ => break,
+            }
+        }
+        check_limit(message.len() as u64, limit)?;
+        let bytes = skein_spool::render_file(&id, &envelope, &message).map_err(tempfail)?;
+        let program = crate::supervisor::find_program(skein_spool::drop::POSTDROP)
+            .map_err(|e| fail(EX_UNAVAILABLE, format!("cannot submit: {e}")))?;
+        let mut command = std::process::Command::new(&program);
+        if let skein_config::Source::File(path) = &self.source {
+            command.arg("-c").arg(path);
+        }
+        let mut child = command
+            .env_remove(skein_config::CONFIG_ENV)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                fail(
+                    EX_UNAVAILABLE,
+                    format!("cannot run {}: {e}", program.display()),
+                )
+            })?;
+        let written = child
+            .stdin
+            .take()
+            .map(|mut stdin| stdin.write_all(&bytes))
+            .unwrap_or(Ok(()));
+        let status = child
+            .wait()
+            .map_err(|e| fail(EX_TEMPFAIL, format!("cannot wait for skein-postdrop: {e}")))?;
+        match status.code() {
+            Some(0) if written.is_ok() => {
+                if self.opts.verbose {
+                    eprintln!(
+                        "sendmail: handed to skein-postdrop for {} recipient(s)",
+                        envelope.recipients.len()
+                    );
+                }
+                Ok(())
+            }
+            Some(0) => Err(fail(
+                EX_TEMPFAIL,
+                "skein-postdrop did not take the whole message",
+            )),
+            Some(code) => Err(fail(
+                u8::try_from(code).unwrap_or(EX_TEMPFAIL),
+                format!("not queued: skein-postdrop exited {code}"),
+            )),
+            None => Err(fail(EX_TEMPFAIL, "not queued: skein-postdrop was killed")),
+        }
+    }
+
+    fn trace_and_headers(&self, header: &HeaderSection, id: &str, received: bool) -> String {
         let host = &self.config.hostname;
         let date = skein_mail::date::now_local();
-        let mut h = format!(
-            "Received: by {host} (skein sendmail, from userid {})\r\n\tid {id}; {date}\r\n",
-            self.uid
-        );
+        let mut h = if received {
+            format!(
+                "Received: by {host} (skein sendmail, from userid {})\r\n\tid {id}; {date}\r\n",
+                self.uid
+            )
+        } else {
+            String::new()
+        };
         for field in &header.fields {
             if !field.is_bcc() {
                 h.push_str(&String::from_utf8_lossy(&field.raw));
@@ -291,6 +381,35 @@ impl<'a> Submitter<'a> {
     }
 }
 
+/// Whether this process writes the spool at `dir` itself: unless its
+/// `tmp/` or `incoming/` is a directory that permissions keep us out of
+/// (the spool belongs to the skein account), in which case the submission
+/// goes through `skein-postdrop`. A spool not there yet (the quick start
+/// creates it) or broken otherwise (not a directory, a read-only file
+/// system) is written directly, so that its error is the one reported.
+fn may_write_spool(dir: &Path) -> bool {
+    use nix::unistd::{AccessFlags, access};
+    let flags = AccessFlags::W_OK | AccessFlags::X_OK;
+    ![skein_spool::Area::Tmp, skein_spool::Area::Incoming]
+        .iter()
+        .any(|area| {
+            let path = dir.join(area.dir_name());
+            path.is_dir() && access(&path, flags) == Err(nix::errno::Errno::EACCES)
+        })
+}
+
+fn check_limit(size: u64, limit: u64) -> Result<(), Failure> {
+    if limit > 0 && size > limit {
+        return Err(fail(
+            EX_DATAERR,
+            format!(
+                "message refused: larger than the size limit of {limit} bytes (smtpd.max_message_size)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Writes through to the spool, refusing to go past the size limit.
 struct Limited<'w> {
     writer: &'w mut MessageWriter,
@@ -299,15 +418,7 @@ struct Limited<'w> {
 
 impl Limited<'_> {
     fn put(&mut self, bytes: &[u8]) -> Result<(), Failure> {
-        if self.limit > 0 && self.writer.written() + bytes.len() as u64 > self.limit {
-            return Err(fail(
-                EX_DATAERR,
-                format!(
-                    "message refused: larger than the size limit of {} bytes (smtpd.max_message_size)",
-                    self.limit
-                ),
-            ));
-        }
+        check_limit(self.writer.written() + bytes.len() as u64, self.limit)?;
         self.writer.write_message(bytes).map_err(tempfail)
     }
 }

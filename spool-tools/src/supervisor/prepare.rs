@@ -23,7 +23,7 @@ use std::path::Path;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Uid, User, chown, fork};
 use skein_config::Config;
-use skein_spool::Spool;
+use skein_spool::{Spool, drop};
 
 use crate::sysexits::{EX_CANTCREAT, EX_NOUSER, EX_SOFTWARE};
 
@@ -63,7 +63,29 @@ pub fn for_services(config: &Config) -> Result<Option<User>, Refusal> {
         })?;
     }
     probe_as(&account, &config.spool.dir)?;
+    drop_area(config).map_err(|message| Refusal {
+        code: EX_CANTCREAT,
+        message,
+    })?;
     Ok(Some(account))
+}
+
+/// Gives `maildrop/` to `spool.drop_group` with [`drop::DROP_DIR_MODE`],
+/// when that group exists: the setgid `skein-postdrop` can then write
+/// there for every local user. Without the group the directory stays the
+/// account's (mode 0750) and only the account, its group and root can
+/// submit. Returns whether submission by others is set up.
+fn drop_area(config: &Config) -> Result<bool, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(Some(group)) = nix::unistd::Group::from_name(&config.spool.drop_group) else {
+        return Ok(false);
+    };
+    let dir = drop::dir(&config.spool.dir);
+    chown(&dir, None, Some(group.gid))
+        .map_err(|e| format!("cannot give {} to group {}: {e}", dir.display(), group.name))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(drop::DROP_DIR_MODE))
+        .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))?;
+    Ok(true)
 }
 
 /// Creates `dir` owned by `uid`:`gid` with [`ROOT_DIR_MODE`] if it does
