@@ -26,4 +26,11 @@ for unit in skein-router skein-scheduler skein-smtpd; do
     exit 1
   fi
 done
+# The optional drop-in for local.home_mailbox: verified, and its score
+# shown (it trades hardening for delivery as system users).
+cp -r "$here/skein-scheduler.service.d" "$work/"
+SYSTEMD_UNIT_PATH="$work:" systemd-analyze verify --man=no skein-scheduler.service
+line=$(SYSTEMD_UNIT_PATH="$work:" systemd-analyze security --offline=true \
+    --no-pager skein-scheduler.service | grep 'Overall exposure level')
+echo "skein-scheduler.service with home-mailbox.conf: ${line##*: }"
 echo "systemd units OK"

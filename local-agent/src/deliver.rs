@@ -21,6 +21,10 @@ pub struct Target {
     pub maildir_root: PathBuf,
     /// The machine's host name, for unique Maildir file names.
     pub hostname: String,
+    /// `local.home_mailbox`: empty, or the Maildir under a system
+    /// account's home that its mail goes to, written as the account
+    /// ([`crate::home`]).
+    pub home_mailbox: String,
 }
 
 /// Delivers every recipient of `job`; one result per recipient, in
@@ -75,13 +79,29 @@ fn deliver_one(
     check_user_name(&user)?;
     let users = SystemUsers::new(target.maildir_root.clone());
     lookup(&users, &user)?;
+    let header = format!(
+        "Return-Path: <{}>\nDelivered-To: {}\n",
+        one_line(&job.sender),
+        one_line(&recipient.address)
+    );
+    if !target.home_mailbox.is_empty()
+        && let Some(account) = crate::home::account(&user)?
+    {
+        return crate::home::deliver(
+            &account,
+            &target.home_mailbox,
+            &target.hostname,
+            |mut out| {
+                out.write_all(header.as_bytes())?;
+                source.copy_as_lf(&mut out).map(drop).map_err(|e| match e {
+                    CopyError::Write(io) => io,
+                    CopyError::Read(e) => std::io::Error::other(e.to_string()),
+                })
+            },
+        );
+    }
     let maildir = Maildir::ensure(&users.maildir(&user))?;
     let result = maildir.deliver(&target.hostname, |out| {
-        let header = format!(
-            "Return-Path: <{}>\nDelivered-To: {}\n",
-            one_line(&job.sender),
-            one_line(&recipient.address)
-        );
         out.write_all(header.as_bytes()).map_err(CopyError::Write)?;
         source.copy_as_lf(out).map(drop)
     });
@@ -123,6 +143,7 @@ mod tests {
         let target = Target {
             maildir_root: dir.path().join("mail"),
             hostname: "test.example".into(),
+            home_mailbox: String::new(),
         };
         Fixture {
             dir,

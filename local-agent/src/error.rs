@@ -17,6 +17,7 @@ use skein_proto::EnhancedCode;
 /// | [`Message`](Self::Message) | the local system: the spool file is missing or shorter than the job says | deferred `4.3.0` |
 /// | [`Mailbox`](Self::Mailbox) | the local system: the Maildir cannot be written | deferred `4.2.2` for a full disk or quota, else `4.3.0` |
 /// | [`UserLookup`](Self::UserLookup) | the local system: the user database failed | deferred `4.3.0` |
+/// | [`AsUser`](Self::AsUser) | the local system: delivery as the account (`local.home_mailbox`) failed — the agent may not switch users, or the account's Maildir cannot be written | deferred `4.2.2` for a full disk or quota, else `4.3.0` |
 #[derive(Debug)]
 pub enum LocalError {
     /// Neither a system account nor an existing Maildir.
@@ -51,6 +52,15 @@ pub enum LocalError {
         /// The system's error.
         source: io::Error,
     },
+    /// Delivery into an account's home Maildir, as the account, failed.
+    AsUser {
+        /// The account.
+        user: String,
+        /// What went wrong, as the writer or the switch reported it.
+        problem: String,
+        /// The disk or the account's quota is full.
+        full: bool,
+    },
 }
 
 impl LocalError {
@@ -75,9 +85,13 @@ impl LocalError {
             LocalError::Mailbox { source, .. } if is_full(source) => {
                 Delivery::deferred(EnhancedCode::MAILBOX_FULL, diagnostic, None)
             }
+            LocalError::AsUser { full: true, .. } => {
+                Delivery::deferred(EnhancedCode::MAILBOX_FULL, diagnostic, None)
+            }
             LocalError::Message { .. }
             | LocalError::Mailbox { .. }
-            | LocalError::UserLookup { .. } => {
+            | LocalError::UserLookup { .. }
+            | LocalError::AsUser { .. } => {
                 Delivery::deferred(EnhancedCode::SYSTEM_TROUBLE, diagnostic, None)
             }
         }
@@ -85,7 +99,7 @@ impl LocalError {
 }
 
 /// A full file system or an exhausted quota: the mailbox cannot grow.
-fn is_full(error: &io::Error) -> bool {
+pub(crate) fn is_full(error: &io::Error) -> bool {
     matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
@@ -108,6 +122,9 @@ impl fmt::Display for LocalError {
             }
             LocalError::UserLookup { user, source } => {
                 write!(f, "cannot look up user {user}: {source}")
+            }
+            LocalError::AsUser { user, problem, .. } => {
+                write!(f, "delivery as {user} failed: {problem}")
             }
         }
     }

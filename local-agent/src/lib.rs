@@ -22,10 +22,14 @@
 //! name is refused by the user-name rule the router applies too
 //! (`skein_routing::users::check_user_name`: letters, digits, `.`, `-`,
 //! `_`, in lower case, not starting with `.` or `-`, at most 255 bytes),
-//! so no address can write outside the Maildir root. It runs with the
-//! privilege the scheduler gives it and needs
-//! write access to the Maildirs; it does not change file ownership (a
-//! Maildir it creates belongs to the user skein runs as).
+//! so no address can write outside the Maildir root. It runs as the
+//! scheduler's account and needs write access to the Maildirs; a Maildir
+//! it creates under the root belongs to that account. With
+//! `local.home_mailbox` it delivers a system account's mail into the
+//! account's home, as the account, through `skein-local-writer`
+//! ([`home`]): for that alone it holds `CAP_SETUID` and `CAP_SETGID`
+//! (file capabilities), and drops every other capability at start — all
+//! of them when `home_mailbox` is unset. It never delivers as root.
 //!
 //! **On failure.** An unknown user fails (`5.1.1`; an unusable name
 //! `5.1.3`) and is bounced by the scheduler. Everything else is deferred:
@@ -35,11 +39,12 @@
 //! never a loss); a crash before the link into `new/` leaves only a stale
 //! file in `tmp/`.
 //!
-//! **Configuration.** `local.maildir_root`; the file comes from `-c FILE`
+//! **Configuration.** `local.maildir_root`, `local.home_mailbox`; the file comes from `-c FILE`
 //! or `SKEIN_CONFIG` (which the scheduler sets), else the embedded default.
 
 mod deliver;
 mod error;
+pub mod home;
 mod maildir;
 mod message;
 mod users;
@@ -68,10 +73,18 @@ const AHEAD: u32 = 8;
 /// Runs the agent on fd 3 until the scheduler says `Shutdown` or goes
 /// away; returns the exit status.
 pub fn run(config: &Config) -> ExitCode {
+    let home_delivery = !config.local.home_mailbox.is_empty();
+    // Whatever file capabilities this binary was given, keep only what
+    // delivery as a system account needs, and nothing when it is off.
+    if let Err(e) = home::limit_capabilities(home_delivery) {
+        eprintln!("{PROGRAM}: cannot drop capabilities: {e}");
+        return ExitCode::from(71);
+    }
     let agent = LocalAgent {
         target: Arc::new(Target {
             maildir_root: config.local.maildir_root.clone(),
             hostname: skein_config::system_hostname(),
+            home_mailbox: config.local.home_mailbox.clone(),
         }),
     };
     run_simple(DEFAULT_CHANNEL, PROGRAM, AHEAD, agent)

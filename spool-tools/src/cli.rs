@@ -31,7 +31,18 @@ enum Command {
         action: ConfigAction,
     },
     /// Submit a message read from standard input (sendmail(1) options).
-    #[command(disable_help_flag = true)]
+    #[command(
+        disable_help_flag = true,
+        long_about = "Submit a message read from standard input, as sendmail(1): \
+            `skein sendmail [-t] [-i] [-f sender] [-F name] [-N dsn] [-R ret] [-V envid] \
+            [-C config] [recipient ...]`; `-bp` lists the queue. It exits 0 only once the \
+            message is on stable storage. A user who may not write the spool hands the \
+            submission to the setgid skein-postdrop. Exit codes (sysexits): 64 a bad \
+            command line, 65 no recipient, a bad address or a message over \
+            smtpd.max_message_size, 66 standard input unreadable, 69 skein-postdrop not \
+            found, 73 skein-postdrop not installed setgid, 75 the spool cannot take the \
+            message now, 78 a broken or untrusted configuration."
+    )]
     Sendmail {
         /// sendmail options and recipients, e.g. `-t -i -f sender`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -48,11 +59,19 @@ enum Command {
     Start,
     /// Stop a running `skein start`.
     Stop,
-    /// Say whether skein runs, with the scheduler's counters.
+    /// Say whether skein runs, with the scheduler's counters and every
+    /// process with its user.
     Status {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Write the manual pages (skein(8), one per subcommand, mailq(1))
+    /// into DIR: for packaging.
+    #[command(hide = true)]
+    Manpages {
+        /// Where to write them.
+        dir: PathBuf,
     },
 }
 
@@ -168,6 +187,50 @@ pub fn main(args: Vec<OsString>) -> u8 {
         Command::Start => crate::supervisor::start(config),
         Command::Stop => crate::supervisor::stop(config),
         Command::Status { json } => status(config, json),
+        Command::Manpages { dir } => manpages(&dir),
+    }
+}
+
+/// `skein manpages DIR`: `skein.8`, `skein-<subcommand>.8` for each
+/// visible subcommand (and `skein-queue-<action>.8`), and `mailq.1`,
+/// rendered from the command-line definitions themselves, so that they
+/// cannot drift from what the command accepts.
+fn manpages(dir: &Path) -> u8 {
+    use clap::CommandFactory;
+    fn write(dir: &Path, file: &str, cmd: clap::Command, section: &str) -> io::Result<()> {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .section(section)
+            .manual("skein")
+            .source(format!("skein {}", env!("CARGO_PKG_VERSION")))
+            .render(&mut out)?;
+        std::fs::write(dir.join(file), out)
+    }
+    fn pages(dir: &Path, prefix: &str, cmd: &clap::Command) -> io::Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            // clap names are &'static str without its `string` feature;
+            // this one-shot command can afford to leak a few.
+            let name: &'static str =
+                Box::leak(format!("{prefix}-{}", sub.get_name()).into_boxed_str());
+            write(dir, &format!("{name}.8"), sub.clone().name(name), "8")?;
+            pages(dir, name, sub)?;
+        }
+        Ok(())
+    }
+    let skein = Cli::command();
+    let result = std::fs::create_dir_all(dir)
+        .and_then(|()| write(dir, "skein.8", skein.clone(), "8"))
+        .and_then(|()| pages(dir, "skein", &skein))
+        .and_then(|()| write(dir, "mailq.1", MailqCli::command(), "1"));
+    match result {
+        Ok(()) => EX_OK,
+        Err(e) => {
+            eprintln!(
+                "skein: cannot write the manual pages into {}: {e}",
+                dir.display()
+            );
+            EX_CANTCREAT
+        }
     }
 }
 

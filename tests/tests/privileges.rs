@@ -145,6 +145,7 @@ impl Installation {
                 "skein-scheduler",
                 "skein-smtp",
                 "skein-local",
+                "skein-local-writer",
             ] {
                 std::fs::copy(bin(name), bin_dir.join(name)).expect("copy a binary");
             }
@@ -861,5 +862,155 @@ fn an_ordinary_user_submits_through_postdrop_and_only_lists_the_queue() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert!(err.contains("will not use"), "{err}");
+    drop(running);
+}
+
+/// The capability sets of `pid` (`CapPrm`, `CapEff`), from `/proc`.
+fn capabilities(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hex = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    };
+    Some((hex("CapPrm:")?, hex("CapEff:")?))
+}
+
+const HOME_USER: &str = "skeinhome";
+const HOME_DIR: &str = "/var/tmp/skeinhome-test";
+
+/// A system account with a home directory, fresh for each run.
+fn ensure_home_user() -> nix::unistd::User {
+    require_root();
+    if nix::unistd::User::from_name(HOME_USER)
+        .expect("user database")
+        .is_none()
+    {
+        let status = Command::new("useradd")
+            .args([
+                "--home-dir",
+                HOME_DIR,
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                HOME_USER,
+            ])
+            .status()
+            .expect("useradd");
+        assert!(status.success(), "useradd {HOME_USER}");
+    }
+    let user = nix::unistd::User::from_name(HOME_USER)
+        .expect("user database")
+        .expect("the account exists");
+    let _ = std::fs::remove_dir_all(&user.dir);
+    let status = Command::new("install")
+        .args(["-d", "-o", HOME_USER, "-g", HOME_USER, "-m", "0750"])
+        .arg(&user.dir)
+        .status()
+        .expect("install -d");
+    assert!(status.success());
+    user
+}
+
+/// `local.home_mailbox = "Maildir/"`: mail for a system account goes to
+/// its `~/Maildir`, written as the account — directories 0700 and the
+/// file 0600, the account's, created on first delivery — by a
+/// skein-local that runs as `skein` and holds CAP_SETUID and CAP_SETGID
+/// only (file capabilities), while no other process holds any.
+#[test]
+fn mail_for_a_system_account_is_written_as_it_into_its_home_maildir() {
+    let account = ensure_account();
+    ensure_drop_group();
+    let home_user = ensure_home_user();
+    let install = Installation::with(
+        "user = \"skein\"",
+        true,
+        "",
+        "home_mailbox = \"Maildir/\"\n",
+    );
+    let local = install.dir.path().join("bin/skein-local");
+    // The install step: only the skein account may run it (file
+    // capabilities on a binary anyone may run would give them away), then
+    // the capabilities (chgrp/chmod after setcap would clear them).
+    for step in [
+        vec!["chgrp".to_owned(), ACCOUNT.to_owned()],
+        vec!["chmod".to_owned(), "0750".to_owned()],
+        vec!["setcap".to_owned(), "cap_setuid,cap_setgid+ep".to_owned()],
+    ] {
+        let status = Command::new(&step[0])
+            .args(&step[1..])
+            .arg(&local)
+            .status()
+            .unwrap_or_else(|e| panic!("{}: {e} (apt: libcap2-bin)", step[0]));
+        assert!(status.success(), "{step:?}");
+    }
+    let running = install.start();
+    let supervisor = running.child.id();
+    assert!(
+        poll(|| smtpd_is_up(install.port)),
+        "not started:\n{}",
+        install.log_text()
+    );
+    send_by_smtp(
+        install.port,
+        &format!("{HOME_USER}@test.example"),
+        "to a home",
+    );
+    let maildir = home_user.dir.join("Maildir");
+    assert!(
+        poll(|| names_in(&maildir.join("new")).len() == 1),
+        "not delivered:\n{}",
+        install.log_text()
+    );
+    let file = maildir.join("new").join(&names_in(&maildir.join("new"))[0]);
+    let meta = std::fs::metadata(&file).expect("message");
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (home_user.uid.as_raw(), home_user.gid.as_raw(), 0o600),
+        "{}",
+        file.display()
+    );
+    for dir in ["", "tmp", "new", "cur"] {
+        let meta = std::fs::metadata(maildir.join(dir)).expect("dir");
+        assert_eq!(
+            (meta.uid(), meta.mode() & 0o7777),
+            (home_user.uid.as_raw(), 0o700),
+            "Maildir/{dir}"
+        );
+    }
+    let text = std::fs::read_to_string(&file).expect("read");
+    assert!(
+        text.contains(&format!("Delivered-To: {HOME_USER}@test.example")),
+        "{text}"
+    );
+    assert!(text.contains("Subject: to a home"), "{text}");
+    // Nothing under the Maildir root for this user: it went home.
+    assert!(!install.dir.path().join("mail").join(HOME_USER).exists());
+
+    // Who holds what: skein-local, as skein, CAP_SETUID and CAP_SETGID
+    // only (bits 6 and 7); every other process below the supervisor none.
+    let mut seen_local = None;
+    assert!(
+        poll(|| {
+            seen_local = descendants(supervisor)
+                .into_iter()
+                .find(|p| p.name == "skein-local");
+            seen_local.is_some()
+        }),
+        "no skein-local running"
+    );
+    let local_proc = seen_local.expect("skein-local");
+    assert_eq!(local_proc.uids[0], account.uid.as_raw());
+    assert_eq!(
+        capabilities(local_proc.pid),
+        Some((0xc0, 0xc0)),
+        "skein-local's capabilities"
+    );
+    for p in descendants(supervisor) {
+        if p.name != "skein-local" {
+            assert_eq!(capabilities(p.pid).map(|c| c.0), Some(0), "{}", p.name);
+        }
+    }
     drop(running);
 }

@@ -210,6 +210,12 @@ pub struct LocalConfig {
     /// with `tmp/`, `new/` and `cur/`. Default `var/mail` under the working
     /// directory.
     pub maildir_root: PathBuf,
+    /// `local.home_mailbox`: when set (a relative path ending in `/`,
+    /// e.g. `Maildir/`, as Postfix's `home_mailbox`), mail for a system
+    /// account other than root goes to that Maildir under the account's
+    /// home directory, written as the account. Default empty: every local
+    /// user's Maildir is under `maildir_root`, owned by the skein account.
+    pub home_mailbox: String,
 }
 
 impl LocalConfig {
@@ -389,6 +395,7 @@ impl Config {
             route: Vec::new(),
             local: LocalConfig {
                 maildir_root: resolve(cwd, Path::new("var/mail")),
+                home_mailbox: String::new(),
             },
             scheduler: SchedulerConfig {
                 retries: [1, 5, 15, 30, 60, 120, 240].map(minutes).to_vec(),

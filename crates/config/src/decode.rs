@@ -322,9 +322,22 @@ fn decode_route(table: &Table<'_, '_>) -> Result<Route> {
 const ROUTE_KEYS: &[&str] = &["domain", "channel", "nexthop", "tls"];
 
 fn decode_local(item: &Item<'_, '_>, cwd: &Path, out: &mut LocalConfig) -> Result<()> {
-    let table = item.table(&["maildir_root"])?;
+    let table = item.table(&["maildir_root", "home_mailbox"])?;
     if let Some(v) = table.get("maildir_root") {
         out.maildir_root = v.path(cwd)?;
+    }
+    if let Some(v) = table.get("home_mailbox") {
+        let text = v.string()?;
+        let path = Path::new(text);
+        let plain = path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !text.is_empty() && (!text.ends_with('/') || !plain || text.contains("//")) {
+            return Err(v.invalid(format!(
+                "{text:?}: expected a Maildir path relative to the home directory, ending in / (e.g. \"Maildir/\"), without .. or a leading /"
+            )));
+        }
+        out.home_mailbox = text.to_owned();
     }
     Ok(())
 }

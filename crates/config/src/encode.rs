@@ -90,6 +90,7 @@ pub(crate) fn encode(config: &Config) -> String {
 
     out.section("[local]");
     out.kv("maildir_root", &path(Some(&config.local.maildir_root)));
+    out.kv("home_mailbox", &string(&config.local.home_mailbox));
 
     let scheduler = &config.scheduler;
     out.section("[scheduler]");

@@ -82,6 +82,7 @@ channel = "hold"
 
 [local]
 maildir_root = "/home/mail"
+home_mailbox = "Mail/inbox/"
 
 [scheduler]
 retries = ["30s", "1h30m"]
@@ -204,6 +205,7 @@ fn full_expected() -> Config {
         ],
         local: LocalConfig {
             maildir_root: "/home/mail".into(),
+            home_mailbox: "Mail/inbox/".into(),
         },
         scheduler: SchedulerConfig {
             retries: vec![secs(30), secs(5400)],
@@ -466,7 +468,7 @@ fn to_toml_spells_out_every_key() {
         ["healthy_after", "restart_delay", "restart_delay_max"]
     );
     assert_eq!(keys("router").len(), 5);
-    assert_eq!(keys("local"), ["maildir_root"]);
+    assert_eq!(keys("local"), ["home_mailbox", "maildir_root"]);
     assert_eq!(keys("scheduler").len(), 6, "5 keys and the clause array");
     assert_eq!(keys("tls").len(), 2);
     assert_eq!(keys("smtp").len(), 14);
