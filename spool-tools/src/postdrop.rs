@@ -43,26 +43,13 @@ use std::path::{Path, PathBuf};
 use skein_config::Config;
 use skein_spool::drop;
 
-use crate::sysexits::{EX_CANTCREAT, EX_CONFIG, EX_DATAERR, EX_NOINPUT, EX_TEMPFAIL, EX_USAGE};
+pub use crate::sysexits::Failure;
+use crate::sysexits::{
+    EX_CANTCREAT, EX_CONFIG, EX_DATAERR, EX_NOINPUT, EX_TEMPFAIL, EX_USAGE, fail,
+};
 
 /// The configuration used when none is named.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/skein/skein.toml";
-
-/// A failure: the exit code and the line to print after `skein-postdrop: `.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Failure {
-    /// sysexits code.
-    pub code: u8,
-    /// What went wrong.
-    pub message: String,
-}
-
-fn fail(code: u8, message: impl Into<String>) -> Failure {
-    Failure {
-        code,
-        message: message.into(),
-    }
-}
 
 /// Runs with `args` (without argv\[0\]) and `env_config` (the value of
 /// `SKEIN_CONFIG`), reading the submission from `input`. Returns the drop

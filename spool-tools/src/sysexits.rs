@@ -21,3 +21,21 @@ pub const EX_CANTCREAT: u8 = 73;
 pub const EX_TEMPFAIL: u8 = 75;
 /// Something was wrong in the configuration.
 pub const EX_CONFIG: u8 = 78;
+
+/// A failure of `sendmail` or `skein-postdrop`: its sysexits code and the
+/// line to print after the program's name.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// sysexits code.
+    pub code: u8,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// A [`Failure`] with `code` and `message`.
+pub fn fail(code: u8, message: impl Into<String>) -> Failure {
+    Failure {
+        code,
+        message: message.into(),
+    }
+}

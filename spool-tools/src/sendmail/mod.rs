@@ -38,21 +38,7 @@ use crate::sysexits::*;
 /// Largest header section accepted (the body has only the size limit).
 pub const MAX_HEADER_SECTION: usize = 1024 * 1024;
 
-/// A failure with its exit code and message.
-#[derive(Debug)]
-pub struct Failure {
-    /// sysexits code.
-    pub code: u8,
-    /// What to print (after "sendmail: ").
-    pub message: String,
-}
-
-fn fail(code: u8, message: impl Into<String>) -> Failure {
-    Failure {
-        code,
-        message: message.into(),
-    }
-}
+pub use crate::sysexits::Failure;
 
 /// Runs sendmail with `args` (without argv\[0\]); `config` is the `-c` of
 /// `skein` when called as `skein -c FILE sendmail …`. Returns the exit
