@@ -1,6 +1,6 @@
 #!/bin/sh
 # Checks the unit files with `systemd-analyze verify` (apt: systemd).
-# The units name /usr/bin/skein-*; verify insists that those exist, so the
+# The units name /usr/libexec/skein/skein-*; verify insists that those exist, so the
 # check runs on a copy pointing at the freshly built binaries instead.
 # Then it checks that `systemd-analyze security` rates every service at
 # 2.0 or below (lower is safer; the scores are in docs/operations.md).
@@ -11,7 +11,7 @@ bins=$(cd "${1:-$here/../../target/debug}" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp "$here"/*.service "$here"/*.target "$work"/
-sed -i "s#/usr/bin/#$bins/#" "$work"/*.service
+sed -i "s#/usr/libexec/skein/#$bins/#" "$work"/*.service
 cd "$work"
 SYSTEMD_UNIT_PATH="$work:" systemd-analyze verify --man=no \
     skein.target skein-router.service skein-scheduler.service skein-smtpd.service

@@ -192,7 +192,8 @@ pub fn main(args: Vec<OsString>) -> u8 {
 }
 
 /// `skein manpages DIR`: `skein.8`, `skein-<subcommand>.8` for each
-/// visible subcommand (and `skein-queue-<action>.8`), and `mailq.1`,
+/// visible subcommand (and `skein-queue-<action>.8`), `mailq.1` and
+/// `sendmail.8`,
 /// rendered from the command-line definitions themselves, so that they
 /// cannot drift from what the command accepts.
 fn manpages(dir: &Path) -> u8 {
@@ -212,7 +213,14 @@ fn manpages(dir: &Path) -> u8 {
             // this one-shot command can afford to leak a few.
             let name: &'static str =
                 Box::leak(format!("{prefix}-{}", sub.get_name()).into_boxed_str());
-            write(dir, &format!("{name}.8"), sub.clone().name(name), "8")?;
+            // The synopsis shows the command as typed: `skein queue delete`.
+            let typed = name.replace('-', " ");
+            write(
+                dir,
+                &format!("{name}.8"),
+                sub.clone().name(name).bin_name(typed),
+                "8",
+            )?;
             pages(dir, name, sub)?;
         }
         Ok(())
@@ -221,7 +229,20 @@ fn manpages(dir: &Path) -> u8 {
     let result = std::fs::create_dir_all(dir)
         .and_then(|()| write(dir, "skein.8", skein.clone(), "8"))
         .and_then(|()| pages(dir, "skein", &skein))
-        .and_then(|()| write(dir, "mailq.1", MailqCli::command(), "1"));
+        .and_then(|()| write(dir, "mailq.1", MailqCli::command(), "1"))
+        .and_then(|()| {
+            // sendmail(8): what /usr/sbin/sendmail, a link to skein, is.
+            let sendmail = skein
+                .find_subcommand("sendmail")
+                .cloned()
+                .expect("skein has a sendmail subcommand");
+            write(
+                dir,
+                "sendmail.8",
+                sendmail.name("sendmail").bin_name("sendmail"),
+                "8",
+            )
+        });
     match result {
         Ok(()) => EX_OK,
         Err(e) => {
@@ -377,6 +398,44 @@ fn config_check(path: Option<&Path>) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manual_pages_cover_every_visible_command_as_typed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(manpages(dir.path()), EX_OK);
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+            .collect();
+        names.sort();
+        for expected in [
+            "mailq.1",
+            "sendmail.8",
+            "skein.8",
+            "skein-config-check.8",
+            "skein-queue-delete.8",
+            "skein-queue-show.8",
+            "skein-start.8",
+            "skein-status.8",
+        ] {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} in {names:?}"
+            );
+        }
+        // The hidden command that writes them has no page of its own.
+        assert!(!names.iter().any(|n| n.contains("manpages")), "{names:?}");
+        let page = std::fs::read_to_string(dir.path().join("skein-queue-delete.8")).expect("page");
+        assert!(page.contains(".TH skein-queue-delete 8"), "{page}");
+        assert!(page.contains("skein queue delete"), "{page}");
+        let page = std::fs::read_to_string(dir.path().join("sendmail.8")).expect("page");
+        assert!(page.contains(".TH sendmail 8"), "{page}");
+        assert!(page.contains("stable storage"), "{page}");
+        // A directory that cannot be made: EX_CANTCREAT, nothing panics.
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").expect("file");
+        assert_eq!(manpages(&file.join("sub")), EX_CANTCREAT);
+    }
 
     fn parse(args: &[&str]) -> Result<QueueCommand, String> {
         let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;

@@ -3,7 +3,8 @@
 //!
 //! Shows, each with the real `skein start` (supervisor, smtpd, router,
 //! scheduler, and the agents the scheduler starts), on a spool made only by
-//! the documented install step (`install -d -o skein -g skein -m 0750`):
+//! the documented install step (`dist/install.sh`, the same layout and
+//! modes as the Debian package):
 //!
 //! - with `user = "skein"` and with `user` unset (the default account),
 //!   every process below the supervisor runs as `skein`, read from
@@ -24,7 +25,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use skein_integration_tests::{bin, poll};
+use skein_integration_tests::{bin, bin_dir, poll, workspace_root};
 
 const ACCOUNT: &str = "skein";
 
@@ -122,44 +123,34 @@ impl Installation {
     }
 
     /// [`Installation::new`] with `extra` appended to the configuration;
-    /// when `install`, the binaries are installed in `<dir>/bin` as the
-    /// install step does: `skein-postdrop` setgid to the drop group.
+    /// when `install`, `dist/install.sh` installs skein under `<dir>/root`
+    /// (the layout and modes of the Debian package: binaries in
+    /// `usr/bin` and `usr/libexec/skein`, `skein-postdrop` setgid to the
+    /// drop group, the spool in `var/spool/skein`, the Maildirs in
+    /// `var/lib/skein/mail`), and one virtual user `ann` gets a Maildir.
     fn with(user_line: &str, install: bool, smtpd_keys: &str, extra: &str) -> Installation {
         let dir = world_enterable_tempdir();
         let port = free_port();
-        let spool = dir.path().join("spool");
-        let mail = dir.path().join("mail");
+        let root = dir.path().join("root");
+        let spool = root.join("var/spool/skein");
+        let mail = root.join("var/lib/skein/mail");
         if install {
-            install_dir(&spool, "0751");
-            install_dir(&mail, "0750");
+            let out = Command::new("sh")
+                .arg(workspace_root().join("dist/install.sh"))
+                .arg("--from")
+                .arg(bin_dir())
+                .arg("--destdir")
+                .arg(&root)
+                .args(["--unitdir", "/lib/systemd/system"])
+                .output()
+                .expect("sh dist/install.sh");
+            assert!(
+                out.status.success(),
+                "dist/install.sh failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
             install_dir(&mail.join("ann"), "0700");
-            let bin_dir = dir.path().join("bin");
-            std::fs::create_dir(&bin_dir).expect("bin/");
-            std::fs::set_permissions(&bin_dir, std::fs::Permissions::from_mode(0o755))
-                .expect("chmod");
-            for name in [
-                "skein",
-                "skein-postdrop",
-                "skein-smtpd",
-                "skein-router",
-                "skein-scheduler",
-                "skein-smtp",
-                "skein-local",
-                "skein-local-writer",
-            ] {
-                std::fs::copy(bin(name), bin_dir.join(name)).expect("copy a binary");
-            }
-            let status = Command::new("chgrp")
-                .arg(DROP_GROUP)
-                .arg(bin_dir.join("skein-postdrop"))
-                .status()
-                .expect("chgrp");
-            assert!(status.success());
-            std::fs::set_permissions(
-                bin_dir.join("skein-postdrop"),
-                std::fs::Permissions::from_mode(0o2755),
-            )
-            .expect("setgid");
         }
         let config = dir.path().join("skein.toml");
         std::fs::write(
@@ -176,17 +167,35 @@ impl Installation {
         Installation { dir, config, port }
     }
 
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
     fn spool(&self) -> PathBuf {
-        self.dir.path().join("spool")
+        self.root().join("var/spool/skein")
+    }
+
+    fn mail(&self) -> PathBuf {
+        self.root().join("var/lib/skein/mail")
     }
 
     fn log(&self) -> PathBuf {
         self.dir.path().join("start.log")
     }
 
+    /// A program as installed: `skein` in `usr/bin`, the rest in
+    /// `usr/libexec/skein`.
+    fn installed(&self, name: &str) -> PathBuf {
+        if name == "skein" {
+            self.root().join("usr/bin/skein")
+        } else {
+            self.root().join("usr/libexec/skein").join(name)
+        }
+    }
+
     /// The installed `skein` when there is one, else the built one.
     fn skein_program(&self) -> PathBuf {
-        let installed = self.dir.path().join("bin/skein");
+        let installed = self.installed("skein");
         if installed.exists() {
             installed
         } else {
@@ -368,7 +377,7 @@ fn root_start_drops_everything(user_line: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let new = install.dir.path().join("mail/ann/new");
+    let new = install.mail().join("ann/new");
     assert!(
         poll(|| std::fs::read_dir(&new).is_ok_and(|d| d.count() == 2)),
         "not delivered:\n{}",
@@ -666,7 +675,7 @@ fn an_ordinary_user_submits_through_postdrop_and_only_lists_the_queue() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let new = install.dir.path().join("mail/ann/new");
+    let new = install.mail().join("ann/new");
     assert!(
         poll(|| names_in(&new).len() == 1),
         "not delivered:\n{}",
@@ -766,7 +775,7 @@ fn an_ordinary_user_submits_through_postdrop_and_only_lists_the_queue() {
 
     // 4. Bypassing sendmail: skein-postdrop takes what it is given (it
     //    checks only the size) and the router refuses, keeping the bytes.
-    let postdrop = install.dir.path().join("bin/skein-postdrop");
+    let postdrop = install.installed("skein-postdrop");
     let mut command = as_nobody(&postdrop);
     command.arg("-c").arg(&config);
     let garbage = b"this is not a message file\n".to_vec();
@@ -929,7 +938,7 @@ fn mail_for_a_system_account_is_written_as_it_into_its_home_maildir() {
         "",
         "home_mailbox = \"Maildir/\"\n",
     );
-    let local = install.dir.path().join("bin/skein-local");
+    let local = install.installed("skein-local");
     // The install step: only the skein account may run it (file
     // capabilities on a binary anyone may run would give them away), then
     // the capabilities (chgrp/chmod after setcap would clear them).
@@ -986,7 +995,7 @@ fn mail_for_a_system_account_is_written_as_it_into_its_home_maildir() {
     );
     assert!(text.contains("Subject: to a home"), "{text}");
     // Nothing under the Maildir root for this user: it went home.
-    assert!(!install.dir.path().join("mail").join(HOME_USER).exists());
+    assert!(!install.mail().join(HOME_USER).exists());
 
     // Who holds what: skein-local, as skein, CAP_SETUID and CAP_SETGID
     // only (bits 6 and 7); every other process below the supervisor none.
@@ -1012,5 +1021,148 @@ fn mail_for_a_system_account_is_written_as_it_into_its_home_maildir() {
             assert_eq!(capabilities(p.pid).map(|c| c.0), Some(0), "{}", p.name);
         }
     }
+    drop(running);
+}
+
+/// `find -printf '%M %u/%g %p %l'` under `dir`, as `dist/debian/check.sh`
+/// lists the package's scratch root: `MODE OWNER/GROUP ./PATH [-> LINK]`.
+fn listing(dir: &Path) -> Vec<String> {
+    let out = Command::new("find")
+        .args([".", "-mindepth", "1", "-printf", "%M %u/%g %p %l\\n"])
+        .current_dir(dir)
+        .output()
+        .expect("find");
+    assert!(out.status.success());
+    let mut lines: Vec<String> = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|line| {
+            let mut parts = line.splitn(4, ' ');
+            let (mode, owner, path) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
+            match parts.next().unwrap_or_default() {
+                "" => format!("{mode} {owner} {path}"),
+                link => format!("{mode} {owner} {path} -> {link}"),
+            }
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// `dist/install.sh` (the install for systems without dpkg) lays out
+/// every path with the owner and mode the Debian package's scratch
+/// install has (`dist/debian/installed`, which `dist/debian/check.sh`
+/// holds the package to), and the installed layout works: `skein start`
+/// finds its services in `usr/libexec/skein`, and an ordinary user
+/// submits through the `sendmail` link (which finds the setgid
+/// `skein-postdrop` there) and lists the queue through the `mailq` link.
+#[test]
+fn the_install_script_lays_out_what_the_package_does_and_its_links_work() {
+    ensure_account();
+    ensure_drop_group();
+    let nobody = nix::unistd::User::from_name("nobody")
+        .expect("user database")
+        .expect("nobody");
+    let install = Installation::new("user = \"skein\"", true);
+
+    // Every path, owner and mode, against the package's list (minus what
+    // only a package has: its copyright file, changelog and lintian
+    // overrides; minus this test's Maildir for ann).
+    let package_only = [
+        "./usr/share/doc/skein/copyright",
+        "./usr/share/doc/skein/changelog.Debian.gz",
+        "./usr/share/lintian",
+    ];
+    let expected: Vec<String> =
+        std::fs::read_to_string(workspace_root().join("dist/debian/installed"))
+            .expect("dist/debian/installed")
+            .lines()
+            .filter(|l| {
+                let path = l.split(' ').nth(2).unwrap_or_default();
+                !package_only.iter().any(|p| path.starts_with(p))
+            })
+            .map(str::to_owned)
+            .collect();
+    let actual: Vec<String> = listing(&install.root())
+        .into_iter()
+        .filter(|l| !l.contains("./var/lib/skein/mail/ann"))
+        .collect();
+    let missing: Vec<&String> = expected.iter().filter(|l| !actual.contains(l)).collect();
+    let extra: Vec<&String> = actual.iter().filter(|l| !expected.contains(l)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "dist/install.sh differs from the package (dist/debian/installed):\n\
+         missing or different: {missing:#?}\nextra or different: {extra:#?}"
+    );
+
+    // The installed layout at work.
+    let running = install.start();
+    assert!(
+        poll(|| smtpd_is_up(install.port) && install.spool().join("maildrop/.wake").exists()),
+        "not started:\n{}",
+        install.log_text()
+    );
+    let libexec = install.root().join("usr/libexec/skein");
+    let services: Vec<(String, PathBuf)> = descendants(running.child.id())
+        .iter()
+        .filter_map(|p| {
+            Some((
+                p.name.clone(),
+                std::fs::read_link(format!("/proc/{}/exe", p.pid)).ok()?,
+            ))
+        })
+        .collect();
+    for name in ["skein-smtpd", "skein-router", "skein-scheduler"] {
+        assert!(
+            services
+                .iter()
+                .any(|(n, exe)| name.starts_with(n.as_str()) && exe.starts_with(&libexec)),
+            "{name} not started from {}: {services:?}",
+            libexec.display()
+        );
+    }
+    let sendmail = install.root().join("usr/sbin/sendmail");
+    let mut command = as_nobody(&sendmail);
+    command
+        .arg("-C")
+        .arg(&install.config)
+        .args(["-i", "ann@test.example"])
+        .env_remove("SKEIN_CONFIG");
+    let out = run_with_input(command, b"Subject: by the sendmail link\n\nhello\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new = install.mail().join("ann/new");
+    assert!(
+        poll(|| names_in(&new).len() == 1),
+        "not delivered:\n{}",
+        install.log_text()
+    );
+    let delivered = std::fs::read_to_string(new.join(&names_in(&new)[0])).expect("read");
+    assert!(
+        delivered.contains("Subject: by the sendmail link"),
+        "{delivered}"
+    );
+    assert!(
+        delivered.contains(&format!("(skein pickup, from userid {})", nobody.uid)),
+        "{delivered}"
+    );
+    let mut command = as_nobody(&install.root().join("usr/bin/mailq"));
+    command
+        .arg("-c")
+        .arg(&install.config)
+        .env_remove("SKEIN_CONFIG");
+    let out = run_with_input(command, b"");
+    assert!(
+        out.status.success(),
+        "mailq as nobody: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(running);
 }

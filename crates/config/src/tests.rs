@@ -395,6 +395,24 @@ fn clause_fields_left_out_take_their_defaults() {
     assert_eq!(config.scheduler.clause, [want]);
 }
 
+/// The configuration the Debian package and dist/install.sh install as
+/// /etc/skein/skein.toml parses, and says what docs/operations.md's
+/// "Install" table says.
+#[test]
+fn the_installed_configuration_parses_and_matches_the_install_layout() {
+    let text = include_str!("../../../dist/skein.toml");
+    let config = Config::from_toml_str(text, "dist/skein.toml", Path::new("/"))
+        .expect("dist/skein.toml parses");
+    assert_eq!(config.run_as(), "skein");
+    assert_eq!(config.spool.dir, PathBuf::from("/var/spool/skein"));
+    assert_eq!(config.spool.drop_group, "skeindrop");
+    assert_eq!(
+        config.local.maildir("bob"),
+        PathBuf::from("/var/lib/skein/mail/bob")
+    );
+    assert_eq!(config.smtpd.listen, [addr("127.0.0.1:25")]);
+}
+
 #[test]
 fn embedded_default_is_the_builtin_default() {
     let cwd = Path::new("/home/alice/mta");

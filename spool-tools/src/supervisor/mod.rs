@@ -76,9 +76,17 @@ pub use crate::sysexits::EX_CANTCREAT;
 /// grace period plus time to collect them.
 pub const STOP_WAIT: Duration = Duration::from_secs(45);
 
-/// Where to find service `name`: next to the running executable (an
-/// installation keeps its binaries together, and a development build
-/// finds its own `target/` siblings), else the first match on `PATH`.
+/// Where an installation keeps the programs that are not commands (the
+/// daemons, the agents, the setgid `skein-postdrop`), relative to the
+/// directory of `skein` itself: `/usr/bin/skein` finds them in
+/// `/usr/libexec/skein/`, the layout of the Debian package and of
+/// `dist/install.sh` (docs/operations.md, "Installing").
+pub const LIBEXEC_FROM_BIN: &str = "../libexec/skein";
+
+/// Where to find service `name`: next to the running executable (a
+/// development build finds its own `target/` siblings), then in the
+/// installation's libexec directory beside it ([`LIBEXEC_FROM_BIN`]),
+/// else the first match on `PATH`.
 pub fn find_program(name: &str) -> Result<PathBuf, String> {
     let own_dir = std::env::current_exe()
         .ok()
@@ -86,19 +94,36 @@ pub fn find_program(name: &str) -> Result<PathBuf, String> {
     let path_dirs = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default();
-    own_dir
+    search_dirs(own_dir.as_deref(), &path_dirs)
         .iter()
-        .chain(path_dirs.iter())
         .map(|dir| dir.join(name))
         .find(|candidate| is_executable(candidate))
         .ok_or_else(|| {
             format!(
-                "cannot find {name}: not in {} nor on PATH",
+                "cannot find {name}: not in {} nor {LIBEXEC_FROM_BIN} beside it nor on PATH",
                 own_dir
                     .as_deref()
                     .map_or("(unknown directory)".into(), |d| d.display().to_string())
             )
         })
+}
+
+/// The directories [`find_program`] looks in, in order.
+fn search_dirs(own_dir: Option<&Path>, path_dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(own) = own_dir {
+        dirs.push(own.to_path_buf());
+        // Lexically, so that /usr/bin gives /usr/libexec/skein whatever
+        // /usr/bin is a link to.
+        match own.parent() {
+            Some(up) if own.file_name().is_some() => {
+                dirs.push(up.join(LIBEXEC_FROM_BIN.trim_start_matches("../")))
+            }
+            _ => {}
+        }
+    }
+    dirs.extend(path_dirs.iter().cloned());
+    dirs
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -279,6 +304,26 @@ mod tests {
         assert!(
             err.starts_with("cannot find skein-no-such-service: not in "),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn programs_are_sought_beside_skein_then_in_libexec_then_on_path() {
+        assert_eq!(
+            search_dirs(Some(Path::new("/usr/bin")), &[PathBuf::from("/opt/bin")]),
+            vec![
+                PathBuf::from("/usr/bin"),
+                PathBuf::from("/usr/libexec/skein"),
+                PathBuf::from("/opt/bin"),
+            ]
+        );
+        assert_eq!(
+            search_dirs(Some(Path::new("/")), &[]),
+            vec![PathBuf::from("/")]
+        );
+        assert_eq!(
+            search_dirs(None, &[PathBuf::from("/bin")]),
+            vec![PathBuf::from("/bin")]
         );
     }
 
