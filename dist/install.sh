@@ -92,18 +92,23 @@ for u in skein.target skein-smtpd.service skein-router.service skein-scheduler.s
     install -m 0644 -o root -g root "$here/systemd/$u" "$D$unitdir/$u"
 done
 
-echo "documentation and manual pages: $D/usr/share/doc/skein, $D/usr/share/man"
-install -d -m 0755 "$D/usr/share/doc/skein/examples" "$D/usr/share/man/man1" "$D/usr/share/man/man8"
+echo "documentation, manual pages, completions: $D/usr/share"
+install -d -m 0755 "$D/usr/share/doc/skein/examples" "$D/usr/share/man/man1" "$D/usr/share/man/man8" \
+    "$D/usr/share/bash-completion/completions" "$D/usr/share/zsh/vendor-completions" \
+    "$D/usr/share/fish/vendor_completions.d"
 install -m 0644 "$top/README.md" "$top"/docs/*.md "$D/usr/share/doc/skein/"
 install -m 0644 "$here/systemd/skein-scheduler.service.d/home-mailbox.conf" "$D/usr/share/doc/skein/examples/"
-pages=$(mktemp -d)
-trap 'rm -rf "$pages"' EXIT
-"$from/skein" manpages "$pages"
-for page in "$pages"/*.1 "$pages"/*.8; do
+generated=$(mktemp -d)
+trap 'rm -rf "$generated"' EXIT
+sh "$here/generate.sh" "$from/skein" "$generated"
+for page in "$generated"/man/*.1 "$generated"/man/*.8; do
     section=${page##*.}
     gzip -9n <"$page" >"$D/usr/share/man/man$section/$(basename "$page").gz"
     chmod 0644 "$D/usr/share/man/man$section/$(basename "$page").gz"
 done
+install -m 0644 "$generated/completions/skein.bash" "$D/usr/share/bash-completion/completions/skein"
+install -m 0644 "$generated/completions/_skein" "$D/usr/share/zsh/vendor-completions/_skein"
+install -m 0644 "$generated/completions/skein.fish" "$D/usr/share/fish/vendor_completions.d/skein.fish"
 
 echo "spool and Maildirs: $D/var/spool/skein, $D/var/lib/skein/mail"
 install -d -m 0755 "$D/var" "$D/var/spool" "$D/var/lib"

@@ -4,6 +4,11 @@
 #
 #   sh dist/debian/check.sh            # build target/debian/skein_*.deb, check it
 #   sh dist/debian/check.sh FILE.deb   # check FILE.deb
+#   sh dist/debian/check.sh --update [FILE.deb]
+#                                      # rewrite dist/debian/contents and
+#                                      # installed from the package (after a
+#                                      # deliberate change of the layout:
+#                                      # review the diff before committing)
 #
 # 1. lintian reports no error and no warning;
 # 2. every path in the package, with its owner and mode, is the list in
@@ -26,13 +31,17 @@ top=$(cd "$here/../.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+update=false
+if [ "${1:-}" = --update ]; then
+    update=true
+    shift
+fi
 if [ $# -ge 1 ]; then
     deb=$1
 else
     cd "$top"
     cargo build --release --workspace --locked
-    rm -rf target/man
-    target/release/skein manpages target/man
+    sh dist/generate.sh target/release/skein target/generated
     deb=$(cargo deb -p skein-tools --no-build --strip | tail -1)
 fi
 echo "package: $deb"
@@ -44,7 +53,9 @@ echo "-- contents (dpkg-deb -c) against dist/debian/contents"
 # mode owner/group path [-> target]; sizes and dates vary between builds.
 dpkg-deb -c "$deb" | awk '{ $3 = ""; $4 = ""; $5 = ""; print }' \
     | sed 's/   */ /g' | sort >"$work/contents"
-if ! diff -u "$here/contents" "$work/contents"; then
+if $update; then
+    cp "$work/contents" "$here/contents"
+elif ! diff -u "$here/contents" "$work/contents"; then
     echo "the package's paths, owners or modes differ from dist/debian/contents" >&2
     exit 1
 fi
@@ -90,7 +101,9 @@ grep -q '^skeindrop:' "$root/etc/group" || { echo "postinst made no group skeind
             link = ($5 != "") ? " -> " $5 : ""
             print $1, user[$2] "/" grp[$3], $4 link
         }' | sort >"$work/installed"
-if ! diff -u "$here/installed" "$work/installed"; then
+if $update; then
+    cp "$work/installed" "$here/installed"
+elif ! diff -u "$here/installed" "$work/installed"; then
     echo "the installed paths, owners or modes differ from dist/debian/installed" >&2
     exit 1
 fi

@@ -10,6 +10,19 @@ fn main() -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
+    // The aliases file, checked as `skein config check` checks it: a
+    // missing or broken one is EX_CONFIG, which is not restarted.
+    match skein_preflight::check(&loaded, skein_preflight::Reader::Router) {
+        Ok(checked) => {
+            for warning in &checked.warnings {
+                eprintln!("{}: warning: {warning}", skein_router::PROGRAM);
+            }
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", skein_router::PROGRAM);
+            return ExitCode::from(skein_daemon::cli::EX_CONFIG);
+        }
+    }
     let options = skein_router::daemon_options(&loaded.config);
     skein_daemon::run(options, |ctx| skein_router::serve(loaded, ctx))
 }

@@ -24,19 +24,6 @@ pub enum SmtpdError {
     Privileges(skein_daemon::DaemonError),
     /// The configuration names nothing to listen on.
     NothingToListenOn,
-    /// Ours: `smtpd.password_file` cannot be read or has a bad line.
-    PasswordFile {
-        /// What is wrong, with the file's name.
-        detail: String,
-    },
-    /// Ours: `smtpd.submission` is set without what it needs (`tls.cert`,
-    /// `tls.key` and `smtpd.password_file`).
-    Submission(&'static str),
-    /// Ours: `tls.cert` / `tls.key` cannot be read or do not match.
-    Tls {
-        /// What is wrong, with the file's name.
-        detail: String,
-    },
     /// Ours: `router.aliases` does not load, and
     /// `smtpd.verify_local_recipients` needs it (the router refuses to
     /// start on it too).
@@ -52,9 +39,6 @@ impl fmt::Display for SmtpdError {
             SmtpdError::NothingToListenOn => {
                 f.write_str("smtpd.listen and smtpd.submission are both empty")
             }
-            SmtpdError::Tls { detail } => write!(f, "TLS certificate: {detail}"),
-            SmtpdError::PasswordFile { detail } => write!(f, "smtpd.password_file: {detail}"),
-            SmtpdError::Submission(what) => write!(f, "smtpd.submission needs {what}"),
             SmtpdError::Aliases(e) => write!(f, "aliases (for smtpd.verify_local_recipients): {e}"),
         }
     }
@@ -67,10 +51,7 @@ impl std::error::Error for SmtpdError {
             SmtpdError::Spool(e) => Some(e),
             SmtpdError::Privileges(e) => Some(e),
             SmtpdError::Aliases(e) => Some(e),
-            SmtpdError::NothingToListenOn
-            | SmtpdError::Tls { .. }
-            | SmtpdError::PasswordFile { .. }
-            | SmtpdError::Submission(_) => None,
+            SmtpdError::NothingToListenOn => None,
         }
     }
 }

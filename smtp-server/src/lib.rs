@@ -169,34 +169,25 @@ impl Server {
     }
 }
 
-/// The service: reads the certificate and password file (still with the
-/// start-up privileges, so they may be root-only when started as root),
-/// binds `smtpd.listen` and `smtpd.submission`, drops privileges, opens
-/// the spool, and serves until the stop request.
-pub async fn serve(config: Config, ctx: Context) -> Result<(), ServiceError> {
+/// The service, given what [`skein_preflight::check`] loaded in `main`
+/// (the certificate and password file, read with the start-up
+/// privileges, so they may be root's alone): binds `smtpd.listen` and
+/// `smtpd.submission`, drops privileges, opens the spool, and serves
+/// until the stop request. (The configuration parser has already made
+/// sure that submission has TLS and a password file.)
+pub async fn serve(
+    config: Config,
+    checked: skein_preflight::Checked,
+    ctx: Context,
+) -> Result<(), ServiceError> {
     if config.smtpd.listen.is_empty() && config.smtpd.submission.is_empty() {
         return Err(SmtpdError::NothingToListenOn.into());
     }
-    // Read the certificate before binding: a broken one stops the start
-    // with a clear error instead of a server that silently lacks TLS.
-    let tls_config = match (&config.tls.cert, &config.tls.key) {
-        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
-        _ => None,
-    };
-    let passwords = match &config.smtpd.password_file {
-        Some(path) => Some(auth::Passwords::load(path)?),
-        None => None,
-    };
-    if !config.smtpd.submission.is_empty() {
-        if tls_config.is_none() {
-            return Err(
-                SmtpdError::Submission("tls.cert and tls.key (STARTTLS before AUTH)").into(),
-            );
-        }
-        if passwords.is_none() {
-            return Err(SmtpdError::Submission("smtpd.password_file (AUTH)").into());
-        }
+    for warning in &checked.warnings {
+        tracing::warn!(warning = warning.as_str(), "configuration");
     }
+    let tls_config = checked.tls;
+    let passwords = checked.passwords;
     let mut listeners = Vec::new();
     let ports = config.smtpd.listen.iter().map(|&a| (a, Port::Smtp)).chain(
         config

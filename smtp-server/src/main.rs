@@ -10,6 +10,17 @@ fn main() -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
+    // What it reads at start, checked as `skein config check` checks it:
+    // a missing or broken file is EX_CONFIG, which is not restarted.
+    let checked = match skein_preflight::check(&loaded, skein_preflight::Reader::Smtpd) {
+        Ok(checked) => checked,
+        Err(e) => {
+            eprintln!("{}: {e}", skein_smtpd::PROGRAM);
+            return ExitCode::from(skein_daemon::cli::EX_CONFIG);
+        }
+    };
     let options = skein_smtpd::daemon_options(&loaded.config);
-    skein_daemon::run(options, |ctx| skein_smtpd::serve(loaded.config, ctx))
+    skein_daemon::run(options, |ctx| {
+        skein_smtpd::serve(loaded.config, checked, ctx)
+    })
 }

@@ -66,6 +66,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the shell completion script for SHELL (bash, zsh or fish) on
+    /// standard output; the package installs them where each shell looks.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Write the manual pages (skein(8), one per subcommand, mailq(1))
     /// into DIR: for packaging.
     #[command(hide = true)]
@@ -139,8 +145,21 @@ enum QueueAction {
 
 #[derive(Debug, Subcommand)]
 enum ConfigAction {
-    /// Validate the configuration and print the effective settings.
-    Check,
+    /// Validate the configuration (and every file a daemon reads at
+    /// start) and print the effective settings.
+    Check {
+        /// Print only the settings that differ from the built-in defaults,
+        /// one `key = value` per line (Postfix's `postconf -n`).
+        #[arg(long)]
+        non_default: bool,
+    },
+    /// Print settings by dotted key, `smtpd.max_errors` or a whole table
+    /// (`smtpd`, `route[0]`), as `key = value` (Postfix's `postconf KEY`).
+    Get {
+        /// The keys or tables.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
 }
 
 /// Runs the `skein` command line; returns the exit code.
@@ -173,8 +192,11 @@ pub fn main(args: Vec<OsString>) -> u8 {
     let config = cli.config.as_deref();
     match cli.command {
         Command::Config {
-            action: ConfigAction::Check,
-        } => config_check(config),
+            action: ConfigAction::Check { non_default },
+        } => config_check(config, non_default),
+        Command::Config {
+            action: ConfigAction::Get { keys },
+        } => config_get(config, &keys),
         Command::Sendmail { args } => sendmail(&args, config),
         Command::Mailq(args) => mailq(config, "skein", &args),
         Command::Queue { action } => match queue_command(action) {
@@ -188,6 +210,11 @@ pub fn main(args: Vec<OsString>) -> u8 {
         Command::Stop => crate::supervisor::stop(config),
         Command::Status { json } => status(config, json),
         Command::Manpages { dir } => manpages(&dir),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "skein", &mut io::stdout());
+            EX_OK
+        }
     }
 }
 
@@ -369,23 +396,40 @@ fn status(config: Option<&Path>, json: bool) -> u8 {
     )
 }
 
-fn config_check(path: Option<&Path>) -> u8 {
-    match skein_config::Config::load(path) {
-        Ok(loaded) => {
+/// `skein config check`: the configuration parses, and every file a
+/// daemon reads at start loads as that daemon loads it
+/// ([`skein_preflight::check`], the daemons' own check); warnings (a key
+/// readable by every user) go to standard error and do not fail it.
+fn config_check(path: Option<&Path>, non_default: bool) -> u8 {
+    let loaded = skein_config::Config::load(path).and_then(|loaded| {
+        skein_preflight::check(&loaded, skein_preflight::Reader::All)
+            .map(|checked| (loaded, checked))
+    });
+    match loaded {
+        Ok((loaded, checked)) => {
+            for warning in &checked.warnings {
+                eprintln!("skein: warning: {warning}");
+            }
+            let what = if non_default {
+                "settings other than the built-in defaults"
+            } else {
+                "effective settings"
+            };
             match &loaded.source {
                 skein_config::Source::File(p) => {
-                    println!(
-                        "# configuration {} is valid; effective settings:",
-                        p.display()
-                    )
+                    println!("# configuration {} is valid; {what}:", p.display())
                 }
                 skein_config::Source::Embedded => {
-                    println!(
-                        "# no configuration file given: the embedded default; effective settings:"
-                    )
+                    println!("# no configuration file given: the embedded default; {what}:")
                 }
             }
-            print!("{}", loaded.config.to_toml());
+            if non_default {
+                for (key, value) in non_default_settings(&loaded.config) {
+                    println!("{key} = {value}");
+                }
+            } else {
+                print!("{}", loaded.config.to_toml());
+            }
             EX_OK
         }
         Err(e) => {
@@ -395,9 +439,69 @@ fn config_check(path: Option<&Path>) -> u8 {
     }
 }
 
+/// The settings whose value is not the built-in default's (a `[[route]]`
+/// or clause that the defaults do not have counts whole).
+fn non_default_settings(config: &skein_config::Config) -> Vec<(String, String)> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let defaults = skein_config::Config::from_toml_str("", "(built-in defaults)", &cwd)
+        .map(|c| c.settings())
+        .unwrap_or_default();
+    config
+        .settings()
+        .into_iter()
+        .filter(|(key, value)| !defaults.iter().any(|(k, v)| k == key && v == value))
+        .collect()
+}
+
+/// `skein config get KEY...`: each key's effective value, or every key of
+/// a table; an unknown key is a usage error naming it.
+fn config_get(path: Option<&Path>, keys: &[String]) -> u8 {
+    let loaded = match skein_config::Config::load(path) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("skein: {e}");
+            return EX_CONFIG;
+        }
+    };
+    let settings = loaded.config.settings();
+    let mut code = EX_OK;
+    for wanted in keys {
+        let prefix = format!("{wanted}.");
+        let found: Vec<&(String, String)> = settings
+            .iter()
+            .filter(|(key, _)| key == wanted || key.starts_with(&prefix))
+            .collect();
+        if found.is_empty() {
+            eprintln!("skein: {wanted}: no such setting (`skein config check` lists them all)");
+            code = EX_USAGE;
+        }
+        for (key, value) in found {
+            println!("{key} = {value}");
+        }
+    }
+    code
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn completions_know_the_subcommands() {
+        use clap::CommandFactory;
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "skein", &mut out);
+            let script = String::from_utf8(out).expect("utf-8");
+            for word in ["queue", "mailq", "config", "requeue", "non-default"] {
+                assert!(script.contains(word), "{shell}: {word}");
+            }
+        }
+    }
 
     #[test]
     fn manual_pages_cover_every_visible_command_as_typed() {

@@ -8,6 +8,8 @@
 //! `deny_unknown_fields` cannot say "did you mean". Walking the tree gives
 //! every check the span of the exact key or value it is about.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -22,16 +24,22 @@ use crate::config::{
     SupervisorConfig, TlsConfig, resolve,
 };
 use crate::domain::{is_plausible_domain, parse_pattern, system_hostname};
-use crate::error::{ConfigError, ErrorKind};
+use crate::error::{ConfigError, ErrorKind, KeyLines};
 use crate::route::{Route, is_valid_channel};
-use crate::units::{ByteSize, ValueError, parse_duration};
+use crate::units::{ByteSize, ValueError, parse_duration, unitless_duration_error};
 
 type Result<T> = std::result::Result<T, ConfigError>;
 type Value<'i> = Spanned<DeValue<'i>>;
 
-/// Parses and validates a whole configuration file.
-pub(crate) fn decode(text: &str, file: &str, cwd: &Path) -> Result<Config> {
-    let doc = Doc { file, text };
+/// Parses and validates a whole configuration file; with it, the line of
+/// every key the file sets (for checks that come later: a file a key
+/// names that cannot be read is reported at that key's line).
+pub(crate) fn decode(text: &str, file: &str, cwd: &Path) -> Result<(Config, KeyLines)> {
+    let doc = Doc {
+        file,
+        text,
+        lines: RefCell::new(BTreeMap::new()),
+    };
     let root = DeTable::parse(text).map_err(|err| doc.syntax_error(&err))?;
     let top = Table::new(&doc, String::new(), 0, root.get_ref(), TOP_KEYS)?;
 
@@ -74,7 +82,32 @@ pub(crate) fn decode(text: &str, file: &str, cwd: &Path) -> Result<Config> {
     if let Some(item) = top.get("supervisor") {
         decode_supervisor(&item, &mut config.supervisor)?;
     }
-    Ok(config)
+    cross_section(&doc, &config)?;
+    Ok((config, KeyLines(doc.lines.into_inner())))
+}
+
+/// The rules that span sections, each reported at the key that asks for
+/// what is missing.
+fn cross_section(doc: &Doc<'_>, config: &Config) -> Result<()> {
+    if !config.smtpd.submission.is_empty() {
+        let missing = if config.tls.cert.is_none() {
+            Some("[tls] cert and key: AUTH is offered only after STARTTLS")
+        } else if config.smtpd.password_file.is_none() {
+            Some("smtpd.password_file: the users who may AUTH")
+        } else {
+            None
+        };
+        if let Some(missing) = missing {
+            return Err(ConfigError {
+                kind: ErrorKind::Invalid,
+                file: doc.file.to_owned(),
+                line: doc.lines.borrow().get("smtpd.submission").copied(),
+                key: Some("smtpd.submission".to_owned()),
+                message: format!("set, so it needs {missing}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -518,10 +551,12 @@ fn decode_smtp(item: &Item<'_, '_>, out: &mut SmtpConfig) -> Result<()> {
     Ok(())
 }
 
-/// The text being decoded and the name to report it under.
+/// The text being decoded, the name to report it under, and the line of
+/// every key looked at so far.
 struct Doc<'t> {
     file: &'t str,
     text: &'t str,
+    lines: RefCell<BTreeMap<String, usize>>,
 }
 
 impl Doc<'_> {
@@ -610,14 +645,15 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     fn get(&self, key: &str) -> Option<Item<'a, 'i>> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k.get_ref() == key)
-            .map(|(_, value)| Item {
-                doc: self.doc,
-                path: join(&self.path, key),
-                value,
-            })
+        let (name, value) = self.entries.iter().find(|(k, _)| k.get_ref() == key)?;
+        let path = join(&self.path, key);
+        let line = self.doc.line(name.span().start);
+        self.doc.lines.borrow_mut().insert(path.clone(), line);
+        Some(Item {
+            doc: self.doc,
+            path,
+            value,
+        })
     }
 
     fn require(&self, key: &str, why: &str) -> Result<Item<'a, 'i>> {
@@ -725,16 +761,16 @@ impl<'a, 'i> Item<'a, 'i> {
         Ok(n)
     }
 
-    /// A duration string, or an integer number of seconds.
+    /// A duration string with its unit (`"30s"`, `"5d"`). An integer is
+    /// refused unless it is 0: `expiry = 5` meant seconds to the parser
+    /// and days to the operator who wrote it.
     fn duration(&self) -> Result<Duration> {
         match self.value.get_ref() {
             DeValue::String(s) => parse_duration(s).map_err(|e| self.invalid(e.to_string())),
-            DeValue::Integer(_) => {
-                let secs = self.integer("")?;
-                u64::try_from(secs)
-                    .map(Duration::from_secs)
-                    .map_err(|_| self.invalid(format!("must not be negative, not {secs}")))
-            }
+            DeValue::Integer(_) => match self.integer("")? {
+                0 => Ok(Duration::ZERO),
+                n => Err(self.invalid(unitless_duration_error(&n.to_string()).to_string())),
+            },
             _ => Err(self.wrong_type("a duration such as \"5m\"")),
         }
     }
@@ -948,6 +984,19 @@ fn guess_key(text: &str, offset: usize) -> Option<String> {
         .find('\n')
         .map_or(text.len(), |i| line_start + i);
     let error_line = String::from_utf8_lossy(&text.as_bytes()[line_start..error_line_end]);
+    // A broken header (`[smtpd` with no `]`) is about the table it names,
+    // not about the table above it.
+    if let Some(header) = error_line.trim().strip_prefix('[') {
+        let name = header
+            .trim_start_matches('[')
+            .split(']')
+            .next()
+            .unwrap_or_default()
+            .trim();
+        if !name.is_empty() {
+            return Some(name.to_owned());
+        }
+    }
     let key = error_line
         .split_once('=')
         .map(|(key, _)| key.trim())
@@ -1011,6 +1060,17 @@ mod tests {
         for (offset, want) in cases {
             assert_eq!(guess_key(text, offset).as_deref(), want, "offset {offset}");
         }
+        // A header that does not close names its own table.
+        let text = "[spool]\ndir = \"x\"\n[smtpd\nlisten = []\n";
+        assert_eq!(
+            guess_key(text, text.find("[smtpd").expect("header")).as_deref(),
+            Some("smtpd")
+        );
+        let text = "[spool]\n[[route\n";
+        assert_eq!(
+            guess_key(text, text.find("[[route").expect("header") + 2).as_deref(),
+            Some("route")
+        );
         assert_eq!(guess_key("= 1\n", 0), None);
         assert_eq!(guess_key("", 0), None);
     }

@@ -12,6 +12,17 @@ use crate::units::format_duration;
 /// Renders `config` as TOML. Optional settings that are unset are written
 /// as `""`, which reads back as unset.
 pub(crate) fn encode(config: &Config) -> String {
+    write(config).text
+}
+
+/// Every setting as `(dotted key, TOML value)`, in the order
+/// [`encode`] writes them: `smtpd.max_errors`, `route[0].domain`,
+/// `scheduler.clause[1].maxthr`.
+pub(crate) fn settings(config: &Config) -> Vec<(String, String)> {
+    write(config).settings
+}
+
+fn write(config: &Config) -> Writer {
     let mut out = Writer::default();
     out.comment("skein configuration: effective values, every default filled in");
     out.kv("hostname", &string(&config.hostname));
@@ -146,12 +157,17 @@ pub(crate) fn encode(config: &Config) -> String {
     out.kv("restart_delay", &duration(supervisor.restart_delay));
     out.kv("restart_delay_max", &duration(supervisor.restart_delay_max));
     out.kv("healthy_after", &duration(supervisor.healthy_after));
-    out.text
+    out
 }
 
 #[derive(Default)]
 struct Writer {
     text: String,
+    /// The dotted path of the current table (`smtpd`, `route[2]`).
+    section: String,
+    /// How many of each array of tables have been opened.
+    arrays: Vec<(String, usize)>,
+    settings: Vec<(String, String)>,
 }
 
 impl Writer {
@@ -161,10 +177,32 @@ impl Writer {
 
     fn section(&mut self, header: &str) {
         let _ = writeln!(self.text, "\n{header}");
+        self.section = match header.strip_prefix("[[").and_then(|h| h.strip_suffix("]]")) {
+            Some(name) => {
+                let index = match self.arrays.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, count)) => {
+                        *count += 1;
+                        *count - 1
+                    }
+                    None => {
+                        self.arrays.push((name.to_owned(), 1));
+                        0
+                    }
+                };
+                format!("{name}[{index}]")
+            }
+            None => header.trim_matches(|c| c == '[' || c == ']').to_owned(),
+        };
     }
 
     fn kv(&mut self, key: &str, value: &str) {
         let _ = writeln!(self.text, "{key} = {value}");
+        let path = if self.section.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.section)
+        };
+        self.settings.push((path, value.to_owned()));
     }
 }
 
@@ -211,6 +249,32 @@ fn string(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_are_named_by_dotted_paths_with_array_indexes() {
+        let text = "[[route]]\ndomain = \"a.test\"\nchannel = \"smtp\"\n\
+                    [[route]]\ndomain = \"b.test\"\nchannel = \"local\"\n";
+        let config = Config::from_toml_str(text, "t", Path::new("/")).expect("parses");
+        let settings = settings(&config);
+        let get = |key: &str| {
+            settings
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("route[0].domain"), Some("\"a.test\""));
+        assert_eq!(get("route[1].channel"), Some("\"local\""));
+        assert_eq!(get("smtpd.max_errors"), Some("20"));
+        assert_eq!(get("user"), Some("\"\""));
+        assert!(get("scheduler.clause[0].maxthr").is_some(), "{settings:?}");
+        assert_eq!(get("route[2].domain"), None);
+        // One entry per line of the encoding that sets a key.
+        let lines = encode(&config)
+            .lines()
+            .filter(|l| l.contains(" = "))
+            .count();
+        assert_eq!(settings.len(), lines);
+    }
 
     #[test]
     fn strings_are_escaped_and_parse_back() {

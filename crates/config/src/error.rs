@@ -76,6 +76,20 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The line of each key a configuration file sets, by dotted path
+/// (`smtpd.submission`, `route[0].channel`), for errors found after
+/// parsing: a file a key names that cannot be read is reported at the
+/// key. Empty for the embedded default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyLines(pub(crate) std::collections::BTreeMap<String, usize>);
+
+impl KeyLines {
+    /// The line `key` is set on, if the file sets it.
+    pub fn line(&self, key: &str) -> Option<usize> {
+        self.0.get(key).copied()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,7 +44,7 @@ pub use config::{
     SpoolConfig, SupervisorConfig, TlsConfig,
 };
 pub use domain::{is_plausible_domain, system_hostname};
-pub use error::{ConfigError, ErrorKind};
+pub use error::{ConfigError, ErrorKind, KeyLines};
 pub use net::{HostPort, IpNetwork, TlsPolicy};
 pub use route::Route;
 pub use units::{ByteSize, ValueError, format_duration, parse_duration};
@@ -87,6 +87,10 @@ pub struct Loaded {
     pub config: Config,
     /// Its origin, for logs and for passing on to child processes.
     pub source: Source,
+    /// The name errors report the file under (as the operator wrote it).
+    pub shown: String,
+    /// The line of each key the file sets.
+    pub lines: KeyLines,
 }
 
 impl Config {
@@ -119,6 +123,8 @@ impl Config {
             return Ok(Loaded {
                 config: Config::embedded_default(cwd),
                 source: Source::Embedded,
+                shown: EMBEDDED_NAME.to_owned(),
+                lines: KeyLines::default(),
             });
         };
         // Errors name the file as the operator wrote it; the source is
@@ -136,9 +142,12 @@ impl Config {
                 ),
             )
         })?;
+        let (config, lines) = decode::decode(&text, &shown, cwd)?;
         Ok(Loaded {
-            config: Config::from_toml_str(&text, &shown, cwd)?,
+            config,
             source: Source::File(absolute),
+            shown,
+            lines,
         })
     }
 
@@ -146,7 +155,7 @@ impl Config {
     /// report (usually the file's path); relative paths in the text are
     /// resolved against `cwd`.
     pub fn from_toml_str(text: &str, origin: &str, cwd: &Path) -> Result<Config, ConfigError> {
-        decode::decode(text, origin, cwd)
+        decode::decode(text, origin, cwd).map(|(config, _)| config)
     }
 
     /// The embedded default configuration, its paths under `cwd`.
@@ -163,6 +172,13 @@ impl Config {
     /// an equal `Config`.
     pub fn to_toml(&self) -> String {
         encode::encode(self)
+    }
+
+    /// Every effective setting as `(dotted key, TOML value)` in file
+    /// order: `smtpd.max_errors = 20`, `route[0].domain = "a.test"`
+    /// (`skein config get`, `config check --non-default`).
+    pub fn settings(&self) -> Vec<(String, String)> {
+        encode::settings(self)
     }
 }
 

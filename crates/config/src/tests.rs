@@ -47,7 +47,7 @@ max_errors = 5
 max_connections = 50
 max_connections_per_client = 0
 command_timeout = "2m"
-data_timeout = 300
+data_timeout = "5m"
 password_file = "etc/passwd.skein"
 verify_local_recipients = false
 reserved_connections_percent = 25
@@ -558,13 +558,37 @@ key = ""
 }
 
 #[test]
-fn durations_and_sizes_accept_integers() {
-    let text =
-        "[scheduler]\nexpiry = 86400\nretries = [60, \"2m\"]\n[smtpd]\nmax_message_size = 1000\n";
+fn sizes_accept_integers_durations_need_a_unit() {
+    let text = "[scheduler]\nexpiry = \"1d\"\nretries = [\"60s\", \"2m\"]\n[smtpd]\nmax_message_size = 1000\n";
     let config = parse(text).expect("parses");
     assert_eq!(config.scheduler.expiry, secs(86400));
     assert_eq!(config.scheduler.retries, [secs(60), secs(120)]);
     assert_eq!(config.smtpd.max_message_size, ByteSize(1000));
+    // A number without a unit is refused, as an integer or a string,
+    // with the line and the key; zero is zero in any unit.
+    for (text, line, key) in [
+        ("[scheduler]\nexpiry = 5\n", 2, "scheduler.expiry"),
+        ("[scheduler]\nexpiry = \"5\"\n", 2, "scheduler.expiry"),
+        (
+            "[scheduler]\n\nretries = [\"1m\", 600]\n",
+            3,
+            "scheduler.retries[1]",
+        ),
+        (
+            "[smtpd]\ncommand_timeout = 300\n",
+            2,
+            "smtpd.command_timeout",
+        ),
+    ] {
+        let err = parse(text).expect_err(text);
+        assert_eq!(err.kind, ErrorKind::Invalid, "{text}: {err}");
+        assert_eq!(err.line, Some(line), "{text}: {err}");
+        assert_eq!(err.key.as_deref(), Some(key), "{text}: {err}");
+        assert!(err.message.contains("a duration needs a unit"), "{err}");
+    }
+    let config = parse("[[scheduler.clause]]\nmatch = \"*/*\"\ncommand = \"x\"\nidlemax = 0\n")
+        .expect("zero parses");
+    assert_eq!(config.scheduler.clause[0].idlemax, Duration::ZERO);
 }
 
 #[test]
@@ -648,7 +672,7 @@ const ERROR_CASES: &[Case] = &[
     case("[scheduler]\nexpiry = 5d\n", Syntax, 2, "scheduler.expiry", "quoted"),
     case("hostname = \"a\"\nhostname = \"b\"\n", Syntax, 2, "hostname", "duplicate key"),
     case("[smtpd]\nlisten = [\"a\",\n", Syntax, 2, "smtpd.listen", ""),
-    case("[smtpd\nlisten = []\n", Syntax, 1, "", ""),
+    case("[smtpd\nlisten = []\n", Syntax, 1, "smtpd", "unclosed table"),
     case("[[route]]\ndomain = \"x\"\n[[route]]\nchannel = \"smtp\n", Syntax, 4, "route[1].channel", ""),
     // Unknown keys, with the unknown key's own line.
     case("\n\nhostnme = \"x\"\n", UnknownKey, 3, "hostnme", "did you mean \"hostname\"?"),
@@ -917,4 +941,33 @@ fn mangled_configs_never_panic() {
     }
     // The mutations must actually exercise the error paths.
     assert!(failures > 100, "only {failures} of 400 mutations failed");
+}
+
+#[test]
+fn submission_needs_tls_and_passwords_reported_at_its_line() {
+    let cases = [
+        (
+            "[smtpd]\nlisten = []\nsubmission = [\"127.0.0.1:587\"]\n",
+            "[tls] cert and key",
+        ),
+        (
+            "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[smtpd]\nlisten = []\nsubmission = [\"127.0.0.1:587\"]\n",
+            "smtpd.password_file",
+        ),
+    ];
+    for (text, needs) in cases {
+        let err = parse(text).expect_err(text);
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("submission"))
+            .expect("line")
+            + 1;
+        assert_eq!(err.kind, ErrorKind::Invalid, "{err}");
+        assert_eq!(err.line, Some(line), "{err}");
+        assert_eq!(err.key.as_deref(), Some("smtpd.submission"), "{err}");
+        assert!(err.message.contains(needs), "{err}");
+    }
+    let complete = "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[smtpd]\nlisten = []\n\
+                    submission = [\"127.0.0.1:587\"]\npassword_file = \"p\"\n";
+    parse(complete).expect("complete submission parses");
 }

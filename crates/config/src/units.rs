@@ -42,8 +42,18 @@ fn duration_error(text: &str) -> ValueError {
     ))
 }
 
-/// Parses `"30s"`, `"5m"`, `"2h"`, `"5d"`, `"1w"`, combinations such as
-/// `"1h30m"` or `"1d 12h"`, and a bare number of seconds (`"90"`).
+/// The error for a number without a unit: `expiry = 5` read as seconds
+/// once meant five seconds to an operator who thought days.
+pub(crate) fn unitless_duration_error(number: &str) -> ValueError {
+    ValueError(format!(
+        "a duration needs a unit: write \"{number}s\" for seconds (or \"{number}m\", \"{number}h\", \"{number}d\", \"{number}w\")"
+    ))
+}
+
+/// Parses `"30s"`, `"5m"`, `"2h"`, `"5d"`, `"1w"` and combinations such as
+/// `"1h30m"` or `"1d 12h"`. A bare number (`"90"`) is refused: which unit
+/// it meant is a guess ([`unitless_duration_error`]); `"0"` alone is
+/// accepted, since zero is zero in every unit.
 ///
 /// Units are lower case only: `M` means mega in sizes, and a duration that
 /// silently meant minutes when the operator thought months would be worse
@@ -54,8 +64,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, ValueError> {
         return Err(duration_error(text));
     }
     if trimmed.bytes().all(|b| b.is_ascii_digit()) {
-        let secs = trimmed.parse::<u64>().map_err(|_| duration_error(text))?;
-        return Ok(Duration::from_secs(secs));
+        if trimmed.bytes().all(|b| b == b'0') {
+            return Ok(Duration::ZERO);
+        }
+        return Err(unitless_duration_error(trimmed));
     }
     let mut total: u64 = 0;
     let mut rest = trimmed;
@@ -177,7 +189,6 @@ mod tests {
             ("1w", 7 * 86400),
             ("1h30m", 5400),
             ("1d 12h", 86400 + 12 * 3600),
-            ("90", 90),
             ("0", 0),
             ("0s", 0),
             ("  4m  ", 240),
@@ -201,6 +212,14 @@ mod tests {
             assert!(
                 err.to_string().contains("invalid duration"),
                 "{text}: {err}"
+            );
+        }
+        for text in ["90", "5", " 300 "] {
+            let err = parse_duration(text).expect_err(text);
+            assert!(err.to_string().contains("needs a unit"), "{text}: {err}");
+            assert!(
+                err.to_string().contains(&format!("\"{}s\"", text.trim())),
+                "{err}"
             );
         }
         let too_long = parse_duration("99999999999999999w").expect_err("overflow");

@@ -29,12 +29,16 @@
 //! the spool for the account ([`prepare`]), so that nothing in the spool
 //! is root's but its own pid file.
 //!
-//! **On failure.** A missing service executable is refused before
-//! anything starts (exit 69). A child that cannot be started later, or
-//! that keeps crashing, is retried with back-off for ever, each failure
-//! logged — the supervisor never gives up on a service, so that a
-//! transient condition (a full disk, a port still in TIME_WAIT) heals by
-//! itself. A second SIGTERM while stopping exits at once (skein-daemon's
+//! **On failure.** A configuration that does not parse, or names a file
+//! a daemon could not load (`skein_preflight::check`, the daemons' own
+//! check), is refused before anything starts (exit 78, the error with
+//! file, line and key). A missing service executable is refused before
+//! anything starts (exit 69). A child that exits 78 (`EX_CONFIG`: it
+//! refused its configuration) is not restarted, since no restart can fix
+//! that: every service is stopped and `skein start` exits 78. A child that
+//! cannot be started later, or that keeps crashing otherwise, is retried
+//! with back-off for ever, each failure logged — so that a transient
+//! condition (a full disk, a port still in TIME_WAIT) heals by itself. A second SIGTERM while stopping exits at once (skein-daemon's
 //! rule). Exit statuses are skein-daemon's: 0 after a stop, 1 when it
 //! could not start (another supervisor holds the pid file).
 //!
@@ -159,6 +163,20 @@ pub fn start(config_path: Option<&Path>) -> u8 {
             return EX_CONFIG;
         }
     };
+    // The files the services read at start, checked as they check them:
+    // starting services that would refuse to run only to restart them
+    // for ever helps no one.
+    match skein_preflight::check(&loaded, skein_preflight::Reader::All) {
+        Ok(checked) => {
+            for warning in &checked.warnings {
+                eprintln!("skein: warning: {warning}");
+            }
+        }
+        Err(e) => {
+            eprintln!("skein: {e}");
+            return EX_CONFIG;
+        }
+    }
     // As root: the account the services become must exist, and own the
     // spool before any of them (or the pid file below) touches it.
     let account = match prepare::for_services(&loaded.config) {
@@ -194,6 +212,8 @@ pub fn start(config_path: Option<&Path>) -> u8 {
         healthy_after: restarts.healthy_after,
         ..Policy::default()
     };
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refused_in = std::sync::Arc::clone(&refused);
     let code = skein_daemon::run(options, move |context| async move {
         tracing::info!(
             config = source.as_str(),
@@ -213,8 +233,18 @@ pub fn start(config_path: Option<&Path>) -> u8 {
                 "service stopped"
             );
         }
+        if let Some(report) = reports.iter().find(|r| r.refused_config) {
+            refused_in.store(true, std::sync::atomic::Ordering::SeqCst);
+            eprintln!(
+                "skein: {} refused its configuration (exit 78, its error is above): every service is stopped",
+                report.name
+            );
+        }
         Ok(())
     });
+    if refused.load(std::sync::atomic::Ordering::SeqCst) {
+        return EX_CONFIG;
+    }
     exit_status(code)
 }
 

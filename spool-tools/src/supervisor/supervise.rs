@@ -26,6 +26,7 @@ use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use skein_daemon::Shutdown;
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::backoff::{Backoff, Policy, Restart};
@@ -55,20 +56,38 @@ pub struct ServiceReport {
     pub restart_delays: Vec<Duration>,
     /// How the last child ended when it was stopped, if one was running.
     pub stopped: Option<String>,
+    /// The service exited `EX_CONFIG` (78): it refused its configuration,
+    /// which a restart cannot fix; it was not restarted and every other
+    /// service was stopped.
+    pub refused_config: bool,
 }
 
-/// Runs every service until `shutdown` fires, then stops them all and
-/// returns what happened to each, in the order given.
+/// The exit status with which a daemon refuses its configuration
+/// (sysexits' `EX_CONFIG`); systemd's units say the same with
+/// `RestartPreventExitStatus=78`.
+pub const EX_CONFIG: i32 = 78;
+
+/// Runs every service until `shutdown` fires or one of them refuses its
+/// configuration (exits [`EX_CONFIG`]), then stops them all and returns
+/// what happened to each, in the order given.
 pub async fn supervise(
     services: Vec<ServiceSpec>,
     policy: Policy,
     shutdown: Shutdown,
 ) -> Vec<ServiceReport> {
+    // Set by a service that refuses its configuration: every service
+    // stops, as on the stop request.
+    let (refused, _) = watch::channel(false);
+    let refused = std::sync::Arc::new(refused);
     let tasks: Vec<_> = services
         .into_iter()
         .map(|spec| {
             let name = spec.name.clone();
-            let task = tokio::spawn(run_service(spec, policy, shutdown.clone()));
+            let stop = Stop {
+                shutdown: shutdown.clone(),
+                refused: std::sync::Arc::clone(&refused),
+            };
+            let task = tokio::spawn(run_service(spec, policy, stop));
             (name, task)
         })
         .collect();
@@ -92,7 +111,28 @@ pub async fn supervise(
     reports
 }
 
-async fn run_service(spec: ServiceSpec, policy: Policy, shutdown: Shutdown) -> ServiceReport {
+/// What ends a service's supervision: the stop request, or another
+/// service's refusal of the configuration.
+struct Stop {
+    shutdown: Shutdown,
+    refused: std::sync::Arc<watch::Sender<bool>>,
+}
+
+impl Stop {
+    fn is_triggered(&self) -> bool {
+        self.shutdown.is_triggered() || *self.refused.borrow()
+    }
+
+    async fn wait(&self) {
+        let mut refused = self.refused.subscribe();
+        tokio::select! {
+            () = self.shutdown.wait() => {}
+            _ = refused.wait_for(|&r| r) => {}
+        }
+    }
+}
+
+async fn run_service(spec: ServiceSpec, policy: Policy, shutdown: Stop) -> ServiceReport {
     let name = spec.name.as_str();
     let mut report = ServiceReport {
         name: spec.name.clone(),
@@ -114,10 +154,24 @@ async fn run_service(spec: ServiceSpec, policy: Policy, shutdown: Shutdown) -> S
                 };
                 match exited {
                     Some(status) => {
+                        let refused = matches!(&status, Ok(s) if s.code() == Some(EX_CONFIG));
                         let why = match status {
                             Ok(status) => describe(status),
                             Err(e) => format!("cannot wait for it: {e}"),
                         };
+                        if refused {
+                            error!(
+                                service = name,
+                                pid,
+                                status = why.as_str(),
+                                "refused its configuration (its error is above): not restarted; \
+                                 stopping every service (fix it, run `skein config check`, start again)"
+                            );
+                            report.exits.push(why);
+                            report.refused_config = true;
+                            shutdown.refused.send_replace(true);
+                            break;
+                        }
                         warn!(
                             service = name,
                             pid,
@@ -370,6 +424,33 @@ mod tests {
         assert!(
             reports[0].restart_delays.iter().all(|d| d.is_zero()),
             "{reports:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_service_refusing_its_configuration_stops_all_and_is_not_restarted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let starts = dir.path().join("starts");
+        let refusing = sh(
+            "refuser",
+            format!("echo started >> '{}'; sleep 0.2; exit 78", starts.display()),
+        );
+        let running = sh("runner", "exec sleep 60".into());
+        let (context, _control) = Context::standalone("test");
+        // No stop request: the refusal alone ends the supervision.
+        let reports = supervise(vec![refusing, running], quick_policy(), context.shutdown()).await;
+        assert_eq!(lines(&starts).len(), 1, "not restarted");
+        assert!(reports[0].refused_config, "{reports:?}");
+        assert_eq!(reports[0].exits, ["exit status 78"], "{reports:?}");
+        assert!(reports[0].restart_delays.is_empty(), "{reports:?}");
+        assert!(!reports[1].refused_config, "{reports:?}");
+        assert_eq!(reports[1].starts, 1, "{reports:?}");
+        assert!(
+            reports[1]
+                .stopped
+                .as_deref()
+                .is_some_and(|s| s.contains("SIGTERM") || s.contains("signal 15")),
+            "the other service was stopped: {reports:?}"
         );
     }
 
