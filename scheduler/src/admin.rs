@@ -108,6 +108,16 @@ pub fn flush(queue: &mut Queue, target: &FlushTarget) -> Answer {
             }
         }
     }
+    let what = match target {
+        FlushTarget::All => "all".to_owned(),
+        FlushTarget::Message(id) => id.clone(),
+        FlushTarget::Thread(key) => format!("thread {key}"),
+    };
+    tracing::info!(
+        target = what.as_str(),
+        messages = count,
+        "administrator flushed the queue"
+    );
     Ok(format!("flushed {count} message(s)"))
 }
 

@@ -192,7 +192,7 @@ impl Engine {
         if kind == OutcomeKind::Delivered
             && let Some(t) = self.queue.thread_mut(&thread)
         {
-            t.failures = 0;
+            t.delivered();
         }
     }
 
@@ -691,7 +691,7 @@ impl Engine {
                 ));
             }
             ControlRequest::Show { queue_id } => match self.queue.get(&queue_id) {
-                Some(m) => return ControlResponse::Message(report::detail(m)),
+                Some(m) => return ControlResponse::Message(report::detail(&self.queue, m)),
                 None => Err(SchedulerError::unknown_message(&queue_id)),
             },
             ControlRequest::Hold { queue_id } => admin::hold(&mut self.queue, &queue_id, true),

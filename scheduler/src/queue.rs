@@ -78,12 +78,26 @@ impl Thread {
         self.next_attempt > now
     }
 
-    /// Counts one more failed attempt and pushes the next one back by the
-    /// retry schedule.
+    /// Counts one more failed attempt of the thread and pushes the next
+    /// one back by the retry schedule — once per attempt: the other jobs
+    /// of the same round (an agent works several messages of a thread on
+    /// one connection) find the thread backing off already and do not step
+    /// the schedule again, which would skip its entries.
     fn back_off(&mut self, schedule: &SchedulerConfig, now: u64) {
+        if self.is_backing_off(now) {
+            return;
+        }
         self.failures += 1;
         let delay = schedule.retry_delay(self.failures as usize);
-        self.next_attempt = self.next_attempt.max(micros_after(now, delay));
+        self.next_attempt = micros_after(now, delay);
+    }
+
+    /// A delivery in the thread: the destination works, so its failures
+    /// and its backoff are over (each deferred recipient still waits for
+    /// its own retry time).
+    pub fn delivered(&mut self) {
+        self.failures = 0;
+        self.next_attempt = 0;
     }
 }
 
@@ -618,6 +632,55 @@ mod tests {
         let a = ThreadKey::new("smtp", "a");
         assert_eq!(q.thread(&a).unwrap().waiting(), 1);
         assert!(q.has_ready(&a, 0));
+    }
+
+    #[test]
+    fn one_round_of_deferrals_steps_the_retry_schedule_once() {
+        let g = groups();
+        let mut q = Queue::new();
+        q.insert(msg(1, &["a"]), &g);
+        q.insert(msg(2, &["a"]), &g);
+        let a = ThreadKey::new("smtp", "a");
+        let mut schedule =
+            skein_config::Config::embedded_default(std::path::Path::new("/")).scheduler;
+        schedule.retries = vec![Duration::from_secs(60), Duration::from_secs(3600)];
+        let before = now_micros();
+        // One agent, two jobs, one round: both deferred.
+        let jobs: Vec<_> = (0..2)
+            .map(|n| q.hand_out(&a, 0, JobId(n)).expect("a job"))
+            .collect();
+        for (job, rcpts) in &jobs {
+            let m = q.get_mut(&job.queue_id).expect("message");
+            for &r in rcpts {
+                m.rcpts[r as usize].state = RState::Deferred;
+            }
+            q.job_over(&job.queue_id, &a, rcpts, &schedule);
+        }
+        let t = q.thread(&a).expect("thread");
+        assert_eq!(t.failures, 1, "one failed attempt, not one per job");
+        let wait = t.next_attempt.saturating_sub(before);
+        assert!(
+            (55_000_000..=65_000_000).contains(&wait),
+            "the first entry (60s), not the second: {wait} µs"
+        );
+        // The next round fails too: the second entry.
+        let t = q.thread_mut(&a).expect("thread");
+        t.next_attempt = 0;
+        q.insert(msg(3, &["a"]), &g);
+        let (job, rcpts) = q.hand_out(&a, 0, JobId(9)).expect("a job");
+        q.get_mut(&job.queue_id).expect("message").rcpts[rcpts[0] as usize].state =
+            RState::Deferred;
+        q.job_over(&job.queue_id, &a, &rcpts, &schedule);
+        let t = q.thread(&a).expect("thread");
+        assert_eq!(t.failures, 2);
+        assert!(
+            t.next_attempt.saturating_sub(before) > 3_000_000_000,
+            "the second entry, 1h"
+        );
+        // A delivery ends the backoff.
+        q.thread_mut(&a).expect("thread").delivered();
+        let t = q.thread(&a).expect("thread");
+        assert_eq!((t.failures, t.next_attempt), (0, 0));
     }
 
     #[test]

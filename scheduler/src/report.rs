@@ -33,6 +33,8 @@ pub struct ThreadView {
     pub agent_pids: Vec<u32>,
     /// Seconds to the next attempt, when backing off.
     pub next_attempt_in: Option<i64>,
+    /// When its first waiting recipient is due, micros (0: now).
+    pub earliest_ready: Option<u64>,
     /// Arrival of its oldest message, micros.
     pub oldest_arrival: u64,
     /// Last diagnostic.
@@ -53,6 +55,7 @@ impl Default for ThreadView {
             attempts: 0,
             agent_pids: Vec::new(),
             next_attempt_in: None,
+            earliest_ready: None,
             oldest_arrival: 0,
             last_diag: None,
             held: false,
@@ -79,8 +82,23 @@ pub fn status(queue: &Queue, agents: &Agents, uptime: Duration) -> SchedulerStat
     }
 }
 
+/// When a waiting recipient of `m` (index `i`) is really tried next,
+/// micros: not before its own retry time nor before its thread's backoff
+/// ends (the same instant `mailq --threads` shows for the thread, within
+/// the scheduler's one-second tick). 0: as soon as an agent is free.
+pub fn next_attempt(queue: &Queue, m: &Msg, i: usize) -> u64 {
+    let r = &m.rcpts[i];
+    let own = if r.state == RState::Deferred {
+        r.retry_at
+    } else {
+        0
+    };
+    let thread = queue.thread(m.thread_of(i)).map_or(0, |t| t.next_attempt);
+    own.max(thread)
+}
+
 /// One message, as `mailq` lists it.
-pub fn summary(m: &Msg) -> MessageSummary {
+pub fn summary(queue: &Queue, m: &Msg) -> MessageSummary {
     MessageSummary {
         queue_id: m.id().to_string(),
         size: m.control.size,
@@ -92,7 +110,8 @@ pub fn summary(m: &Msg) -> MessageSummary {
             .recipients
             .iter()
             .zip(&m.rcpts)
-            .map(|(cr, r)| RecipientSummary {
+            .enumerate()
+            .map(|(i, (cr, r))| RecipientSummary {
                 index: cr.index,
                 address: cr.address.clone(),
                 thread: m.thread_of(cr.index as usize).clone(),
@@ -106,7 +125,7 @@ pub fn summary(m: &Msg) -> MessageSummary {
                 attempts: r.attempts,
                 last_diagnostic: r.diagnostic.clone(),
                 next_attempt_unix: (r.state == RState::Deferred)
-                    .then_some((r.retry_at / 1_000_000) as i64),
+                    .then(|| (next_attempt(queue, m, i) / 1_000_000) as i64),
             })
             .collect(),
     }
@@ -114,16 +133,16 @@ pub fn summary(m: &Msg) -> MessageSummary {
 
 /// `mailq`: every message, in queue-id order.
 pub fn queue(queue: &Queue) -> Vec<MessageSummary> {
-    let mut v: Vec<MessageSummary> = queue.messages().map(summary).collect();
+    let mut v: Vec<MessageSummary> = queue.messages().map(|m| summary(queue, m)).collect();
     v.sort_by(|a, b| a.queue_id.cmp(&b.queue_id));
     v
 }
 
 /// `skein queue show`.
-pub fn detail(m: &Msg) -> MessageDetail {
+pub fn detail(queue: &Queue, m: &Msg) -> MessageDetail {
     let env = &m.control.envelope;
     MessageDetail {
-        summary: summary(m),
+        summary: summary(queue, m),
         envid: env.envid.clone(),
         ret: env.ret,
         body: env.body,
@@ -205,6 +224,14 @@ fn thread_view(queue: &Queue, agents: &Agents, groups: &Groups) -> Vec<ThreadVie
                 ..Default::default()
             });
             v.recipients += 1;
+            if matches!(r.state, RState::Pending | RState::Deferred) {
+                let ready = if r.state == RState::Deferred {
+                    r.retry_at
+                } else {
+                    0
+                };
+                v.earliest_ready = Some(v.earliest_ready.map_or(ready, |e| e.min(ready)));
+            }
             if seen_here.insert(key) {
                 v.messages += 1;
                 v.oldest_arrival = if v.oldest_arrival == 0 {
@@ -224,8 +251,11 @@ fn thread_view(queue: &Queue, agents: &Agents, groups: &Groups) -> Vec<ThreadVie
             ..Default::default()
         });
         v.attempts = t.attempts;
-        v.next_attempt_in =
-            (t.next_attempt > now).then(|| ((t.next_attempt - now) / 1_000_000) as i64);
+        // The thread is tried again once its backoff is over and one of
+        // its recipients is due: the later of the two, as for each
+        // recipient in `mailq` ([`next_attempt`]).
+        let next = t.next_attempt.max(v.earliest_ready.unwrap_or(0));
+        v.next_attempt_in = (next > now).then(|| ((next - now) / 1_000_000) as i64);
         v.last_diag = t.last_diag.clone();
         v.agent_pids = t
             .agents
