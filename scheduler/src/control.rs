@@ -159,3 +159,34 @@ async fn serve(stream: UnixStream, access: Access, events: mpsc::UnboundedSender
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skein_proto::{BulkAction, FlushTarget, Selection};
+
+    #[test]
+    fn read_only_peers_may_list_and_nothing_else() {
+        let id = || "0ABCDEFGHJK0000100A".to_owned();
+        let table = [
+            (ControlRequest::Status, true),
+            (ControlRequest::ListQueue, true),
+            (ControlRequest::ListThreads, true),
+            (ControlRequest::Hold { queue_id: id() }, false),
+            (ControlRequest::Delete { queue_id: id() }, false),
+            (ControlRequest::Flush(FlushTarget::All), false),
+            (ControlRequest::Submitted { queue_id: id() }, false),
+            (
+                ControlRequest::Bulk {
+                    action: BulkAction::Delete,
+                    selection: Selection::all(),
+                },
+                false,
+            ),
+        ];
+        for (req, read_only) in table {
+            assert_eq!(Access::ReadOnly.allows(&req), read_only, "{}", req.name());
+            assert!(Access::Full.allows(&req), "{}", req.name());
+        }
+    }
+}

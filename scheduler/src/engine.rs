@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use skein_config::Config;
 use skein_proto::{
-    AgentToScheduler, ControlRequest, ControlResponse, JobId, Outcome, SchedulerToAgent, Status,
+    AgentToScheduler, BulkAction, ControlRequest, ControlResponse, FlushTarget, JobId, Outcome,
+    SchedulerToAgent, Selection, Status,
 };
 use skein_spool::{Area, OutcomeKind, QueueId, Spool};
 
@@ -703,11 +704,68 @@ impl Engine {
             ControlRequest::Requeue { queue_id } => {
                 admin::requeue(&mut self.queue, &self.spool, &queue_id)
             }
+            ControlRequest::Bulk { action, selection } => Ok(self.bulk(action, &selection)),
         };
         match answer {
             Ok(message) => ControlResponse::Ok { message },
             Err(e) => ControlResponse::Error(e.to_control()),
         }
+    }
+}
+
+impl Engine {
+    /// A bulk operation: the selected messages (selected as `mailq`
+    /// lists them, [`skein_proto::Selection::matches`]), each acted on as
+    /// its one-message request would be; one log line with the selection
+    /// and the counts.
+    fn bulk(&mut self, action: BulkAction, selection: &Selection) -> String {
+        let now = (now_micros() / 1_000_000) as i64;
+        let ids: Vec<String> = self
+            .queue
+            .messages()
+            .filter(|m| selection.matches(&report::summary(&self.queue, m), now))
+            .map(|m| m.id().to_string())
+            .collect();
+        let mut done = 0usize;
+        let mut refused = Vec::new();
+        for id in &ids {
+            let result = match action {
+                BulkAction::Hold => admin::hold(&mut self.queue, id, true),
+                BulkAction::Release => admin::hold(&mut self.queue, id, false),
+                BulkAction::Delete => {
+                    admin::delete(&mut self.queue, &mut self.agents, &self.spool, id)
+                }
+                BulkAction::Flush => {
+                    admin::flush(&mut self.queue, &FlushTarget::Message(id.clone()))
+                }
+                BulkAction::Requeue => admin::requeue(&mut self.queue, &self.spool, id),
+            };
+            match result {
+                Ok(_) => done += 1,
+                Err(e) => refused.push(format!("{id}: {}", e.to_control().message)),
+            }
+        }
+        let what = selection.describe();
+        tracing::info!(
+            action = action.as_str(),
+            selection = what.as_str(),
+            selected = ids.len(),
+            done,
+            refused = refused.len(),
+            "administrator acted on the queue"
+        );
+        let mut answer = format!(
+            "{}: {} message(s) selected ({what}), {done} done",
+            action.as_str(),
+            ids.len()
+        );
+        for line in refused.iter().take(10) {
+            answer.push_str(&format!("; not done: {line}"));
+        }
+        if refused.len() > 10 {
+            answer.push_str(&format!("; … and {} more not done", refused.len() - 10));
+        }
+        answer
     }
 }
 

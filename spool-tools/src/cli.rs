@@ -6,7 +6,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
-use skein_proto::FlushTarget;
+use skein_proto::{BulkAction, FlushTarget, SelectState, Selection};
+use skein_spool::QueueId;
 use skein_spool::rendezvous;
 
 use crate::queue::{self, QueueCommand, text::Clock};
@@ -89,6 +90,75 @@ struct MailqArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    select: SelectArgs,
+}
+
+/// Which messages: every selector given must hold (the same rule for
+/// `mailq` and for the bulk operations).
+#[derive(Debug, Clone, Default, Args)]
+struct SelectArgs {
+    /// The sender: an address, @domain, or <> for the null sender.
+    #[arg(long, value_name = "ADDRESS")]
+    from: Option<String>,
+    /// A recipient still waiting: an address or @domain.
+    #[arg(long, value_name = "ADDRESS")]
+    to: Option<String>,
+    /// A recipient still waiting in this domain.
+    #[arg(long, value_name = "DOMAIN")]
+    domain: Option<String>,
+    /// Accepted at least this long ago, e.g. 2h or 5d.
+    #[arg(long, value_name = "DURATION")]
+    older_than: Option<String>,
+    /// deferred, held or active.
+    #[arg(long, value_name = "STATE")]
+    state: Option<String>,
+    /// A recipient still waiting in this thread, as channel/host.
+    #[arg(long = "in-thread", value_name = "CHANNEL/HOST")]
+    in_thread: Option<String>,
+}
+
+impl SelectArgs {
+    fn is_empty(&self) -> bool {
+        self.from.is_none()
+            && self.to.is_none()
+            && self.domain.is_none()
+            && self.older_than.is_none()
+            && self.state.is_none()
+            && self.in_thread.is_none()
+    }
+
+    /// The selection, with `ids` (`None`: any id), each value checked.
+    fn selection(&self, ids: Option<Vec<String>>) -> Result<Selection, String> {
+        let older_than_secs = match &self.older_than {
+            Some(text) => Some(
+                skein_config::parse_duration(text)
+                    .map_err(|e| format!("--older-than: {e}"))?
+                    .as_secs(),
+            ),
+            None => None,
+        };
+        let state = match &self.state {
+            Some(text) => Some(
+                SelectState::parse(text)
+                    .ok_or_else(|| format!("--state: {text:?} is not deferred, held or active"))?,
+            ),
+            None => None,
+        };
+        let thread = match &self.in_thread {
+            Some(text) => Some(queue::parse_thread(text)?),
+            None => None,
+        };
+        Ok(Selection {
+            ids,
+            from: self.from.clone(),
+            to: self.to.clone(),
+            domain: self.domain.clone(),
+            older_than_secs,
+            state,
+            thread,
+        })
+    }
 }
 
 /// `mailq` when called by that name.
@@ -112,34 +182,50 @@ enum QueueAction {
         #[arg(long)]
         json: bool,
     },
-    /// Stop delivering a message until it is released.
+    /// Stop delivering messages until they are released.
     Hold {
-        /// The queue id.
-        id: String,
+        /// Queue ids; `ALL` for every message; `-` to read ids from
+        /// standard input (one or more per line).
+        ids: Vec<String>,
+        #[command(flatten)]
+        select: SelectArgs,
     },
-    /// Resume delivering a held message.
+    /// Resume delivering held messages.
     Release {
-        /// The queue id.
-        id: String,
+        /// Queue ids; `ALL` for every message; `-` to read ids from
+        /// standard input (one or more per line).
+        ids: Vec<String>,
+        #[command(flatten)]
+        select: SelectArgs,
     },
-    /// Remove a message without delivering it and without a bounce.
+    /// Remove messages without delivering them and without a bounce
+    /// (Postfix's `postsuper -d`).
     Delete {
-        /// The queue id.
-        id: String,
+        /// Queue ids; `ALL` for every message; `-` to read ids from
+        /// standard input (one or more per line).
+        ids: Vec<String>,
+        #[command(flatten)]
+        select: SelectArgs,
     },
     /// Retry now, ignoring back-off: everything, one message, or one thread.
     Flush {
-        /// The queue id (default: the whole queue).
+        /// Queue ids, `ALL` or `-` (default, with no selector: the whole
+        /// queue).
         #[arg(conflicts_with = "thread")]
-        id: Option<String>,
+        ids: Vec<String>,
         /// One thread, as channel/host (e.g. smtp/example.org).
         #[arg(long, value_name = "CHANNEL/HOST")]
         thread: Option<String>,
+        #[command(flatten)]
+        select: SelectArgs,
     },
-    /// Route a message again (after an alias or route change).
+    /// Route messages again (after an alias or route change).
     Requeue {
-        /// The queue id.
-        id: String,
+        /// Queue ids; `ALL` for every message; `-` to read ids from
+        /// standard input (one or more per line).
+        ids: Vec<String>,
+        #[command(flatten)]
+        select: SelectArgs,
     },
 }
 
@@ -294,6 +380,7 @@ fn sendmail(args: &[String], config: Option<&Path>) -> u8 {
                 &MailqArgs {
                     threads: false,
                     json: false,
+                    select: SelectArgs::default(),
                 },
             )
         }
@@ -307,12 +394,29 @@ fn usage_error(e: clap::Error) -> u8 {
 }
 
 fn mailq(config: Option<&Path>, prog: &str, args: &MailqArgs) -> u8 {
+    let selection = if args.select.is_empty() {
+        None
+    } else if args.threads {
+        eprintln!(
+            "{prog}: the selectors (--from, --domain, …) apply to the message listing, not to --threads"
+        );
+        return EX_USAGE;
+    } else {
+        match args.select.selection(None) {
+            Ok(selection) => Some(selection),
+            Err(message) => {
+                eprintln!("{prog}: {message}");
+                return EX_USAGE;
+            }
+        }
+    };
     run_queue(
         config,
         prog,
         &QueueCommand::Mailq {
             threads: args.threads,
             json: args.json,
+            selection,
         },
     )
 }
@@ -320,35 +424,133 @@ fn mailq(config: Option<&Path>, prog: &str, args: &MailqArgs) -> u8 {
 /// The command with its ids and thread checked: a malformed one never
 /// reaches the scheduler.
 fn queue_command(action: QueueAction) -> Result<QueueCommand, String> {
+    queue_command_with(action, &mut || {
+        let mut text = String::new();
+        io::Read::read_to_string(&mut io::stdin(), &mut text)
+            .map_err(|e| format!("cannot read queue ids from standard input: {e}"))?;
+        Ok(text)
+    })
+}
+
+/// [`queue_command`], with standard input (for `-`) given.
+fn queue_command_with(
+    action: QueueAction,
+    stdin: &mut dyn FnMut() -> Result<String, String>,
+) -> Result<QueueCommand, String> {
     let id = |text: &str| queue::parse_queue_id(text);
+    // One id and no selector: the one-message request (its refusal of an
+    // unknown id is an error); anything else: a bulk request.
+    let one_or_bulk = |action: BulkAction,
+                       ids: Vec<String>,
+                       select: SelectArgs,
+                       stdin: &mut dyn FnMut() -> Result<String, String>,
+                       single: fn(QueueId) -> QueueCommand|
+     -> Result<QueueCommand, String> {
+        if let [only] = ids.as_slice()
+            && only != "ALL"
+            && only != "-"
+            && select.is_empty()
+        {
+            return Ok(single(id(only)?));
+        }
+        Ok(QueueCommand::Bulk(
+            action,
+            bulk_selection(action, ids, &select, stdin)?,
+        ))
+    };
     Ok(match action {
         QueueAction::Show { id: text, json } => QueueCommand::Show {
             id: id(&text)?,
             json,
         },
-        QueueAction::Hold { id: text } => QueueCommand::Hold(id(&text)?),
-        QueueAction::Release { id: text } => QueueCommand::Release(id(&text)?),
-        QueueAction::Delete { id: text } => QueueCommand::Delete(id(&text)?),
-        QueueAction::Requeue { id: text } => QueueCommand::Requeue(id(&text)?),
+        QueueAction::Hold { ids, select } => {
+            one_or_bulk(BulkAction::Hold, ids, select, stdin, QueueCommand::Hold)?
+        }
+        QueueAction::Release { ids, select } => one_or_bulk(
+            BulkAction::Release,
+            ids,
+            select,
+            stdin,
+            QueueCommand::Release,
+        )?,
+        QueueAction::Delete { ids, select } => {
+            one_or_bulk(BulkAction::Delete, ids, select, stdin, QueueCommand::Delete)?
+        }
+        QueueAction::Requeue { ids, select } => one_or_bulk(
+            BulkAction::Requeue,
+            ids,
+            select,
+            stdin,
+            QueueCommand::Requeue,
+        )?,
         QueueAction::Flush {
-            id: Some(text),
-            thread: None,
-        } => QueueCommand::Flush(FlushTarget::Message(id(&text)?.as_str().to_owned())),
-        QueueAction::Flush {
-            id: None,
-            thread: Some(thread),
-        } => QueueCommand::Flush(FlushTarget::Thread(queue::parse_thread(&thread)?)),
-        QueueAction::Flush {
-            id: None,
-            thread: None,
-        } => QueueCommand::Flush(FlushTarget::All),
-        // clap's conflicts_with already refuses both; keep the refusal
-        // here too rather than pick one.
-        QueueAction::Flush {
-            id: Some(_),
-            thread: Some(_),
-        } => return Err("flush takes a queue id or --thread, not both".into()),
+            ids,
+            thread,
+            select,
+        } => match (ids.as_slice(), thread, select.is_empty()) {
+            ([], None, true) => QueueCommand::Flush(FlushTarget::All),
+            ([], Some(thread), true) => {
+                QueueCommand::Flush(FlushTarget::Thread(queue::parse_thread(&thread)?))
+            }
+            ([only], None, true) if only != "ALL" && only != "-" => {
+                QueueCommand::Flush(FlushTarget::Message(id(only)?.as_str().to_owned()))
+            }
+            (_, Some(_), _) => {
+                return Err(
+                    "flush takes --thread alone (use --in-thread with other selectors)".into(),
+                );
+            }
+            (_, None, _) => {
+                let ids = if ids.is_empty() {
+                    vec!["ALL".to_owned()]
+                } else {
+                    ids
+                };
+                QueueCommand::Bulk(
+                    BulkAction::Flush,
+                    bulk_selection(BulkAction::Flush, ids, &select, stdin)?,
+                )
+            }
+        },
     })
+}
+
+/// The selection of a bulk request: `ALL`, `-` (ids read from standard
+/// input), ids, and the selectors, all of which must hold. Nothing at all
+/// is refused rather than taken to mean everything.
+fn bulk_selection(
+    action: BulkAction,
+    words: Vec<String>,
+    select: &SelectArgs,
+    stdin: &mut dyn FnMut() -> Result<String, String>,
+) -> Result<Selection, String> {
+    if words.is_empty() && select.is_empty() {
+        return Err(format!(
+            "{} needs queue ids, `-` (ids on standard input), `ALL`, or a selector (--from, --to, --domain, --older-than, --state, --in-thread)",
+            action.as_str()
+        ));
+    }
+    let mut all = false;
+    let mut ids = Vec::new();
+    for word in words {
+        match word.as_str() {
+            "ALL" => all = true,
+            "-" => {
+                for token in stdin()?.split_whitespace() {
+                    ids.push(queue::parse_queue_id(token)?.as_str().to_owned());
+                }
+            }
+            text => ids.push(queue::parse_queue_id(text)?.as_str().to_owned()),
+        }
+    }
+    // `ALL` with ids is every message; ids alone (perhaps none, from an
+    // empty standard input) are just those.
+    let ids = if all || (ids.is_empty() && !select.is_empty()) {
+        None
+    } else {
+        Some(ids)
+    };
+    select.selection(ids)
 }
 
 /// The control socket named by the configuration, or the exit status of
@@ -548,8 +750,142 @@ mod tests {
             Command::Mailq(a) => Ok(QueueCommand::Mailq {
                 threads: a.threads,
                 json: a.json,
+                selection: None,
             }),
             other => Err(format!("not a queue command: {other:?}")),
+        }
+    }
+
+    #[test]
+    fn bulk_queue_command_lines() {
+        const A: &str = "0ABCDEFGHJK0000100A";
+        const B: &str = "0ABCDEFGHJK0000200A";
+        let parse_in = |args: &[&str], input: &str| -> Result<QueueCommand, String> {
+            let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+            let Command::Queue { action } = cli.command else {
+                return Err("not a queue command".into());
+            };
+            let input = input.to_owned();
+            queue_command_with(action, &mut || Ok(input.clone()))
+        };
+        let bulk = |action, selection| Ok(QueueCommand::Bulk(action, selection));
+        let ids = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let two_lines = format!("{A}\n  {}  \n", B.to_lowercase());
+        let table: Vec<(&[&str], &str, Result<QueueCommand, String>)> = vec![
+            // One id alone: the one-message request, as before.
+            (
+                &["skein", "queue", "delete", A],
+                "",
+                Ok(QueueCommand::Delete(A.parse().unwrap())),
+            ),
+            (
+                &["skein", "queue", "delete", "ALL"],
+                "",
+                bulk(BulkAction::Delete, Selection::all()),
+            ),
+            (
+                &["skein", "queue", "hold", A, B],
+                "",
+                bulk(
+                    BulkAction::Hold,
+                    Selection {
+                        ids: ids(&[A, B]),
+                        ..Selection::all()
+                    },
+                ),
+            ),
+            (
+                &["skein", "queue", "delete", "-"],
+                &two_lines,
+                bulk(
+                    BulkAction::Delete,
+                    Selection {
+                        ids: ids(&[A, B]),
+                        ..Selection::all()
+                    },
+                ),
+            ),
+            (
+                &[
+                    "skein",
+                    "queue",
+                    "delete",
+                    "--domain",
+                    "x.test",
+                    "--state",
+                    "deferred",
+                    "--older-than",
+                    "2h",
+                ],
+                "",
+                bulk(
+                    BulkAction::Delete,
+                    Selection {
+                        domain: Some("x.test".into()),
+                        state: Some(SelectState::Deferred),
+                        older_than_secs: Some(7200),
+                        ..Selection::all()
+                    },
+                ),
+            ),
+            (
+                &["skein", "queue", "requeue", "--in-thread", "smtp/x.test"],
+                "",
+                bulk(
+                    BulkAction::Requeue,
+                    Selection {
+                        thread: Some(skein_proto::ThreadKey::new("smtp", "x.test")),
+                        ..Selection::all()
+                    },
+                ),
+            ),
+            (
+                &["skein", "queue", "flush"],
+                "",
+                Ok(QueueCommand::Flush(FlushTarget::All)),
+            ),
+            (
+                &["skein", "queue", "flush", "--from", "@spam.test"],
+                "",
+                bulk(
+                    BulkAction::Flush,
+                    Selection {
+                        from: Some("@spam.test".into()),
+                        ..Selection::all()
+                    },
+                ),
+            ),
+        ];
+        for (args, input, want) in table {
+            assert_eq!(parse_in(args, input), want, "{args:?}");
+        }
+        for (args, input, needle) in [
+            (&["skein", "queue", "delete"][..], "", "needs queue ids"),
+            (
+                &["skein", "queue", "delete", "--older-than", "5"],
+                "",
+                "needs a unit",
+            ),
+            (
+                &["skein", "queue", "delete", "--state", "bounced"],
+                "",
+                "not deferred, held or active",
+            ),
+            (
+                &["skein", "queue", "delete", "-"],
+                "not-an-id\n",
+                "not-an-id",
+            ),
+            (
+                &[
+                    "skein", "queue", "flush", "--thread", "smtp/x", "--domain", "y",
+                ],
+                "",
+                "--thread alone",
+            ),
+        ] {
+            let err = parse_in(args, input).expect_err(needle);
+            assert!(err.contains(needle), "{args:?}: {err}");
         }
     }
 
@@ -563,6 +899,7 @@ mod tests {
                 Some(QueueCommand::Mailq {
                     threads: false,
                     json: false,
+                    selection: None,
                 }),
             ),
             (
@@ -570,6 +907,7 @@ mod tests {
                 Some(QueueCommand::Mailq {
                     threads: true,
                     json: true,
+                    selection: None,
                 }),
             ),
             (
@@ -577,6 +915,7 @@ mod tests {
                 Some(QueueCommand::Mailq {
                     threads: true,
                     json: false,
+                    selection: None,
                 }),
             ),
             (

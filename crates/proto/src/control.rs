@@ -15,7 +15,7 @@ use crate::envelope::ThreadKey;
 /// A request to the scheduler.
 ///
 /// Layout: variant index in declaration order (`Submitted` = 0 …
-/// `Requeue` = 9), then the fields.
+/// `Bulk` = 10), then the fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlRequest {
     /// From the router: the control file of a new message is durable in
@@ -62,6 +62,16 @@ pub enum ControlRequest {
         /// The message.
         queue_id: String,
     },
+    /// Apply `action` to every message `selection` selects (`queue delete
+    /// ALL`, `--domain`, ids on standard input). Answered with `Ok`
+    /// saying how many were selected and acted on; a selection that
+    /// matches nothing is not an error.
+    Bulk {
+        /// What to do to each.
+        action: crate::selection::BulkAction,
+        /// Which.
+        selection: crate::selection::Selection,
+    },
 }
 
 impl ControlRequest {
@@ -82,6 +92,7 @@ impl ControlRequest {
             ControlRequest::Delete { .. } => "Delete",
             ControlRequest::Flush(_) => "Flush",
             ControlRequest::Requeue { .. } => "Requeue",
+            ControlRequest::Bulk { .. } => "Bulk",
         }
     }
 }

@@ -45,6 +45,7 @@ mod frame;
 mod handshake;
 mod io;
 mod reply;
+mod selection;
 
 pub use agent::{AgentToScheduler, Job, JobRecipient, Outcome, SchedulerToAgent, Status};
 pub use control::{
@@ -64,6 +65,7 @@ pub use handshake::{
 };
 pub use io::{FrameReader, FrameWriter, Framed};
 pub use reply::SmtpReply;
+pub use selection::{BulkAction, SelectState, Selection};
 /// Defined in `skein-mail`, shared with the spool and the SMTP codec; part
 /// of this protocol all the same (see [`PROTOCOL_VERSION`]).
 pub use skein_mail::{BodyType, EnhancedCode, Notify, ParseEnhancedCodeError, Ret};

@@ -223,6 +223,22 @@ fn control_request() {
         ControlRequest::Requeue {
             queue_id: "r".into(),
         },
+        ControlRequest::Bulk {
+            action: BulkAction::Delete,
+            selection: Selection::all(),
+        },
+        ControlRequest::Bulk {
+            action: BulkAction::Flush,
+            selection: Selection {
+                ids: Some(vec!["a".into(), "b".into()]),
+                from: Some("@x.test".into()),
+                to: Some("<>".into()),
+                domain: Some("ü.test".into()),
+                older_than_secs: Some(u64::MAX),
+                state: Some(SelectState::Held),
+                thread: Some(thread("smtp", "y.test")),
+            },
+        },
     ];
     let mut seen = BTreeSet::new();
     for m in &samples {
@@ -239,10 +255,11 @@ fn control_request() {
             ControlRequest::Flush(FlushTarget::Message(_)) => "Flush/Message",
             ControlRequest::Flush(FlushTarget::Thread(_)) => "Flush/Thread",
             ControlRequest::Requeue { .. } => "Requeue",
+            ControlRequest::Bulk { .. } => "Bulk",
         });
         round_trip(m);
     }
-    assert_eq!(seen.len(), 12);
+    assert_eq!(seen.len(), 13);
 }
 
 fn summary(held: bool) -> MessageSummary {

@@ -20,7 +20,10 @@ pub mod text;
 use std::io::Write;
 use std::path::Path;
 
-use skein_proto::{ControlErrorKind, ControlRequest, ControlResponse, FlushTarget, ThreadKey};
+use skein_proto::{
+    BulkAction, ControlErrorKind, ControlRequest, ControlResponse, FlushTarget, Selection,
+    ThreadKey,
+};
 use skein_spool::{QUEUE_ID_LEN, QueueId};
 
 use crate::control::{self, ClientError};
@@ -40,6 +43,8 @@ pub enum QueueCommand {
         threads: bool,
         /// `--json`.
         json: bool,
+        /// Only the messages these selectors select (`--domain`, …).
+        selection: Option<Selection>,
     },
     /// Show one message.
     Show {
@@ -58,6 +63,8 @@ pub enum QueueCommand {
     Flush(FlushTarget),
     /// Route a message again.
     Requeue(QueueId),
+    /// One action on every message a selection selects.
+    Bulk(BulkAction, Selection),
 }
 
 impl QueueCommand {
@@ -73,6 +80,10 @@ impl QueueCommand {
             QueueCommand::Delete(q) => ControlRequest::Delete { queue_id: id(q) },
             QueueCommand::Flush(target) => ControlRequest::Flush(target.clone()),
             QueueCommand::Requeue(q) => ControlRequest::Requeue { queue_id: id(q) },
+            QueueCommand::Bulk(action, selection) => ControlRequest::Bulk {
+                action: *action,
+                selection: selection.clone(),
+            },
         }
     }
 
@@ -86,6 +97,9 @@ impl QueueCommand {
             QueueCommand::Flush(FlushTarget::All) => "flushing the whole queue".into(),
             QueueCommand::Flush(FlushTarget::Message(q)) => format!("{q}: flushed"),
             QueueCommand::Flush(FlushTarget::Thread(key)) => format!("thread {key}: flushed"),
+            QueueCommand::Bulk(action, selection) => {
+                format!("{}: {}", action.as_str(), selection.describe())
+            }
             QueueCommand::Mailq { .. } | QueueCommand::Show { .. } => "done".into(),
         }
     }
@@ -156,9 +170,14 @@ pub fn run(
             QueueCommand::Mailq {
                 threads: false,
                 json,
+                selection,
             },
-            ControlResponse::Queue(queue),
+            ControlResponse::Queue(mut queue),
         ) => {
+            // The selectors select as the scheduler's bulk operations do.
+            if let Some(selection) = selection {
+                queue.retain(|m| selection.matches(m, clock.now_unix));
+            }
             if *json {
                 let views: Vec<_> = queue.iter().map(json::MessageView::from).collect();
                 json::render(&views)
@@ -170,6 +189,7 @@ pub fn run(
             QueueCommand::Mailq {
                 threads: true,
                 json,
+                ..
             },
             ControlResponse::Threads(groups),
         ) => {
@@ -192,7 +212,8 @@ pub fn run(
             | QueueCommand::Release(_)
             | QueueCommand::Delete(_)
             | QueueCommand::Flush(_)
-            | QueueCommand::Requeue(_),
+            | QueueCommand::Requeue(_)
+            | QueueCommand::Bulk(..),
             ControlResponse::Ok { message },
         ) => {
             let message = text::one_line(&message);
@@ -287,6 +308,7 @@ mod tests {
                 QueueCommand::Mailq {
                     threads: false,
                     json: false,
+                    selection: None,
                 },
                 ControlResponse::Queue(vec![]),
                 ControlRequest::ListQueue,
@@ -298,6 +320,7 @@ mod tests {
                 QueueCommand::Mailq {
                     threads: false,
                     json: false,
+                    selection: None,
                 },
                 ControlResponse::Queue(queue.clone()),
                 ControlRequest::ListQueue,
@@ -309,6 +332,7 @@ mod tests {
                 QueueCommand::Mailq {
                     threads: false,
                     json: true,
+                    selection: None,
                 },
                 ControlResponse::Queue(queue),
                 ControlRequest::ListQueue,
@@ -320,6 +344,7 @@ mod tests {
                 QueueCommand::Mailq {
                     threads: true,
                     json: false,
+                    selection: None,
                 },
                 ControlResponse::Threads(vec![]),
                 ControlRequest::ListThreads,
@@ -331,6 +356,7 @@ mod tests {
                 QueueCommand::Mailq {
                     threads: true,
                     json: true,
+                    selection: None,
                 },
                 ControlResponse::Threads(vec![]),
                 ControlRequest::ListThreads,
@@ -498,6 +524,7 @@ mod tests {
             &QueueCommand::Mailq {
                 threads: false,
                 json: false,
+                selection: None,
             },
             &socket,
             "mailq",
