@@ -174,7 +174,7 @@ fn malformed_ids_and_threads_are_refused_locally() {
             &["queue", "flush", ID, "--thread", "smtp/x"],
             "cannot be used with",
         ),
-        (&["queue", "hold"], "required"),
+        (&["queue", "hold"], "needs queue ids"),
         (&["mailq", "--bogus"], "unexpected argument"),
     ];
     for (args, needle) in table {
