@@ -46,6 +46,17 @@ else
 fi
 echo "package: $deb"
 
+# compare NAME WHAT: $work/NAME against dist/debian/NAME (or, with
+# --update, written over it).
+compare() {
+    if $update; then
+        cp "$work/$1" "$here/$1"
+    elif ! diff -u "$here/$1" "$work/$1"; then
+        echo "$2 differ from dist/debian/$1" >&2
+        exit 1
+    fi
+}
+
 echo "-- lintian (fails on an error or a warning; dist/debian/lintian-overrides says why each override is there)"
 lintian --fail-on error,warning "$deb"
 
@@ -53,12 +64,7 @@ echo "-- contents (dpkg-deb -c) against dist/debian/contents"
 # mode owner/group path [-> target]; sizes and dates vary between builds.
 dpkg-deb -c "$deb" | awk '{ $3 = ""; $4 = ""; $5 = ""; print }' \
     | sed 's/   */ /g' | sort >"$work/contents"
-if $update; then
-    cp "$work/contents" "$here/contents"
-elif ! diff -u "$here/contents" "$work/contents"; then
-    echo "the package's paths, owners or modes differ from dist/debian/contents" >&2
-    exit 1
-fi
+compare contents "the package's paths, owners or modes"
 
 echo "-- Documentation= of every unit is installed"
 for doc in $(sed -n 's#^Documentation=file:##p' "$top"/dist/systemd/*.service "$top"/dist/systemd/*.target); do
@@ -101,12 +107,7 @@ grep -q '^skeindrop:' "$root/etc/group" || { echo "postinst made no group skeind
             link = ($5 != "") ? " -> " $5 : ""
             print $1, user[$2] "/" grp[$3], $4 link
         }' | sort >"$work/installed"
-if $update; then
-    cp "$work/installed" "$here/installed"
-elif ! diff -u "$here/installed" "$work/installed"; then
-    echo "the installed paths, owners or modes differ from dist/debian/installed" >&2
-    exit 1
-fi
+compare installed "the installed paths, owners or modes"
 echo "-- purge: the stat overrides go, the spool and the account stay"
 dpkg --root="$root" --force-script-chrootless --log="$work/dpkg.log" --purge skein
 if [ -n "$(dpkg-statoverride --root "$root" --list)" ]; then

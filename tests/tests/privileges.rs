@@ -611,6 +611,29 @@ fn run_with_input(mut command: Command, input: &[u8]) -> std::process::Output {
     child.wait_with_output().expect("wait")
 }
 
+/// Runs the submitting `command` with `message` on its standard input,
+/// which must succeed, waits for the one message in ann's Maildir and
+/// returns it.
+fn submit_and_read_the_delivery(
+    install: &Installation,
+    command: Command,
+    message: &[u8],
+) -> String {
+    let out = run_with_input(command, message);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new = install.mail().join("ann/new");
+    assert!(
+        poll(|| names_in(&new).len() == 1),
+        "not delivered:\n{}",
+        install.log_text()
+    );
+    std::fs::read_to_string(new.join(&names_in(&new)[0])).expect("read")
+}
+
 fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
@@ -666,22 +689,11 @@ fn an_ordinary_user_submits_through_postdrop_and_only_lists_the_queue() {
     };
 
     // 1. Submission and delivery.
-    let out = run_with_input(
+    let delivered = submit_and_read_the_delivery(
+        &install,
         skein_as_nobody(&["sendmail", "-i", "ann@test.example"]),
         b"Subject: from nobody\n\nhello from an ordinary user\n",
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let new = install.mail().join("ann/new");
-    assert!(
-        poll(|| names_in(&new).len() == 1),
-        "not delivered:\n{}",
-        install.log_text()
-    );
-    let delivered = std::fs::read_to_string(new.join(&names_in(&new)[0])).expect("read");
     assert!(delivered.contains("Subject: from nobody"), "{delivered}");
     assert!(
         delivered.contains(&format!("(skein pickup, from userid {})", nobody.uid)),
@@ -1132,19 +1144,11 @@ fn the_install_script_lays_out_what_the_package_does_and_its_links_work() {
         .arg(&install.config)
         .args(["-i", "ann@test.example"])
         .env_remove("SKEIN_CONFIG");
-    let out = run_with_input(command, b"Subject: by the sendmail link\n\nhello\n");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let delivered = submit_and_read_the_delivery(
+        &install,
+        command,
+        b"Subject: by the sendmail link\n\nhello\n",
     );
-    let new = install.mail().join("ann/new");
-    assert!(
-        poll(|| names_in(&new).len() == 1),
-        "not delivered:\n{}",
-        install.log_text()
-    );
-    let delivered = std::fs::read_to_string(new.join(&names_in(&new)[0])).expect("read");
     assert!(
         delivered.contains("Subject: by the sendmail link"),
         "{delivered}"

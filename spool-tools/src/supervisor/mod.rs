@@ -118,12 +118,9 @@ fn search_dirs(own_dir: Option<&Path>, path_dirs: &[PathBuf]) -> Vec<PathBuf> {
     if let Some(own) = own_dir {
         dirs.push(own.to_path_buf());
         // Lexically, so that /usr/bin gives /usr/libexec/skein whatever
-        // /usr/bin is a link to.
-        match own.parent() {
-            Some(up) if own.file_name().is_some() => {
-                dirs.push(up.join(LIBEXEC_FROM_BIN.trim_start_matches("../")))
-            }
-            _ => {}
+        // /usr/bin is a link to (`/` has no parent, and no libexec).
+        if let Some(up) = own.parent() {
+            dirs.push(up.join(LIBEXEC_FROM_BIN.trim_start_matches("../")));
         }
     }
     dirs.extend(path_dirs.iter().cloned());
