@@ -285,6 +285,22 @@ pub fn poll(mut cond: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// Whether something listens on `127.0.0.1:port`. A bare `connect` is
+/// not proof: probing a port in the ephemeral range while nothing listens
+/// there can connect the socket to itself (TCP simultaneous open, source
+/// port = destination port), which also holds the port so that the
+/// program about to listen on it fails. Such a connection is refused
+/// here and dropped at once.
+pub fn listening(port: u16) -> bool {
+    match std::net::TcpStream::connect(("127.0.0.1", port)) {
+        Ok(stream) => match (stream.local_addr(), stream.peer_addr()) {
+            (Ok(local), Ok(peer)) => local != peer,
+            _ => false,
+        },
+        Err(_) => false,
+    }
+}
+
 /// A daemon started for a test, killed (SIGKILL) when dropped. Its
 /// standard error goes to `<dir>/<name>.log`.
 pub struct Daemon {

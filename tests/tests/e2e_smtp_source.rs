@@ -68,7 +68,7 @@ retries = ["1s"]
     let scheduler = env.start("skein-scheduler");
     assert!(
         env.wait_for(Duration::from_secs(60), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            skein_integration_tests::listening(port)
         }),
         "smtpd not listening:\n{}",
         smtpd.log_text()

@@ -189,7 +189,7 @@ fn random_kill9_of_every_process_kind_under_smtp_load_loses_nothing_acknowledged
         .expect("skein start");
     let supervisor = start.id() as i32;
     assert!(
-        poll(|| TcpStream::connect(("127.0.0.1", port)).is_ok()),
+        poll(|| skein_integration_tests::listening(port)),
         "skein-smtpd never listened: {}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );

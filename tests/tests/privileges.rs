@@ -339,7 +339,7 @@ fn send_by_smtp(port: u16, rcpt: &str, subject: &str) {
 }
 
 fn smtpd_is_up(port: u16) -> bool {
-    TcpStream::connect(("127.0.0.1", port)).is_ok()
+    skein_integration_tests::listening(port)
 }
 
 /// The whole run for one configuration: start as root, check the

@@ -9,7 +9,6 @@
 //! them); a missing peer fails the test with that instruction rather than
 //! passing it silently.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,7 +47,7 @@ fn free_port() -> u16 {
 
 fn wait_listening(port: u16, child: &mut Child) {
     let end = Instant::now() + LIMIT;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !skein_integration_tests::listening(port) {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("the peer exited before listening: {status}");
         }

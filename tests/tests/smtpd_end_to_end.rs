@@ -17,8 +17,7 @@ fn smtp_to_maildir() {
     let router = env.start("skein-router");
     let scheduler = env.start("skein-scheduler");
     assert!(
-        env.wait_for(GUARD, || std::net::TcpStream::connect(("127.0.0.1", port))
-            .is_ok()),
+        env.wait_for(GUARD, || skein_integration_tests::listening(port)),
         "skein-smtpd did not start:\n{}",
         smtpd.log_text()
     );

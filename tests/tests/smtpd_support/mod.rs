@@ -59,7 +59,7 @@ impl Smtpd {
             let mut exited = false;
             let up = env.wait_for(GUARD, || {
                 exited = matches!(daemon.child.try_wait(), Ok(Some(_)));
-                exited || TcpStream::connect(("127.0.0.1", port)).is_ok()
+                exited || skein_integration_tests::listening(port)
             });
             if up && !exited {
                 return Smtpd { env, daemon, port };
@@ -368,9 +368,11 @@ pub fn submission_server(
         ),
         &tls,
     );
-    assert!(smtpd.env.wait_for(GUARD, || {
-        TcpStream::connect(("127.0.0.1", submission)).is_ok()
-    }));
+    assert!(
+        smtpd
+            .env
+            .wait_for(GUARD, || { skein_integration_tests::listening(submission) })
+    );
     (smtpd, submission, der)
 }
 
