@@ -276,6 +276,26 @@ fn log_routed(summary: &Summary) {
     } else {
         summary.sender.as_str()
     };
+    // A local submission by `skein sendmail` (one that wrote the spool
+    // itself) gets the line Postfix's pickup writes, with the submitter;
+    // one through maildrop/ has had its own (`pickup.rs`).
+    if let Some(who) = summary.origin.strip_prefix("sendmail ") {
+        let field = |name: &str| {
+            who.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or("")
+                .to_owned()
+        };
+        info!(
+            queue_id = %summary.id,
+            uid = field("uid=").as_str(),
+            user = field("user=").as_str(),
+            sender,
+            recipients = summary.recipients,
+            size = summary.size,
+            "picked up"
+        );
+    }
     info!(
         queue_id = %summary.id,
         sender,

@@ -60,6 +60,10 @@ pub struct Summary {
     /// The control file was already there (a previous run stopped
     /// between writing it and moving the message): it was kept as is.
     pub resumed: bool,
+    /// Where it came from (`sendmail uid=1000 user=joe`, `smtp …`).
+    pub origin: String,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 impl Summary {
@@ -88,6 +92,8 @@ impl Summary {
             failed,
             message_id: facts.message_id.clone(),
             resumed,
+            origin: control.envelope.origin.clone(),
+            size: control.size,
         }
     }
 }

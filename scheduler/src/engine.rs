@@ -414,7 +414,9 @@ impl Engine {
                 warn.push(m.id().to_string());
             }
         }
-        let days = self.config.scheduler.expiry.as_secs_f64() / 86400.0;
+        // In the unit the administrator wrote (`1h`, `5d`), not a
+        // fraction of days ("0.0 days" for an hour).
+        let expiry = skein_config::format_duration(self.config.scheduler.expiry);
         let mut touched = std::collections::BTreeSet::new();
         for (id, i, last) in expired {
             self.record(
@@ -426,7 +428,7 @@ impl Engine {
                     reply: None,
                     remote_mta: None,
                     diagnostic: format!(
-                        "message expired after {days:.1} days in the queue; last error: {last}"
+                        "message expired after {expiry} in the queue; last error: {last}"
                     ),
                     retry: None,
                 },
@@ -479,9 +481,8 @@ impl Engine {
             // Nothing to notify: the removal is the last word, and it
             // needs the journal no more durable than it is itself (see
             // `Queue::remove`), so the message's outcomes are never synced.
-            return self
-                .queue
-                .remove(&self.spool, id, "delivered", Reuse::Files);
+            let why = finished_why(m);
+            return self.queue.remove(&self.spool, id, &why, Reuse::Files);
         }
         // Outcomes are made durable before anything acts on them: a DSN is
         // sent only for a failure that a power loss cannot undo, a
@@ -491,9 +492,10 @@ impl Engine {
         bounce::successes(&mut self.queue, &self.spool, &self.config, id);
         match self.queue.get(id) {
             Some(m) if m.damaged.is_some() => self.settle(id), // found while bouncing
-            Some(m) if m.is_done() => self
-                .queue
-                .remove(&self.spool, id, "delivered", Reuse::Files),
+            Some(m) if m.is_done() => {
+                let why = finished_why(m);
+                self.queue.remove(&self.spool, id, &why, Reuse::Files)
+            }
             _ => {}
         }
     }
@@ -710,6 +712,23 @@ impl Engine {
             Ok(message) => ControlResponse::Ok { message },
             Err(e) => ControlResponse::Error(e.to_control()),
         }
+    }
+}
+
+/// Why a finished message leaves the queue, for its `removed` line:
+/// `delivered`, `bounced` (every recipient failed, its DSN sent), or both
+/// counted.
+fn finished_why(m: &Msg) -> String {
+    let delivered = m
+        .rcpts
+        .iter()
+        .filter(|r| r.state == crate::message::RState::Delivered)
+        .count();
+    let failed = m.rcpts.len() - delivered;
+    match (delivered, failed) {
+        (_, 0) => "delivered".to_owned(),
+        (0, _) => "bounced".to_owned(),
+        (d, f) => format!("{d} delivered, {f} bounced"),
     }
 }
 

@@ -321,11 +321,15 @@ impl Queue {
             OutcomeKind::Deferred => "deferred",
             OutcomeKind::Failed => "bounced",
         };
+        let sender = &msg.control.envelope.sender;
         tracing::info!(
             target: "skein::delivery",
             queue_id,
+            from = if sender.is_empty() { "<>" } else { sender.as_str() },
             to = %cr.address,
             orig_to = cr.orcpt.as_deref().unwrap_or(""),
+            size = msg.control.size,
+            nrcpt = msg.control.recipients.len(),
             channel = %cr.channel,
             relay = attempt.remote_mta.as_deref().unwrap_or(&cr.host),
             delay = format!("{delay:.2}"),

@@ -300,7 +300,9 @@ impl Agent {
             Status::Deferred { .. } => "deferred",
             Status::Failed => "bounced",
         };
-        info!(
+        // The delivery line is the scheduler's (one per recipient per
+        // attempt, docs/operations.md "Logs"); this one is for debugging.
+        debug!(
             queue_id = %entry.job.queue_id,
             to = %recipient.address,
             relay = delivery.remote_mta.as_deref().unwrap_or("none"),

@@ -87,6 +87,10 @@ struct MailqArgs {
     /// Show thread groups and threads instead of messages (ZMailer's `mailq -Q`).
     #[arg(short = 'Q', long)]
     threads: bool,
+    /// Destinations by age instead (Postfix's qshape): messages per
+    /// recipient domain in buckets of 5, 10, 20 … 1280+ minutes.
+    #[arg(long, conflicts_with = "threads")]
+    ages: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -379,6 +383,7 @@ fn sendmail(args: &[String], config: Option<&Path>) -> u8 {
                 "sendmail",
                 &MailqArgs {
                     threads: false,
+                    ages: false,
                     json: false,
                     select: SelectArgs::default(),
                 },
@@ -417,6 +422,7 @@ fn mailq(config: Option<&Path>, prog: &str, args: &MailqArgs) -> u8 {
             threads: args.threads,
             json: args.json,
             selection,
+            ages: args.ages,
         },
     )
 }
@@ -751,6 +757,7 @@ mod tests {
                 threads: a.threads,
                 json: a.json,
                 selection: None,
+                ages: false,
             }),
             other => Err(format!("not a queue command: {other:?}")),
         }
@@ -900,6 +907,7 @@ mod tests {
                     threads: false,
                     json: false,
                     selection: None,
+                    ages: false,
                 }),
             ),
             (
@@ -908,6 +916,7 @@ mod tests {
                     threads: true,
                     json: true,
                     selection: None,
+                    ages: false,
                 }),
             ),
             (
@@ -916,6 +925,7 @@ mod tests {
                     threads: true,
                     json: false,
                     selection: None,
+                    ages: false,
                 }),
             ),
             (

@@ -83,6 +83,24 @@ fn bulk_delete_by_domain_and_by_ids_on_standard_input() {
         scheduler.log_text()
     );
     let all = ids(&env, &[]);
+    // qshape's view: every message young, by destination.
+    let out = run(&env, &["mailq", "--ages", "--json"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let total = |domain: &str| {
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["domain"] == domain)
+            .map(|r| (r["total"].as_u64(), r["buckets"][0].as_u64()))
+    };
+    assert_eq!(total("TOTAL"), Some((Some(5), Some(5))), "{rows}");
+    assert_eq!(total("drop.test"), Some((Some(3), Some(3))), "{rows}");
+    assert_eq!(total("keep.test"), Some((Some(2), Some(2))), "{rows}");
     let doomed = ids(&env, &["--domain", "drop.test"]);
     assert_eq!(
         doomed.len(),

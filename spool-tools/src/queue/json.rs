@@ -10,6 +10,30 @@ use skein_proto::{
     RecipientSummary, Ret, SchedulerStatus, ThreadInfo,
 };
 
+/// One row of `mailq --ages --json`: a domain (or `TOTAL`), its total,
+/// and its counts per age bucket, youngest first: under 5, 10, 20, 40,
+/// 80, 160, 320, 640, 1280 minutes, then 1280 and older
+/// (`text::AGE_BUCKETS_MINUTES`).
+#[derive(Debug, Serialize)]
+pub struct AgeView<'a> {
+    /// The recipient domain, or `TOTAL`.
+    pub domain: &'a str,
+    /// Messages in all buckets.
+    pub total: u64,
+    /// Per bucket, youngest first (ten of them).
+    pub buckets: &'a [u64],
+}
+
+impl<'a> From<&'a super::text::AgeRow> for AgeView<'a> {
+    fn from(row: &'a super::text::AgeRow) -> Self {
+        AgeView {
+            domain: &row.domain,
+            total: row.total,
+            buckets: &row.buckets,
+        }
+    }
+}
+
 /// One message (`mailq --json` prints an array of these).
 #[derive(Debug, Serialize)]
 pub struct MessageView<'a> {

@@ -45,6 +45,8 @@ pub enum QueueCommand {
         json: bool,
         /// Only the messages these selectors select (`--domain`, …).
         selection: Option<Selection>,
+        /// `--ages`: destinations by age (Postfix's qshape) instead.
+        ages: bool,
     },
     /// Show one message.
     Show {
@@ -171,6 +173,7 @@ pub fn run(
                 threads: false,
                 json,
                 selection,
+                ages,
             },
             ControlResponse::Queue(mut queue),
         ) => {
@@ -178,7 +181,15 @@ pub fn run(
             if let Some(selection) = selection {
                 queue.retain(|m| selection.matches(m, clock.now_unix));
             }
-            if *json {
+            if *ages {
+                let rows = text::age_rows(&queue, clock.now_unix);
+                if *json {
+                    let views: Vec<_> = rows.iter().map(json::AgeView::from).collect();
+                    json::render(&views)
+                } else {
+                    text::ages(&queue, clock)
+                }
+            } else if *json {
                 let views: Vec<_> = queue.iter().map(json::MessageView::from).collect();
                 json::render(&views)
             } else {
@@ -309,6 +320,7 @@ mod tests {
                     threads: false,
                     json: false,
                     selection: None,
+                    ages: false,
                 },
                 ControlResponse::Queue(vec![]),
                 ControlRequest::ListQueue,
@@ -321,6 +333,7 @@ mod tests {
                     threads: false,
                     json: false,
                     selection: None,
+                    ages: false,
                 },
                 ControlResponse::Queue(queue.clone()),
                 ControlRequest::ListQueue,
@@ -333,6 +346,7 @@ mod tests {
                     threads: false,
                     json: true,
                     selection: None,
+                    ages: false,
                 },
                 ControlResponse::Queue(queue),
                 ControlRequest::ListQueue,
@@ -345,6 +359,7 @@ mod tests {
                     threads: true,
                     json: false,
                     selection: None,
+                    ages: false,
                 },
                 ControlResponse::Threads(vec![]),
                 ControlRequest::ListThreads,
@@ -357,6 +372,7 @@ mod tests {
                     threads: true,
                     json: true,
                     selection: None,
+                    ages: false,
                 },
                 ControlResponse::Threads(vec![]),
                 ControlRequest::ListThreads,
@@ -525,6 +541,7 @@ mod tests {
                 threads: false,
                 json: false,
                 selection: None,
+                ages: false,
             },
             &socket,
             "mailq",

@@ -356,6 +356,103 @@ pub fn scheduler_status(status: &SchedulerStatus) -> String {
     )
 }
 
+/// The age buckets of [`ages`], in minutes: Postfix's `qshape` defaults
+/// (each bucket holds the messages younger than its bound and at least as
+/// old as the previous one; the last column, `1280+`, everything older).
+pub const AGE_BUCKETS_MINUTES: [u64; 9] = [5, 10, 20, 40, 80, 160, 320, 640, 1280];
+
+/// One row of [`ages`]: a destination domain, its total, and its count
+/// per bucket (the last one is `1280+`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgeRow {
+    /// The recipient domain (`TOTAL` for the sum).
+    pub domain: String,
+    /// Messages with a recipient still waiting in the domain.
+    pub total: u64,
+    /// Per bucket, youngest first; `AGE_BUCKETS_MINUTES.len() + 1` of them.
+    pub buckets: Vec<u64>,
+}
+
+/// `mailq --ages`, Postfix's `qshape`: messages by the domain of their
+/// waiting recipients (a message counts once per domain) and by age; the
+/// `TOTAL` row (each message once) first, then the domains by count, most
+/// first.
+pub fn age_rows(queue: &[MessageSummary], now_unix: i64) -> Vec<AgeRow> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let width = AGE_BUCKETS_MINUTES.len() + 1;
+    let mut by_domain: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut total = vec![0u64; width];
+    for m in queue {
+        let age_min = (now_unix.saturating_sub(m.arrival_unix).max(0) as u64) / 60;
+        let bucket = AGE_BUCKETS_MINUTES
+            .iter()
+            .position(|&bound| age_min < bound)
+            .unwrap_or(width - 1);
+        let domains: BTreeSet<String> = m
+            .recipients
+            .iter()
+            .filter(|r| is_pending(r))
+            .map(|r| {
+                r.address
+                    .rsplit_once('@')
+                    .map_or("(no domain)".to_owned(), |(_, d)| d.to_ascii_lowercase())
+            })
+            .collect();
+        if domains.is_empty() {
+            continue;
+        }
+        total[bucket] += 1;
+        for d in domains {
+            by_domain.entry(d).or_insert_with(|| vec![0; width])[bucket] += 1;
+        }
+    }
+    let mut rows: Vec<AgeRow> = by_domain
+        .into_iter()
+        .map(|(domain, buckets)| AgeRow {
+            domain,
+            total: buckets.iter().sum(),
+            buckets,
+        })
+        .collect();
+    rows.sort_by(|a, b| b.total.cmp(&a.total).then(a.domain.cmp(&b.domain)));
+    rows.insert(
+        0,
+        AgeRow {
+            domain: "TOTAL".into(),
+            total: total.iter().sum(),
+            buckets: total,
+        },
+    );
+    rows
+}
+
+/// [`age_rows`] as qshape prints them: a header of bucket bounds in
+/// minutes, then one right-aligned row per domain.
+pub fn ages(queue: &[MessageSummary], clock: &Clock) -> String {
+    let rows = age_rows(queue, clock.now_unix);
+    let name_width = rows
+        .iter()
+        .map(|r| r.domain.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut out = String::new();
+    let _ = write!(out, "{:>name_width$} {:>6}", "", "T");
+    for bound in AGE_BUCKETS_MINUTES {
+        let _ = write!(out, " {bound:>5}");
+    }
+    let last = format!("{}+", AGE_BUCKETS_MINUTES[AGE_BUCKETS_MINUTES.len() - 1]);
+    let _ = writeln!(out, " {last:>5}");
+    for row in rows {
+        let _ = write!(out, "{:>name_width$} {:>6}", row.domain, row.total);
+        for n in &row.buckets {
+            let _ = write!(out, " {n:>5}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Text from the scheduler (diagnostics come from remote servers) on one
 /// line, without control characters that could rewrite the terminal.
 pub fn one_line(s: &str) -> String {
@@ -397,6 +494,51 @@ mod tests {
             held,
             recipients: vec![],
         }
+    }
+
+    #[test]
+    fn ages_count_messages_per_domain_and_bucket_like_qshape() {
+        use RecipientState::*;
+        let aged = |id: &str, minutes: i64, rcpts: Vec<RecipientSummary>| MessageSummary {
+            arrival_unix: NOW - minutes * 60,
+            recipients: rcpts,
+            ..message(id, 1, "s@x.test", false)
+        };
+        let queue = vec![
+            // Two recipients in one domain: the message counts once there.
+            aged(
+                "A",
+                2,
+                vec![rcpt(0, "a@b.test", Deferred), rcpt(1, "c@B.TEST", Pending)],
+            ),
+            aged(
+                "B",
+                7,
+                vec![rcpt(0, "a@b.test", Deferred), rcpt(1, "z@c.test", Deferred)],
+            ),
+            aged("C", 2000, vec![rcpt(0, "q@c.test", InProgress)]),
+            // Nothing waiting: not counted.
+            aged("D", 1, vec![rcpt(0, "d@d.test", Delivered)]),
+        ];
+        let rows = age_rows(&queue, NOW);
+        let row = |d: &str| rows.iter().find(|r| r.domain == d).expect(d).clone();
+        assert_eq!(rows[0].domain, "TOTAL");
+        assert_eq!(row("TOTAL").total, 3);
+        assert_eq!(row("TOTAL").buckets, vec![1, 1, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(row("b.test").buckets, vec![1, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(row("c.test").buckets, vec![0, 1, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert!(rows.iter().all(|r| r.domain != "d.test"));
+        let text = ages(&queue, &CLOCK);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].trim_start().starts_with("T     5    10"), "{text}");
+        assert!(lines[0].ends_with("1280 1280+"), "{text}");
+        assert!(
+            lines[1]
+                .trim_start()
+                .starts_with("TOTAL      3     1     1"),
+            "{text}"
+        );
+        assert_eq!(lines.len(), 4, "{text}");
     }
 
     #[test]
