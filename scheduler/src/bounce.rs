@@ -118,7 +118,10 @@ fn send_dsn(
                 original_recipient: cr.orcpt.clone(),
                 action,
                 status: r.status.unwrap_or(action.generic_status()).to_string(),
-                remote_mta: r.remote_mta.clone(),
+                remote_mta: r
+                    .remote_mta
+                    .as_deref()
+                    .map(|relay| skein_proto::remote_host(relay).to_owned()),
                 diagnostic_code,
                 last_attempt_unix: (r.last_attempt > 0)
                     .then_some((r.last_attempt / 1_000_000) as i64),

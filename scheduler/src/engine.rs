@@ -154,7 +154,6 @@ impl Engine {
         let Some(a) = self.agents.get_mut(id) else {
             return;
         };
-        let connected_to = a.connected_to.clone();
         let Some(job) = a.jobs.get_mut(&o.job) else {
             return self.protocol_violation(id, "outcome for a job it does not hold");
         };
@@ -170,11 +169,11 @@ impl Engine {
         }
         let queue_id = job.queue_id.clone();
         let thread = job.thread.clone();
-        let relay = o
-            .remote_mta
-            .clone()
-            .or(connected_to)
-            .unwrap_or_else(|| thread.host.clone());
+        // The server that answered this recipient, as the agent names it
+        // (`name[addr]:port`), or `none` when none did (a connection
+        // failure). Not the agent's idle connection (`connected_to`): on a
+        // retry that may be another server than the one that failed.
+        let relay = o.remote_mta.clone();
         let (kind, retry) = match o.status {
             Status::Delivered => (OutcomeKind::Delivered, None),
             Status::Failed => (OutcomeKind::Failed, None),
@@ -185,7 +184,7 @@ impl Engine {
             kind,
             status: o.enhanced,
             reply: o.reply.as_ref().map(|r| r.to_string()),
-            remote_mta: Some(relay),
+            remote_mta: relay,
             diagnostic: o.diagnostic,
             retry: retry.map(Duration::from_secs),
         };

@@ -331,7 +331,7 @@ impl Queue {
             size = msg.control.size,
             nrcpt = msg.control.recipients.len(),
             channel = %cr.channel,
-            relay = attempt.remote_mta.as_deref().unwrap_or(&cr.host),
+            relay = attempt.remote_mta.as_deref().unwrap_or("none"),
             delay = format!("{delay:.2}"),
             attempt = tries,
             status = word,

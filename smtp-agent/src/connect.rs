@@ -33,7 +33,8 @@ pub struct Established {
     pub decoder: ReplyDecoder,
     /// What the server offers (after STARTTLS, the second EHLO's).
     pub ext: Extensions,
-    /// `name[ip]` (with `:port` when not 25), for logs and `Remote-MTA`.
+    /// `name[ip]:port`, for logs (`relay=`) and, its name alone, the DSN's
+    /// `Remote-MTA`.
     pub remote: String,
     /// `TLSv1.3 TLS13_AES_256_GCM_SHA384` when the session is encrypted.
     pub tls: Option<String>,
@@ -72,11 +73,9 @@ pub async fn establish(
 
 /// `name[ip]`, with `:port` unless it is 25.
 pub fn remote_name(name: &str, addr: SocketAddr) -> String {
-    if addr.port() == 25 {
-        format!("{name}[{}]", addr.ip())
-    } else {
-        format!("{name}[{}]:{}", addr.ip(), addr.port())
-    }
+    // One format everywhere, the port included even when it is 25 (as
+    // Postfix's `relay=`): `mx.example.org[192.0.2.1]:25`.
+    format!("{name}[{}]:{}", addr.ip(), addr.port())
 }
 
 async fn attempt(

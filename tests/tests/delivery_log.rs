@@ -26,6 +26,8 @@ fn one_delivery_line_per_recipient_per_attempt_with_its_fields() {
         "[[route]]\ndomain = \"remote.test\"\nchannel = \"smtp\"\nnexthop = \"{}\"\n",
         server.nexthop()
     ));
+    // The sender is a local user, so that its bounce is kept to read.
+    env.make_users(&["sender".to_owned()]);
     // One message with a good and a refused recipient, one with only a
     // refused one (so that it leaves the queue bounced).
     env.submit(
@@ -93,6 +95,39 @@ fn one_delivery_line_per_recipient_per_attempt_with_its_fields() {
             .any(|l| l.contains("to=nobody2@remote.test")
                 && l.contains("status=bounced")
                 && l.contains("from=<>"))
+    );
+    // One relay format, Postfix's: name[address]:port.
+    let port = server
+        .nexthop()
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let relay = format!("relay=127.0.0.1[127.0.0.1]:{port} ");
+    assert!(
+        deliveries.iter().all(|l| l.contains(&relay)),
+        "{relay} in every line:\n{log}"
+    );
+    // The bounce names the server by its host name alone (RFC 3464
+    // §2.3.5), not with its address and port.
+    assert!(
+        env.wait_for(Duration::from_secs(60), || !env
+            .maildir("sender")
+            .is_empty()),
+        "no bounce for sender@test.example:\n{log}"
+    );
+    let bounce = String::from_utf8_lossy(&env.maildir("sender")[0]).into_owned();
+    assert!(
+        bounce
+            .lines()
+            .any(|l| l.trim_end() == "Remote-MTA: dns; 127.0.0.1"),
+        "{bounce}"
+    );
+    assert!(
+        bounce
+            .lines()
+            .any(|l| l.trim_end() == "Diagnostic-Code: smtp; 550 5.1.1 no such user"),
+        "{bounce}"
     );
     // Nobody else logs outcomes at info level: `grep status=` counts each once.
     // (The bounces' own local deliveries have their delivery lines too.)

@@ -111,8 +111,10 @@ pub struct Outcome {
     /// Human-readable detail for logs and the DSN `Diagnostic-Code`, e.g.
     /// `"connect to mx.example.org[192.0.2.1]:25: connection refused"`.
     pub diagnostic: String,
-    /// The host that gave the reply (`mx.example.org[192.0.2.1]`), for
-    /// logs and DSN `Remote-MTA`.
+    /// The server that gave the reply, `name[address]:port`
+    /// (`mx.example.org[192.0.2.1]:25`): the log's `relay=`, and, its name
+    /// alone ([`remote_host`]), the DSN's `Remote-MTA`. `None` when no
+    /// server answered (a connection failure, a local delivery).
     pub remote_mta: Option<String>,
 }
 
@@ -181,4 +183,33 @@ pub enum AgentToScheduler {
         /// What the check found, for the log.
         reason: String,
     },
+}
+
+/// The host name in an [`Outcome::remote_mta`]: `mx.example.org` for
+/// `mx.example.org[192.0.2.1]:25`. RFC 3464 §2.3.5 wants a host name in
+/// `Remote-MTA: dns; …`, not an address and port. A value without the
+/// bracket (an agent's own form) is taken whole.
+pub fn remote_host(remote_mta: &str) -> &str {
+    match remote_mta.find('[') {
+        Some(0) | None => remote_mta,
+        Some(at) => &remote_mta[..at],
+    }
+}
+
+#[cfg(test)]
+mod remote_host_tests {
+    use super::remote_host;
+
+    #[test]
+    fn the_name_before_the_address_and_port() {
+        for (given, want) in [
+            ("mx.example.org[192.0.2.1]:25", "mx.example.org"),
+            ("127.0.0.1[127.0.0.1]:47225", "127.0.0.1"),
+            ("mx.example.org[2001:db8::1]:587", "mx.example.org"),
+            ("mx.example.org", "mx.example.org"),
+            ("[192.0.2.1]:25", "[192.0.2.1]:25"),
+        ] {
+            assert_eq!(remote_host(given), want, "{given}");
+        }
+    }
 }

@@ -47,7 +47,9 @@ mod io;
 mod reply;
 mod selection;
 
-pub use agent::{AgentToScheduler, Job, JobRecipient, Outcome, SchedulerToAgent, Status};
+pub use agent::{
+    AgentToScheduler, Job, JobRecipient, Outcome, SchedulerToAgent, Status, remote_host,
+};
 pub use control::{
     ControlError, ControlErrorKind, ControlRequest, ControlResponse, FeedState, FlushTarget,
     GroupInfo, MessageDetail, MessageSummary, RecipientState, RecipientSummary, SchedulerStatus,
