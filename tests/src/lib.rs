@@ -406,6 +406,21 @@ impl TestEnv {
             .all(|a| self.files(a).is_empty())
     }
 
+    /// Starts the router and waits until it has routed everything
+    /// submitted so far (`incoming/` empty); returns it, still running.
+    /// Panics with its log if it did not.
+    pub fn route_all(&self) -> Daemon {
+        let router = self.start("skein-router");
+        assert!(
+            self.wait_for(std::time::Duration::from_secs(120), || self
+                .files("incoming")
+                .is_empty()),
+            "the router did not route everything:\n{}",
+            router.log_text()
+        );
+        router
+    }
+
     /// Polls `cond` every 50 ms for up to `limit`; returns whether it held.
     /// (A guard against hanging for ever, not a timing assertion.)
     pub fn wait_for(&self, limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {

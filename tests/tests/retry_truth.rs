@@ -65,14 +65,7 @@ fn one_round_of_deferrals_honours_the_first_retry_and_every_view_agrees() {
             format!("Subject: {n}\n\nbody\n").as_bytes(),
         );
     }
-    let router = env.start("skein-router");
-    assert!(
-        env.wait_for(Duration::from_secs(120), || env
-            .files("incoming")
-            .is_empty()),
-        "{}",
-        router.log_text()
-    );
+    let router = env.route_all();
     let scheduler = env.start("skein-scheduler");
     let socket = env.spool().join("run/scheduler.sock");
     assert!(
