@@ -87,6 +87,18 @@ pub enum Response {
     Drop,
 }
 
+impl Response {
+    /// The reply text it sends ("" for [`Response::Default`], whose text
+    /// the server chooses, and for [`Response::Drop`]).
+    fn text(&self) -> &str {
+        match self {
+            Response::Reply(text) | Response::ReplyAndClose(text) => text,
+            Response::Delayed(_, inner) => inner.text(),
+            Response::Default | Response::Drop => "",
+        }
+    }
+}
+
 /// Where a step happens.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Ctx {
@@ -643,9 +655,12 @@ impl Handler {
         let script = Arc::clone(&self.options.script);
         self.queued += 1;
         let default = format!("250 2.0.0 queued as {}", self.queued);
-        let (flow, reply) = self.respond(script(&self.ctx, &Step::DataEnd(&data)), default);
-        self.accept_if(reply.starts_with('2'), data, chunked);
-        flow
+        let response = script(&self.ctx, &Step::DataEnd(&data));
+        // Recorded before the reply goes out: whoever has seen the 250
+        // finds the message in `messages()`.
+        let reply = self.settle(response, default);
+        self.accept_if(reply.text().starts_with('2'), data, chunked);
+        self.respond(reply, String::new()).0
     }
 
     fn bdat_end(&mut self, size: u64, last: bool) -> Flow {
@@ -666,12 +681,25 @@ impl Handler {
             last,
             message: &data,
         };
-        let (flow, reply) = self.respond(script(&self.ctx, &step), default);
+        let reply = self.settle(script(&self.ctx, &step), default);
         if last {
             let valid = self.txn.mail.is_some() && !self.txn.rcpts.is_empty();
-            self.accept_if(valid && reply.starts_with('2'), data, true);
+            self.accept_if(valid && reply.text().starts_with('2'), data, true);
         }
-        flow
+        self.respond(reply, String::new()).0
+    }
+
+    /// The response with its delays waited out and the default filled in,
+    /// not yet sent.
+    fn settle(&mut self, response: Response, default: String) -> Response {
+        match response {
+            Response::Default => Response::Reply(default),
+            Response::Delayed(pause, inner) => {
+                std::thread::sleep(pause);
+                self.settle(*inner, default)
+            }
+            other => other,
+        }
     }
 
     fn accept_if(&mut self, ok: bool, data: Vec<u8>, chunked: bool) {
