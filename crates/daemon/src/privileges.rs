@@ -235,7 +235,13 @@ mod tests {
             unistd::getgid(),
             unistd::getegid(),
         );
-        // Exit here so the harness prints nothing after the report.
-        std::process::exit(0);
+        // Exit here so the harness prints nothing after the report — with
+        // _exit(2), not exit(3): this is a test thread, the harness's main
+        // thread is still running, and glibc's exit handlers racing it
+        // crashed the child now and then (SIGSEGV after the report).
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        // SAFETY: _exit ends the process at once; nothing is left to run.
+        unsafe { libc::_exit(0) }
     }
 }
