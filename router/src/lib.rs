@@ -41,8 +41,10 @@
 //! `user`, `router.local_domains`, `router.aliases`,
 //! `router.allow_pipe_targets`, `router.allow_file_targets`, `[[route]]`,
 //! `local.maildir_root`. The rescan interval is `router.scan_interval` (default [`SCAN_INTERVAL`]). Aliases
-//! are reloaded when one of their files changes and on SIGHUP; the rest of
-//! the configuration is read at start only.
+//! are reloaded when one of their files changes. SIGHUP re-reads the
+//! whole file (`Engine::reload`): everything but `spool.dir`
+//! and `user` applies from the next message, and a file that fails the
+//! start's checks is refused, the old configuration staying in force.
 
 mod error;
 pub mod header;

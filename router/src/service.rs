@@ -80,6 +80,39 @@ impl Engine {
         self.force_reload = true;
     }
 
+    /// Applies the configuration file as it is now (SIGHUP, `skein
+    /// reload`): routes, local domains, the aliases (read again even if
+    /// unchanged), the Maildir root and the scan interval take effect for
+    /// the next message. A file that fails the start's checks, or aliases
+    /// that do not load, are refused: the configuration in force stays
+    /// and the error says why. `spool.*` and `user` need a restart.
+    pub fn reload(&mut self, current: &Loaded) -> Result<Loaded, String> {
+        let reloaded = skein_preflight::reload(current, skein_preflight::Reader::Router)
+            .map_err(|e| e.to_string())?;
+        let config = &reloaded.loaded.config;
+        if config.router.aliases == self.config.router.aliases {
+            // The same file, read again whether it changed or not (its
+            // check passed a moment ago: a failure now is a race with an
+            // edit, and keeps the table in force, as any broken reload
+            // of the aliases does).
+            self.aliases.refresh(true);
+        } else {
+            let aliases = WatchedAliases::load(config.router.aliases.clone())
+                .map_err(|e| format!("router.aliases: {e}"))?;
+            info!(
+                file = ?config.router.aliases,
+                aliases = aliases.table().len(),
+                "aliases loaded"
+            );
+            self.aliases = aliases;
+        }
+        self.users = SystemUsers::new(config.local.maildir_root.clone());
+        self.config = config.clone();
+        self.force_reload = false;
+        skein_daemon::log_reloaded(&reloaded.loaded, &reloaded.applied, &reloaded.need_restart);
+        Ok(reloaded.loaded)
+    }
+
     /// The messages in `incoming/`, oldest first (after reloading the
     /// aliases if asked to or if they changed).
     pub fn pending(&mut self) -> Result<Vec<QueueId>, RouterError> {
@@ -123,11 +156,11 @@ const IDLE_TRIM_AFTER: Duration = Duration::from_secs(1);
 pub async fn serve(loaded: Loaded, ctx: Context) -> Result<(), ServiceError> {
     // Before anything else is read: message headers are hostile input.
     ctx.drop_privileges()?;
-    let config = loaded.config;
+    let config = loaded.config.clone();
     let spool = Spool::open(&config.spool.dir)?;
     // One router per spool: a second one would steal the wake socket.
     let _pid_file = PidFile::acquire(spool.pid_file(Daemon::Router))?;
-    let scan_interval = config.router.scan_interval;
+    let mut scan_interval = config.router.scan_interval;
     let engine = Engine::new(config, spool)?;
     let wake = WakeSocket::bind(&engine.spool().wake_socket(Wakeable::Router))?;
     // skein-postdrop's wake-up, in maildrop/ (it cannot enter run/). A
@@ -153,6 +186,7 @@ pub async fn serve(loaded: Loaded, ctx: Context) -> Result<(), ServiceError> {
     let mut reloads = ctx.reloads();
     let mut reloads_open = true;
     let mut engine = engine;
+    let mut current = loaded;
     let mut routed_total: u64 = 0;
     // Whether memory has been used since it was last given back.
     let mut busy = false;
@@ -187,7 +221,23 @@ pub async fn serve(loaded: Loaded, ctx: Context) -> Result<(), ServiceError> {
             biased;
             _ = shutdown.wait() => break,
             changed = reloads.changed(), if reloads_open => match changed {
-                Ok(()) => engine.request_reload(),
+                Ok(()) => {
+                    ctx.reloading();
+                    let before = current.clone();
+                    let (back, outcome) = blocking(engine, move |e| e.reload(&before)).await?;
+                    engine = back;
+                    match outcome {
+                        Ok(next) => {
+                            scan_interval = next.config.router.scan_interval;
+                            current = next;
+                        }
+                        Err(why) => error!(
+                            error = why.as_str(),
+                            "reload refused: the configuration in force stays"
+                        ),
+                    }
+                    ctx.ready();
+                }
                 // The skeleton is going away; the stop request follows.
                 Err(_) => reloads_open = false,
             },

@@ -315,6 +315,24 @@ impl Agents {
         }
     }
 
+    /// After a reload: every live agent finishes the jobs it holds and
+    /// exits (agents read the configuration at their start, so only new
+    /// ones see the new one), new agents are started under the new
+    /// clauses, and no group stays blocked by an old command's failure.
+    /// Returns how many agents were asked to stop, and from now on agents
+    /// are started with `config_path`.
+    pub fn retire_all(&mut self, config_path: Option<PathBuf>) -> usize {
+        self.config_path = config_path;
+        self.blocked_until.clear();
+        let mut retired = 0;
+        for a in self.map.values_mut().filter(|a| !a.stopping) {
+            a.stopping = true;
+            a.send(SchedulerToAgent::Shutdown);
+            retired += 1;
+        }
+        retired
+    }
+
     /// Kills whatever agent is still there.
     pub fn kill_all(&mut self) {
         for a in self.map.values() {

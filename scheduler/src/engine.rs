@@ -65,6 +65,31 @@ impl Engine {
         }
     }
 
+    /// Puts a reloaded configuration in force: clauses and limits (each
+    /// thread is matched against the new clauses), retries, expiry and
+    /// bounce settings apply from the next decision on; agents started
+    /// before finish their jobs and exit, and new ones, started with
+    /// `agent_config` (the file holding this configuration), read it.
+    /// Nothing queued is touched: a message keeps its recipients, their
+    /// attempts and their next retry.
+    pub fn reconfigure(&mut self, config: Config, agent_config: Option<std::path::PathBuf>) {
+        self.groups = Groups::new(&config.scheduler);
+        let moved = self.queue.regroup(&self.groups);
+        self.config = config;
+        let retired = self.agents.retire_all(agent_config);
+        tracing::info!(
+            threads_regrouped = moved,
+            agents_retired = retired,
+            "new settings in force: agents started before this finish their jobs and exit; new agents read the new configuration"
+        );
+        self.dispatch();
+    }
+
+    /// The spool.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
     /// Number of agents alive.
     pub fn agent_count(&self) -> usize {
         self.agents.len()

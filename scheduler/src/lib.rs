@@ -15,8 +15,9 @@
 //! (reads message files for DSNs and requeues; removes finished ones),
 //! `incoming/` (writes DSNs and requeued copies), `corrupt/` (sets aside
 //! control files that fail their checks), `run/scheduler.lock` (held for
-//! life: one scheduler per spool) and `run/scheduler.sock` (mode 0660: the
-//! router and the spool tools).
+//! life: one scheduler per spool), `run/scheduler.sock` (mode 0660: the
+//! router and the spool tools) and `run/agents.toml` (the configuration in
+//! force, for the agents it starts: [`write_agent_config`]).
 //!
 //! **Trust and privilege.** Runs as the skein user (drops privileges to
 //! `user` when started as root). Trusts the spool (files it or the router
@@ -37,7 +38,11 @@
 //! `scheduler.expiry`, `scheduler.delay_warning`, `scheduler.maxta`,
 //! `scheduler.agent_timeout`, and per `[[scheduler.clause]]`: `match`,
 //! `command`, `args`, `maxthr`, `maxring`, `maxchannel`, `overfeed`,
-//! `idlemax`.
+//! `idlemax`. SIGHUP (`skein reload`) re-reads them all but `spool.dir`
+//! and `user`: a file that does not parse is refused and the configuration
+//! in force stays; otherwise threads are matched against the new clauses,
+//! running agents finish their jobs and exit, and new agents read the new
+//! settings. Queued messages keep their attempts and retries.
 
 //!
 //! **Modules**, each one concept, none importing one above it:
@@ -76,7 +81,7 @@ mod report;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use skein_config::Config;
+use skein_config::{Config, Loaded};
 use skein_daemon::{Context, ServiceError};
 use skein_spool::{FileLock, Spool};
 use tokio::sync::mpsc;
@@ -90,12 +95,47 @@ use crate::process::Processes;
 /// How long agents get to finish their jobs when the scheduler stops.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// Runs the scheduler until SIGTERM. `config_path` is passed on to agents.
-pub async fn serve(
-    ctx: Context,
-    config: Config,
-    config_path: Option<PathBuf>,
-) -> Result<(), ServiceError> {
+/// The file in `run/` that holds the configuration in force for the
+/// scheduler's agents: see [`write_agent_config`].
+pub const AGENT_CONFIG: &str = "agents.toml";
+
+/// Writes the configuration in force (`Config::to_toml`: every key, every
+/// path absolute) to `run/agents.toml`, atomically, and returns its path,
+/// which the agents are started with (`SKEIN_CONFIG`). Agents read their
+/// configuration at start; handing them this copy rather than the
+/// administrator's file means they run on what the scheduler accepted —
+/// after a refused reload the old configuration, not the file that was
+/// refused.
+pub fn write_agent_config(spool: &Spool, config: &Config) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = spool.scheduler_socket().with_file_name(AGENT_CONFIG);
+    let tmp = path.with_extension("toml.tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o640)
+        .open(&tmp)?;
+    file.write_all(
+        b"# Written by skein-scheduler: the configuration in force, for the agents it\n\
+          # starts. Edit the real configuration file and run `skein reload` instead.\n",
+    )?;
+    file.write_all(config.to_toml().as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// Runs the scheduler until SIGTERM, reloading on SIGHUP.
+/// `loaded.source` names the file agents would read if the copy in `run/`
+/// cannot be written.
+pub async fn serve(ctx: Context, loaded: Loaded) -> Result<(), ServiceError> {
+    let config = loaded.config.clone();
+    let config_path = match &loaded.source {
+        skein_config::Source::File(p) => Some(p.clone()),
+        skein_config::Source::Embedded => None,
+    };
     // Root is dropped before the spool is touched: everything the
     // scheduler creates — its lock, its control socket, the journal —
     // belongs to `user`, so the router and the tools of the skein group can
@@ -125,6 +165,13 @@ pub async fn serve(
     let socket = spool.scheduler_socket();
     let listener = control::bind(&socket)?;
 
+    let config_path = match write_agent_config(&spool, &config) {
+        Ok(path) => Some(path),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot write run/agents.toml: agents read the configuration file itself");
+            config_path
+        }
+    };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let agents = Agents::new(Box::new(Processes::new(tx.clone())), config_path);
     let mut engine = Engine::new(config, spool, agents);
@@ -144,8 +191,26 @@ pub async fn serve(
     });
     ctx.ready();
     let shutdown = ctx.shutdown();
+    let mut reloads = ctx.reloads();
+    let mut reloads_open = true;
+    let mut current = loaded;
     loop {
         tokio::select! {
+            changed = reloads.changed(), if reloads_open => match changed {
+                Ok(()) => {
+                    ctx.reloading();
+                    match reload(&current, &mut engine) {
+                        Ok(next) => current = next,
+                        Err(why) => tracing::error!(
+                            error = why.as_str(),
+                            "reload refused: the configuration in force stays"
+                        ),
+                    }
+                    ctx.ready();
+                }
+                // The skeleton is going away; the stop request follows.
+                Err(_) => reloads_open = false,
+            },
             ev = rx.recv() => match ev {
                 Some(ev) => {
                     engine.handle(ev);
@@ -172,4 +237,20 @@ pub async fn serve(
     engine.publish_retired();
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// Applies the configuration file as it is now, or refuses it (the error
+/// says why) and changes nothing: it must pass the start's checks, and
+/// the agents' copy must be written before anything changes.
+fn reload(current: &Loaded, engine: &mut Engine) -> Result<Loaded, String> {
+    let reloaded = current.reload().map_err(|e| e.to_string())?;
+    if reloaded.applied.is_empty() {
+        skein_daemon::log_reloaded(&reloaded.loaded, &[], &reloaded.need_restart);
+        return Ok(reloaded.loaded);
+    }
+    let agent_config = write_agent_config(engine.spool(), &reloaded.loaded.config)
+        .map_err(|e| format!("cannot write run/{AGENT_CONFIG} for the agents: {e}"))?;
+    skein_daemon::log_reloaded(&reloaded.loaded, &reloaded.applied, &reloaded.need_restart);
+    engine.reconfigure(reloaded.loaded.config.clone(), Some(agent_config));
+    Ok(reloaded.loaded)
 }

@@ -12,14 +12,7 @@ fn main() -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let config_path = match &loaded.source {
-        skein_config::Source::File(p) => Some(p.clone()),
-        skein_config::Source::Embedded => None,
-    };
     let mut opts = skein_daemon::DaemonOptions::new(PROGRAM);
     opts.user = Some(loaded.config.run_as().to_owned());
-    let config = loaded.config;
-    skein_daemon::run(opts, move |ctx| {
-        skein_scheduler::serve(ctx, config, config_path)
-    })
+    skein_daemon::run(opts, move |ctx| skein_scheduler::serve(ctx, loaded))
 }

@@ -222,6 +222,21 @@ impl Queue {
         self.threads.len()
     }
 
+    /// Puts every thread in the group of the first clause that matches it
+    /// under `groups` (a reload changed the clauses); returns how many
+    /// threads changed group.
+    pub fn regroup(&mut self, groups: &Groups) -> usize {
+        let mut moved = 0;
+        for (key, thread) in &mut self.threads {
+            let group = groups.of(key);
+            if thread.group != group {
+                thread.group = group;
+                moved += 1;
+            }
+        }
+        moved
+    }
+
     /// Adds a loaded message and enters its waiting recipients in their
     /// threads.
     pub fn insert(&mut self, msg: Msg, groups: &Groups) {

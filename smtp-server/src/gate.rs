@@ -99,7 +99,8 @@ impl GateLimits {
 /// Counts open sessions; a [`Ticket`] is one of them.
 #[derive(Debug)]
 pub struct Gate {
-    limits: GateLimits,
+    /// The counters and the limits they are held to, under one lock: a
+    /// reload ([`Gate::set_limits`]) changes the limits, never the counts.
     open: Mutex<Open>,
     stress: watch::Sender<bool>,
     /// Whether a task is waiting to give free memory back.
@@ -112,8 +113,9 @@ pub struct Gate {
 /// smtpd holds, and at most one per this interval).
 pub const TRIM_AFTER: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Open {
+    limits: GateLimits,
     total: usize,
     per_client: HashMap<IpAddr, usize>,
     rate: HashMap<IpAddr, Window>,
@@ -166,8 +168,13 @@ impl Gate {
     /// A gate with these limits.
     pub fn new(limits: GateLimits) -> Arc<Gate> {
         Arc::new(Gate {
-            limits,
-            open: Mutex::new(Open::default()),
+            open: Mutex::new(Open {
+                limits,
+                total: 0,
+                per_client: HashMap::new(),
+                rate: HashMap::new(),
+                next_sweep: None,
+            }),
             stress: watch::Sender::new(false),
             trim_scheduled: std::sync::atomic::AtomicBool::new(false),
         })
@@ -184,40 +191,54 @@ impl Gate {
     /// hit.
     pub fn enter(self: &Arc<Gate>, client: IpAddr, now: Instant) -> Result<Ticket, Full> {
         let key = client_key(client);
-        let limits = &self.limits;
         let mut open = self.lock();
-        if limits.max_rate > 0 && !limits.rate_exceptions.iter().any(|n| n.contains(client)) {
-            open.sweep(now, limits.rate_interval);
+        let limited = open.limits.max_rate > 0
+            && !open
+                .limits
+                .rate_exceptions
+                .iter()
+                .any(|n| n.contains(client));
+        let GateLimits {
+            max_total,
+            max_per_client,
+            reserved,
+            max_rate,
+            rate_interval,
+            stress_at,
+            ..
+        } = open.limits;
+        if limited {
+            open.sweep(now, rate_interval);
             let window = open.rate.entry(key).or_insert(Window {
                 started: now,
                 attempts: 0,
             });
-            if now.duration_since(window.started) >= limits.rate_interval {
+            if now.duration_since(window.started) >= rate_interval {
                 *window = Window {
                     started: now,
                     attempts: 0,
                 };
             }
             window.attempts = window.attempts.saturating_add(1);
-            if window.attempts > limits.max_rate {
+            if window.attempts > max_rate {
                 return Err(Full::Rate);
             }
         }
-        if open.total >= limits.max_total {
+        if open.total >= max_total {
             return Err(Full::Total);
         }
         let mine = open.per_client.get(&key).copied().unwrap_or(0);
-        if limits.max_per_client > 0 && mine >= limits.max_per_client {
+        if max_per_client > 0 && mine >= max_per_client {
             return Err(Full::Client);
         }
-        if mine > 0 && open.total >= limits.max_total - limits.reserved {
+        if mine > 0 && open.total >= max_total.saturating_sub(reserved) {
             return Err(Full::Reserved);
         }
         open.total += 1;
         open.per_client.insert(key, mine + 1);
         // Under the lock, so that a concurrent exit cannot publish an
         // older count after this one.
-        self.note_load(open.total);
+        self.note_load(open.total, stress_at);
         drop(open);
         Ok(Ticket {
             gate: Arc::clone(self),
@@ -227,8 +248,8 @@ impl Gate {
 
     /// Tells the sessions when stress begins or ends. Called with the
     /// counters locked.
-    fn note_load(&self, total: usize) {
-        let stressed = total >= self.limits.stress_at;
+    fn note_load(&self, total: usize, stress_at: usize) {
+        let stressed = total >= stress_at;
         let changed = self.stress.send_if_modified(|now| {
             let changed = *now != stressed;
             *now = stressed;
@@ -237,7 +258,7 @@ impl Gate {
         if changed && stressed {
             tracing::warn!(
                 connections = total,
-                threshold = self.limits.stress_at,
+                threshold = stress_at,
                 "under stress: shorter timeouts and error limits until the load falls"
             );
         } else if changed {
@@ -284,9 +305,19 @@ impl Gate {
         self.stress.subscribe()
     }
 
-    /// The limits.
-    pub fn limits(&self) -> &GateLimits {
-        &self.limits
+    /// The limits in force.
+    pub fn limits(&self) -> GateLimits {
+        self.lock().limits.clone()
+    }
+
+    /// Puts new limits in force (a reload). Open connections stay open and
+    /// are counted against them; one over a lowered limit is not closed,
+    /// but no new one is let in until the count is below it again.
+    pub fn set_limits(&self, limits: GateLimits) {
+        let mut open = self.lock();
+        open.limits = limits;
+        let (total, stress_at) = (open.total, open.limits.stress_at);
+        self.note_load(total, stress_at);
     }
 
     /// Clients with an entry in the rate map (for tests of its bound).
@@ -317,8 +348,8 @@ impl Drop for Ticket {
                 open.per_client.remove(&self.client);
             }
         }
-        let total = open.total;
-        self.gate.note_load(total);
+        let (total, stress_at) = (open.total, open.limits.stress_at);
+        self.gate.note_load(total, stress_at);
         drop(open);
         if total == 0 {
             self.gate.idle();
@@ -512,6 +543,28 @@ mod tests {
         assert!(!gate.idle(), "one is already waiting");
         tokio::time::sleep(TRIM_AFTER * 2).await;
         assert!(gate.idle(), "the first has run");
+    }
+
+    #[test]
+    fn new_limits_keep_the_counts_and_bind_new_connections() {
+        let now = Instant::now();
+        let gate = Gate::new(GateLimits::simple(3, 0));
+        let held: Vec<Ticket> = (1..=3)
+            .map(|n| gate.enter(ip(&format!("192.0.2.{n}")), now).expect("room"))
+            .collect();
+        // Lowered below what is open: nobody is thrown out, nobody enters.
+        gate.set_limits(GateLimits::simple(2, 0));
+        assert_eq!(gate.open(), 3);
+        assert_eq!(gate.limits().max_total, 2);
+        assert_eq!(gate.enter(ip("192.0.2.9"), now).err(), Some(Full::Total));
+        drop(held);
+        assert_eq!(gate.open(), 0, "the old tickets counted out");
+        let _a = gate.enter(ip("192.0.2.1"), now).expect("first");
+        let _b = gate.enter(ip("192.0.2.2"), now).expect("second");
+        assert_eq!(gate.enter(ip("192.0.2.3"), now).err(), Some(Full::Total));
+        // Raised: room again at once.
+        gate.set_limits(GateLimits::simple(10, 0));
+        assert!(gate.enter(ip("192.0.2.3"), now).is_ok());
     }
 
     #[test]

@@ -41,8 +41,9 @@
 //! spool failure answers `451 4.3.0`, never 250. A port that cannot be
 //! bound, a spool that cannot be opened, or (with the recipient check) an
 //! aliases file that does not load stops the start with an error
-//! ([`SmtpdError`]); once running, a broken aliases file is logged and the
-//! previous aliases stay in force. On SIGTERM the server stops accepting,
+//! ([`SmtpdError`]); once running, a broken aliases file — or a reload
+//! whose file, certificate, password file or new listener fails — is
+//! logged and what was in force stays. On SIGTERM the server stops accepting,
 //! tells idle and mid-message clients `421 4.3.2`, waits for messages
 //! being committed, and exits.
 //!
@@ -61,8 +62,12 @@
 //! PLAIN or LOGIN, then mail — and an authenticated client may relay),
 //! `smtpd.verify_local_recipients` with the router's `router.aliases`,
 //! `router.allow_pipe_targets`, `router.allow_file_targets`, `[[route]]`
-//! and `local.maildir_root`. Read at start only, but for the aliases,
-//! which SIGHUP (or a change of their files) reloads.
+//! and `local.maildir_root`. SIGHUP (`skein reload`) re-reads them all
+//! but `spool.dir` and `user` ([`serve`]'s reload): sessions that start
+//! after it get the new settings, open ones keep theirs and are never
+//! dropped, new listeners are bound and removed ones closed; a file that
+//! fails the start's checks is refused and the configuration in force
+//! stays. The aliases also follow their files (looked at once a second).
 
 pub mod auth;
 mod conn;
@@ -79,11 +84,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use skein_config::Config;
+use skein_config::{Config, Loaded};
 use skein_daemon::{Context, DaemonOptions, PidFile, ServiceError, Shutdown};
 use skein_spool::{Daemon, Spool};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 pub use conn::Conn;
 pub use error::{SessionEnd, SmtpdError};
@@ -137,18 +143,21 @@ pub struct Server {
 impl Server {
     /// The server for `config`, writing into `spool`, offering STARTTLS
     /// with `tls` (see [`tls::server_config`]) and AUTH on submission
-    /// against `passwords`, checking local recipients with `recipients`.
+    /// against `passwords`, checking local recipients with `recipients`,
+    /// counting its connections at `gate` (shared by every generation of
+    /// settings a reload makes).
     pub fn new(
         config: &Config,
         spool: Spool,
         tls: Option<Arc<rustls::ServerConfig>>,
-        passwords: Option<auth::Passwords>,
+        passwords: Option<Arc<auth::Passwords>>,
         recipients: Option<Arc<RecipientCheck>>,
+        gate: Arc<Gate>,
     ) -> Server {
         let smtpd = &config.smtpd;
         Server {
             recipients,
-            passwords: passwords.map(Arc::new),
+            passwords,
             tls,
             hostname: config.hostname.clone(),
             spool,
@@ -164,7 +173,7 @@ impl Server {
                 stress_max_errors: smtpd.stress_max_errors.max(1),
                 min_data_rate: smtpd.min_data_rate,
             },
-            gate: Gate::new(GateLimits::from_config(smtpd)),
+            gate,
         }
     }
 }
@@ -173,81 +182,83 @@ impl Server {
 /// (the certificate and password file, read with the start-up
 /// privileges, so they may be root's alone): binds `smtpd.listen` and
 /// `smtpd.submission`, drops privileges, opens the spool, and serves
-/// until the stop request. (The configuration parser has already made
-/// sure that submission has TLS and a password file.)
+/// until the stop request, reloading its configuration on each SIGHUP
+/// ([`reload`]). (The configuration parser has already made sure that
+/// submission has TLS and a password file.)
 pub async fn serve(
-    config: Config,
+    loaded: Loaded,
     checked: skein_preflight::Checked,
     ctx: Context,
 ) -> Result<(), ServiceError> {
+    let config = loaded.config.clone();
     if config.smtpd.listen.is_empty() && config.smtpd.submission.is_empty() {
         return Err(SmtpdError::NothingToListenOn.into());
     }
     for warning in &checked.warnings {
         tracing::warn!(warning = warning.as_str(), "configuration");
     }
-    let tls_config = checked.tls;
-    let passwords = checked.passwords;
-    let mut listeners = Vec::new();
-    let ports = config.smtpd.listen.iter().map(|&a| (a, Port::Smtp)).chain(
-        config
-            .smtpd
-            .submission
-            .iter()
-            .map(|&a| (a, Port::Submission)),
-    );
-    for (addr, port) in ports {
+    let mut bound = Vec::new();
+    for (addr, port) in wanted_listeners(&config) {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| SmtpdError::Bind { addr, source })?;
-        listeners.push((listener, port));
+        bound.push(((addr, port), listener));
     }
     ctx.drop_privileges().map_err(SmtpdError::Privileges)?;
     let spool = Spool::open(&config.spool.dir).map_err(SmtpdError::Spool)?;
     let _pid_file = PidFile::acquire(spool.pid_file(Daemon::Smtpd))?;
     // Read as the configured user, like the router reads it.
-    let recipients = if config.smtpd.verify_local_recipients {
-        let check = RecipientCheck::new(&config).map_err(SmtpdError::Aliases)?;
-        tracing::info!(
-            aliases = check.alias_count(),
-            "local recipients are checked at RCPT TO"
-        );
-        Some(Arc::new(check))
-    } else {
-        None
-    };
-    if let Some(check) = &recipients {
-        tokio::spawn(reload_on_sighup(
-            Arc::clone(check),
-            ctx.reloads(),
-            ctx.shutdown(),
-        ));
-    }
+    let recipients = recipient_check(&config).map_err(SmtpdError::Aliases)?;
+    let gate = Gate::new(GateLimits::from_config(&config.smtpd));
     let server = Arc::new(Server::new(
-        &config, spool, tls_config, passwords, recipients,
+        &config,
+        spool.clone(),
+        checked.tls,
+        checked.passwords.map(Arc::new),
+        recipients,
+        Arc::clone(&gate),
     ));
-    let gate = Arc::clone(&server.gate);
+    let (servers, current_server) = watch::channel(server);
     let shutdown = ctx.shutdown();
-    let mut accepting = Vec::new();
-    let mut names = Vec::new();
-    for (listener, port) in listeners {
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(listen = %addr, service = ?port, "listening");
-            names.push(addr.to_string());
-        }
-        accepting.push(tokio::spawn(accept_loop(
-            listener,
-            port,
-            Arc::clone(&server),
-            Arc::clone(&gate),
-            shutdown.clone(),
-        )));
+    let mut running = Running {
+        spool,
+        gate: Arc::clone(&gate),
+        servers,
+        current_server,
+        shutdown: shutdown.clone(),
+        listeners: Vec::new(),
+    };
+    for (key, listener) in bound {
+        running.listen(key, listener);
     }
     ctx.ready();
-    ctx.status(&format!("listening on {}", names.join(" ")));
-    shutdown.wait().await;
-    for task in accepting {
-        let _ = task.await;
+    ctx.status(&running.status());
+    let mut current = loaded;
+    let mut reloads = ctx.reloads();
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => break,
+            changed = reloads.changed() => {
+                if changed.is_err() {
+                    // The skeleton is going away; the stop request follows.
+                    shutdown.wait().await;
+                    break;
+                }
+                ctx.reloading();
+                match reload(&current, &mut running).await {
+                    Ok(next) => current = next,
+                    Err(why) => tracing::error!(
+                        error = why.as_str(),
+                        "reload refused: the configuration in force stays"
+                    ),
+                }
+                ctx.ready();
+                ctx.status(&running.status());
+            }
+        }
+    }
+    for listener in running.listeners.drain(..) {
+        let _ = listener.task.await;
     }
     // Sessions see the same stop request and end themselves.
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
@@ -260,31 +271,249 @@ pub async fn serve(
     Ok(())
 }
 
-/// Turns each SIGHUP into a reload of the aliases before the next lookup.
-async fn reload_on_sighup(
-    check: Arc<RecipientCheck>,
-    mut reloads: tokio::sync::watch::Receiver<u64>,
-    shutdown: Shutdown,
-) {
-    loop {
-        tokio::select! {
-            changed = reloads.changed() => match changed {
-                Ok(()) => {
-                    check.request_reload();
-                    tracing::info!("reload requested: the aliases are read again before the next lookup");
-                }
-                // The skeleton is going away; the stop request follows.
-                Err(_) => return,
-            },
-            () = shutdown.wait() => return,
-        }
+/// The listeners a configuration asks for, SMTP first.
+fn wanted_listeners(config: &Config) -> Vec<(SocketAddr, Port)> {
+    let smtpd = &config.smtpd;
+    smtpd
+        .listen
+        .iter()
+        .map(|&a| (a, Port::Smtp))
+        .chain(smtpd.submission.iter().map(|&a| (a, Port::Submission)))
+        .collect()
+}
+
+/// The check of local recipients, when `smtpd.verify_local_recipients`
+/// is on (its aliases read now).
+fn recipient_check(
+    config: &Config,
+) -> Result<Option<Arc<RecipientCheck>>, skein_routing::aliases::AliasError> {
+    if !config.smtpd.verify_local_recipients {
+        return Ok(None);
     }
+    let check = RecipientCheck::new(config)?;
+    tracing::info!(
+        aliases = check.alias_count(),
+        "local recipients are checked at RCPT TO"
+    );
+    Ok(Some(Arc::new(check)))
+}
+
+/// What a running server holds across reloads.
+struct Running {
+    spool: Spool,
+    /// One gate for every generation of settings: the counts of open
+    /// connections survive a reload, the limits are replaced.
+    gate: Arc<Gate>,
+    /// The settings new sessions get; a session keeps the ones it started
+    /// with until it ends.
+    servers: watch::Sender<Arc<Server>>,
+    current_server: watch::Receiver<Arc<Server>>,
+    shutdown: Shutdown,
+    listeners: Vec<Listener>,
+}
+
+/// One listening socket and its accept loop.
+struct Listener {
+    /// The configured address (port 0 stays 0 here: the key a reload
+    /// compares).
+    configured: (SocketAddr, Port),
+    /// Where it listens.
+    local: Option<SocketAddr>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn listen(&mut self, configured: (SocketAddr, Port), listener: TcpListener) {
+        let local = listener.local_addr().ok();
+        if let Some(addr) = local {
+            tracing::info!(listen = %addr, service = ?configured.1, "listening");
+        }
+        let task = tokio::spawn(accept_loop(
+            listener,
+            configured.1,
+            self.current_server.clone(),
+            Arc::clone(&self.gate),
+            self.shutdown.clone(),
+        ));
+        self.listeners.push(Listener {
+            configured,
+            local,
+            task,
+        });
+    }
+
+    fn status(&self) -> String {
+        let names: Vec<String> = self
+            .listeners
+            .iter()
+            .filter_map(|l| l.local.map(|a| a.to_string()))
+            .collect();
+        format!("listening on {}", names.join(" "))
+    }
+}
+
+/// Applies the configuration file as it is now, or refuses it (the error
+/// says why) and changes nothing.
+///
+/// Everything is checked and prepared before anything changes: the file
+/// passes the start's checks ([`skein_preflight::reload`], as this
+/// process's user: a certificate only root may read is refused here, as a
+/// restart would need), the aliases load, and every new listening address
+/// is bound. Then the new settings go to new sessions (sessions already
+/// open keep theirs and are never dropped), the gate takes the new limits,
+/// and listeners no longer configured stop accepting. `spool.*` and
+/// `user` need a restart ([`skein_config::RESTART_ONLY`]): they keep
+/// their old values, and the log says so.
+async fn reload(current: &Loaded, running: &mut Running) -> Result<Loaded, String> {
+    let skein_config::Reload {
+        loaded,
+        applied,
+        need_restart,
+    } = current.reload().map_err(|e| e.to_string())?;
+    let (tls, passwords, warnings) = {
+        let in_force = running.current_server.borrow();
+        check_secrets(current, &loaded, &in_force)?
+    };
+    let config = &loaded.config;
+    let wanted = wanted_listeners(config);
+    if wanted.is_empty() {
+        return Err(SmtpdError::NothingToListenOn.to_string());
+    }
+    // The check of local recipients: kept (every open session shares it,
+    // so they see the aliases read again) unless what it routes by
+    // changed, then made anew for the new sessions.
+    let in_force = running.current_server.borrow().recipients.clone();
+    let recipients = match in_force {
+        Some(check) if config.smtpd.verify_local_recipients && check.routes_as(config) => {
+            Some(check)
+        }
+        _ => recipient_check(config).map_err(|e| e.to_string())?,
+    };
+    let mut fresh = Vec::new();
+    for key in &wanted {
+        if running.listeners.iter().any(|l| l.configured == *key) {
+            continue;
+        }
+        let listener = TcpListener::bind(key.0).await.map_err(|e| {
+            format!(
+                "cannot listen on {} ({e}); a port below 1024 can be bound only with the start's privilege (restart skein)",
+                key.0
+            )
+        })?;
+        fresh.push((*key, listener));
+    }
+    for warning in &warnings {
+        tracing::warn!(warning = warning.as_str(), "configuration");
+    }
+    // Committed from here on: nothing below can fail.
+    if let Some(check) = &recipients {
+        check.request_reload();
+        tracing::info!("the aliases are read again before the next lookup");
+    }
+    running
+        .gate
+        .set_limits(GateLimits::from_config(&config.smtpd));
+    running.servers.send_replace(Arc::new(Server::new(
+        config,
+        running.spool.clone(),
+        tls,
+        passwords,
+        recipients,
+        Arc::clone(&running.gate),
+    )));
+    running.listeners.retain(|l| {
+        let keep = wanted.contains(&l.configured);
+        if !keep {
+            l.task.abort();
+            if let Some(addr) = l.local {
+                tracing::info!(listen = %addr, service = ?l.configured.1, "no longer listening");
+            }
+        }
+        keep
+    });
+    for (key, listener) in fresh {
+        running.listen(key, listener);
+    }
+    skein_daemon::log_reloaded(&loaded, &applied, &need_restart);
+    Ok(loaded)
+}
+
+/// What the TLS certificate, the password file and the aliases of a
+/// reloaded configuration give ([`skein_preflight::check`], as this
+/// process's user), with one allowance: a daemon started as root that has
+/// since dropped to `user` may no longer be able to read a key or password
+/// file only root may read. When such a file's setting is unchanged, the
+/// one loaded at start stays in force (a warning says so, and that a
+/// renewed certificate then needs a restart, or a key the skein group may
+/// read); a changed setting must be readable now, or the reload is
+/// refused.
+#[allow(clippy::type_complexity)]
+fn check_secrets(
+    current: &Loaded,
+    loaded: &Loaded,
+    in_force: &Server,
+) -> Result<
+    (
+        Option<Arc<rustls::ServerConfig>>,
+        Option<Arc<auth::Passwords>>,
+        Vec<String>,
+    ),
+    String,
+> {
+    use skein_preflight::Reader;
+    let first = match skein_preflight::check(loaded, Reader::Smtpd) {
+        Ok(checked) => {
+            return Ok((
+                checked.tls,
+                checked.passwords.map(Arc::new),
+                checked.warnings,
+            ));
+        }
+        Err(e) => e,
+    };
+    let denied = first.message.contains("Permission denied")
+        && matches!(
+            first.key.as_deref(),
+            Some("tls.cert" | "tls.key" | "smtpd.password_file")
+        );
+    let (old, new) = (&current.config, &loaded.config);
+    let keep_tls = old.tls == new.tls && in_force.tls.is_some();
+    let keep_passwords =
+        old.smtpd.password_file == new.smtpd.password_file && in_force.passwords.is_some();
+    if !denied || !(keep_tls || keep_passwords) {
+        return Err(first.to_string());
+    }
+    let mut stripped = loaded.clone();
+    if keep_tls {
+        stripped.config.tls.cert = None;
+        stripped.config.tls.key = None;
+    }
+    if keep_passwords {
+        stripped.config.smtpd.password_file = None;
+    }
+    let checked = skein_preflight::check(&stripped, Reader::Smtpd).map_err(|e| e.to_string())?;
+    let mut warnings = checked.warnings;
+    warnings.push(format!(
+        "{first}: as {} now, it cannot be read again; what was read at start stays in force (a renewed certificate or changed password file needs a restart, or let the skein group read it)",
+        current.config.run_as()
+    ));
+    let tls = if keep_tls {
+        in_force.tls.clone()
+    } else {
+        checked.tls
+    };
+    let passwords = if keep_passwords {
+        in_force.passwords.clone()
+    } else {
+        checked.passwords.map(Arc::new)
+    };
+    Ok((tls, passwords, warnings))
 }
 
 async fn accept_loop(
     listener: TcpListener,
     port: Port,
-    server: Arc<Server>,
+    servers: watch::Receiver<Arc<Server>>,
     gate: Arc<Gate>,
     shutdown: Shutdown,
 ) {
@@ -304,9 +533,11 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        // The settings in force now: a reload changes them for the
+        // sessions that start after it.
+        let server = Arc::clone(&servers.borrow());
         match gate.enter(peer.ip(), tokio::time::Instant::now()) {
             Ok(ticket) => {
-                let server = Arc::clone(&server);
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
                     let _ticket = ticket;

@@ -20,7 +20,5 @@ fn main() -> ExitCode {
         }
     };
     let options = skein_smtpd::daemon_options(&loaded.config);
-    skein_daemon::run(options, |ctx| {
-        skein_smtpd::serve(loaded.config, checked, ctx)
-    })
+    skein_daemon::run(options, |ctx| skein_smtpd::serve(loaded, checked, ctx))
 }

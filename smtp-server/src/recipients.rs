@@ -106,6 +106,19 @@ impl RecipientCheck {
         self.reload.store(true, Ordering::Relaxed);
     }
 
+    /// Whether this check routes as `config` does: the same routes, local
+    /// domains, aliases file, user rules and Maildir root. A reload that
+    /// leaves all of them alone keeps the check (and the aliases it has
+    /// read), asking it to read the aliases again; otherwise a new check
+    /// is made for the new sessions.
+    pub fn routes_as(&self, config: &Config) -> bool {
+        let old = &self.config;
+        old.hostname == config.hostname
+            && old.router == config.router
+            && old.route == config.route
+            && old.local == config.local
+    }
+
     /// Number of aliases in force.
     pub fn alias_count(&self) -> usize {
         self.lock().aliases.table().len()

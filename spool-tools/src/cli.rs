@@ -60,6 +60,12 @@ enum Command {
     Start,
     /// Stop a running `skein start`.
     Stop,
+    /// Check the configuration file, then have every running daemon
+    /// re-read it and apply what changed without dropping a session or
+    /// losing a message (SIGHUP to each). A file that fails the check
+    /// signals nothing (exit 78); a daemon that refuses it keeps the
+    /// configuration it has and logs why. spool.* and user need a restart.
+    Reload,
     /// Say whether skein runs, with the scheduler's counters and every
     /// process with its user.
     Status {
@@ -298,6 +304,7 @@ pub fn main(args: Vec<OsString>) -> u8 {
         },
         Command::Start => crate::supervisor::start(config),
         Command::Stop => crate::supervisor::stop(config),
+        Command::Reload => crate::supervisor::reload::reload(config),
         Command::Status { json } => status(config, json),
         Command::Manpages { dir } => manpages(&dir),
         Command::Completions { shell } => {

@@ -1170,3 +1170,122 @@ fn the_install_script_lays_out_what_the_package_does_and_its_links_work() {
     );
     drop(running);
 }
+
+/// The EHLO reply of the smtpd on `port`, and the codes of `rcpts` on one
+/// transaction.
+fn ehlo_and_rcpts(port: u16, rcpts: &[&str]) -> (String, Vec<String>) {
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .expect("timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut writer = stream;
+    let mut reply = || {
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("read reply");
+            text.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return text;
+            }
+        }
+    };
+    assert!(reply().starts_with("220"));
+    writer.write_all(b"EHLO client.example\r\n").expect("write");
+    let ehlo = reply();
+    writer
+        .write_all(b"MAIL FROM:<sender@client.example>\r\n")
+        .expect("write");
+    assert!(reply().starts_with("250"));
+    let codes = rcpts
+        .iter()
+        .map(|r| {
+            writer
+                .write_all(format!("RCPT TO:<{r}>\r\n").as_bytes())
+                .expect("write");
+            reply()[..3].to_owned()
+        })
+        .collect();
+    (ehlo, codes)
+}
+
+#[test]
+fn as_root_a_reload_keeps_a_key_only_root_may_read_and_applies_the_rest() {
+    require_root();
+    ensure_account();
+    ensure_drop_group();
+    let keys = world_enterable_tempdir();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let cert = keys.path().join("cert.pem");
+    let key = keys.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let tls = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let install = Installation::with("user = \"skein\"", true, "max_recipients = 5", &tls);
+    let running = install.start();
+    assert!(
+        poll(|| smtpd_is_up(install.port)),
+        "the smtpd never listened:\n{}",
+        install.log_text()
+    );
+    let (ehlo, codes) = ehlo_and_rcpts(install.port, &["ann@test.example", "ann@test.example"]);
+    assert!(ehlo.contains("STARTTLS"), "{ehlo}");
+    assert_eq!(codes, ["250", "250"]);
+
+    let text = std::fs::read_to_string(&install.config).expect("config");
+    std::fs::write(
+        &install.config,
+        text.replace("max_recipients = 5", "max_recipients = 1"),
+    )
+    .expect("write config");
+    let out = install
+        .skein()
+        .arg("reload")
+        .output()
+        .expect("skein reload");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The smtpd (as skein, which cannot read the key) applies the limit
+    // and keeps the certificate it read as root at start.
+    assert!(
+        poll(|| install
+            .log_text()
+            .lines()
+            .any(|l| l.contains("prog=skein-smtpd") && l.contains("msg=reloaded"))),
+        "{}",
+        install.log_text()
+    );
+    let log = install.log_text();
+    assert!(
+        log.contains("cannot be read again") && log.contains("tls.key"),
+        "{log}"
+    );
+    let (ehlo, codes) = ehlo_and_rcpts(install.port, &["ann@test.example", "ann@test.example"]);
+    assert!(ehlo.contains("STARTTLS"), "the certificate stays: {ehlo}");
+    assert_eq!(codes, ["250", "452"], "the new limit applies");
+    // A SIGHUP to `skein start` reaches every service it runs.
+    let smtpd_reloads = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("prog=skein-smtpd") && l.contains("msg=reloaded"))
+            .count()
+    };
+    let pid = nix::unistd::Pid::from_raw(running.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    assert!(
+        poll(|| smtpd_reloads(&install.log_text()) == 2),
+        "{}",
+        install.log_text()
+    );
+    drop(running);
+}

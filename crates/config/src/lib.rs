@@ -93,6 +93,105 @@ pub struct Loaded {
     pub lines: KeyLines,
 }
 
+/// The keys a running daemon cannot take over on a reload: where the
+/// spool is and which account owns it (every open file, socket and lock
+/// is there, as that account), and `skein start`'s own restart rules.
+/// A reload that changes one of them keeps the old value and logs that a
+/// restart is needed; everything else is applied. Prefixes end in `.`.
+pub const RESTART_ONLY: &[&str] = &["user", "spool.", "supervisor."];
+
+/// Whether `key` (a dotted setting name from [`Config::settings`]) is one
+/// of [`RESTART_ONLY`].
+pub fn needs_restart(key: &str) -> bool {
+    RESTART_ONLY.iter().any(|k| match k.strip_suffix('.') {
+        Some(section) => key
+            .strip_prefix(section)
+            .is_some_and(|rest| rest.starts_with('.')),
+        None => key == *k,
+    })
+}
+
+/// What changed between two configurations: every dotted key (as in
+/// [`Config::settings`]) whose effective value differs, is new or is
+/// gone, in file order. Array entries count by index (`route[3].domain`),
+/// so that inserting a route names every route after it.
+pub fn changed_settings(old: &Config, new: &Config) -> Vec<String> {
+    let before = old.settings();
+    let after = new.settings();
+    let old_map: std::collections::HashMap<&str, &str> = before
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let new_keys: std::collections::HashSet<&str> = after.iter().map(|(k, _)| k.as_str()).collect();
+    let mut changed: Vec<String> = after
+        .iter()
+        .filter(|(k, v)| old_map.get(k.as_str()) != Some(&v.as_str()))
+        .map(|(k, _)| k.clone())
+        .collect();
+    changed.extend(
+        before
+            .iter()
+            .filter(|(k, _)| !new_keys.contains(k.as_str()))
+            .map(|(k, _)| k.clone()),
+    );
+    changed
+}
+
+/// A configuration read again for a reload ([`Loaded::reload`]).
+#[derive(Debug, Clone)]
+pub struct Reload {
+    /// The configuration read again, with the [`RESTART_ONLY`] keys kept
+    /// at their old values.
+    pub loaded: Loaded,
+    /// The keys whose value changed and that a running daemon applies.
+    pub applied: Vec<String>,
+    /// The keys that changed but need a restart: their old values stay.
+    pub need_restart: Vec<String>,
+}
+
+impl Loaded {
+    /// Reads the configuration again from where it came from (a reload):
+    /// the same file, errors under the same name; relative paths in it are
+    /// taken against today's working directory, as at start (no daemon
+    /// changes it). The embedded default cannot change: it is returned as
+    /// it is.
+    pub fn reread(&self) -> Result<Loaded, ConfigError> {
+        let Source::File(path) = &self.source else {
+            return Ok(self.clone());
+        };
+        let cwd = std::env::current_dir().map_err(|err| {
+            ConfigError::read(
+                "(working directory)",
+                format!("cannot determine the working directory: {err}"),
+            )
+        })?;
+        let mut loaded = Config::load_with(Some(path), None, &cwd)?;
+        loaded.shown = self.shown.clone();
+        Ok(loaded)
+    }
+
+    /// A daemon's reload: [`Loaded::reread`], then what changed, split
+    /// into what a running daemon applies and what needs a restart; the
+    /// latter keep their old values in the result, so that what the
+    /// daemon puts in force is what it can.
+    pub fn reload(&self) -> Result<Reload, ConfigError> {
+        let mut loaded = self.reread()?;
+        let (need_restart, applied): (Vec<String>, Vec<String>) =
+            changed_settings(&self.config, &loaded.config)
+                .into_iter()
+                .partition(|key| needs_restart(key));
+        let old = &self.config;
+        loaded.config.user.clone_from(&old.user);
+        loaded.config.spool = old.spool.clone();
+        loaded.config.supervisor = old.supervisor.clone();
+        Ok(Reload {
+            loaded,
+            applied,
+            need_restart,
+        })
+    }
+}
+
 impl Config {
     /// Loads the configuration for this process: `explicit` (from `-c`),
     /// else the file named by `SKEIN_CONFIG`, else the embedded default.

@@ -971,3 +971,73 @@ fn submission_needs_tls_and_passwords_reported_at_its_line() {
                     submission = [\"127.0.0.1:587\"]\npassword_file = \"p\"\n";
     parse(complete).expect("complete submission parses");
 }
+
+#[test]
+fn changed_settings_names_what_a_reload_changes() {
+    let old = parse(
+        "[smtpd]\nmax_recipients = 100\n[[route]]\ndomain = \"a.test\"\nchannel = \"smtp\"\n",
+    )
+    .expect("old");
+    let table: &[(&str, &[&str])] = &[
+        // Same text: nothing changed.
+        (
+            "[smtpd]\nmax_recipients = 100\n[[route]]\ndomain = \"a.test\"\nchannel = \"smtp\"\n",
+            &[],
+        ),
+        // A default spelled out is no change.
+        (
+            "[smtpd]\nmax_recipients = 100\nmax_errors = 20\n[[route]]\ndomain = \"a.test\"\nchannel = \"smtp\"\n",
+            &[],
+        ),
+        (
+            "[smtpd]\nmax_recipients = 5\n[[route]]\ndomain = \"a.test\"\nchannel = \"smtp\"\n",
+            &["smtpd.max_recipients"],
+        ),
+        // A route removed: its keys are gone.
+        (
+            "[smtpd]\nmax_recipients = 100\n",
+            &["route[0].domain", "route[0].channel"],
+        ),
+    ];
+    for (text, want) in table {
+        let new = parse(text).expect("new");
+        let mut got = changed_settings(&old, &new);
+        got.retain(|k| !k.starts_with("route[0].") || want.iter().any(|w| w == k));
+        assert_eq!(got, *want, "for {text:?}");
+    }
+}
+
+#[test]
+fn restart_only_keys_are_the_spool_the_account_and_the_supervisor() {
+    let table = [
+        ("user", true),
+        ("spool.dir", true),
+        ("spool.drop_group", true),
+        ("supervisor.restart_delay", true),
+        ("spoolish.dir", false),
+        ("username", false),
+        ("smtpd.listen", false),
+        ("scheduler.expiry", false),
+        ("route[0].domain", false),
+    ];
+    for (key, want) in table {
+        assert_eq!(needs_restart(key), want, "{key}");
+    }
+}
+
+#[test]
+fn reread_reads_the_same_file_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("skein.toml");
+    std::fs::write(&file, "[smtpd]\nmax_recipients = 7\n").expect("write");
+    let first = Config::load_with(Some(&file), None, dir.path()).expect("loads");
+    std::fs::write(&file, "[smtpd]\nmax_recipients = 8\n").expect("write");
+    let second = first.reread().expect("rereads");
+    assert_eq!(second.config.smtpd.max_recipients, 8);
+    assert_eq!(second.shown, first.shown);
+    std::fs::write(&file, "[smtpd\nmax_recipients = 9\n").expect("write");
+    let err = first.reread().expect_err("broken file refused");
+    assert!(err.to_string().contains("skein.toml:1"), "{err}");
+    let embedded = Config::load_with(None, None, dir.path()).expect("embedded");
+    assert_eq!(embedded.reread().expect("embedded again"), embedded);
+}

@@ -95,6 +95,20 @@ impl Context {
         self.notify(&[NotifyState::Ready]);
     }
 
+    /// Announces that a reload has begun (`RELOADING=1` with its
+    /// `MONOTONIC_USEC` stamp): systemd shows the unit as reloading until
+    /// the next [`Context::ready`], which the daemon sends once the new
+    /// configuration is in force or has been refused.
+    pub fn reloading(&self) {
+        match crate::notify::reloading_states() {
+            Ok(states) => self.notify(&states),
+            Err(error) => {
+                let error: &(dyn std::error::Error + 'static) = &error;
+                tracing::warn!(error, "service manager notification failed");
+            }
+        }
+    }
+
     /// Sets the line `systemctl status` shows (control characters become
     /// spaces so the text cannot inject other states).
     pub fn status(&self, status: &str) {

@@ -72,3 +72,21 @@ pub use skeleton::{
     DaemonOptions, EXIT_FAILURE, EXIT_SOFTWARE, MALLOC_ARENAS, ServiceError, give_back_free_memory,
     run,
 };
+
+/// The log lines of a reload that passed, the same in every daemon:
+/// `reloaded changed=N keys="…"` and, when some changed keys need a
+/// restart, a warning naming them.
+pub fn log_reloaded(loaded: &skein_config::Loaded, applied: &[String], need_restart: &[String]) {
+    if !need_restart.is_empty() {
+        tracing::warn!(
+            keys = need_restart.join(" ").as_str(),
+            "changed settings need a restart: their old values stay in force until then"
+        );
+    }
+    tracing::info!(
+        config = %loaded.source,
+        changed = applied.len(),
+        keys = applied.join(" ").as_str(),
+        "reloaded"
+    );
+}

@@ -53,6 +53,9 @@ pub enum Reader {
     Smtpd,
     /// `skein-router`: `router.aliases`.
     Router,
+    /// `skein-scheduler`: nothing beyond the file itself (its agents
+    /// read the configuration it hands them).
+    Scheduler,
     /// Everything any daemon reads (`skein config check`).
     All,
 }
@@ -94,6 +97,7 @@ pub fn check(loaded: &Loaded, reader: Reader) -> Result<Checked, ConfigError> {
     let reads_aliases = match reader {
         Reader::Router | Reader::All => true,
         Reader::Smtpd => config.smtpd.verify_local_recipients,
+        Reader::Scheduler => false,
     };
     if reads_aliases && let Some(path) = &config.router.aliases {
         let table = AliasTable::load(path).map_err(|e| {
@@ -113,6 +117,41 @@ pub fn check(loaded: &Loaded, reader: Reader) -> Result<Checked, ConfigError> {
         trusted(loaded, "router.aliases", path, &mut checked.warnings);
     }
     Ok(checked)
+}
+
+/// A reload that passed: the new configuration, what its checks loaded,
+/// and what it changes.
+#[derive(Debug)]
+pub struct Reloaded {
+    /// The configuration read again.
+    pub loaded: Loaded,
+    /// What [`check`] loaded from it for the reader.
+    pub checked: Checked,
+    /// The keys whose value changed and that the daemon applies.
+    pub applied: Vec<String>,
+    /// The keys that changed but need a restart
+    /// ([`skein_config::needs_restart`]): their old values stay.
+    pub need_restart: Vec<String>,
+}
+
+/// A daemon's reload (SIGHUP, `skein reload`): reads the file `current`
+/// came from again ([`Loaded::reload`]) and runs on it exactly the checks
+/// the daemon ran at start ([`check`] for `reader`). An error means the
+/// reload is refused and the daemon keeps `current` (its caller logs the
+/// error, which names file, line and key).
+pub fn reload(current: &Loaded, reader: Reader) -> Result<Reloaded, ConfigError> {
+    let skein_config::Reload {
+        loaded,
+        applied,
+        need_restart,
+    } = current.reload()?;
+    let checked = check(&loaded, reader)?;
+    Ok(Reloaded {
+        loaded,
+        checked,
+        applied,
+        need_restart,
+    })
 }
 
 /// An error at `key`'s line.

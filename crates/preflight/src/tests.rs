@@ -173,3 +173,59 @@ fn secrets_readable_by_all_and_trusted_files_writable_by_all_are_warned_about() 
         "{warnings}"
     );
 }
+
+#[test]
+fn a_reload_runs_the_start_checks_and_keeps_what_needs_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = dir.path().join("spool");
+    let start = format!(
+        "[spool]\ndir = \"{}\"\n[smtpd]\nmax_recipients = 10\n",
+        spool.display()
+    );
+    let current = load(dir.path(), &start);
+    let path = dir.path().join("skein.toml");
+
+    // A good change is applied; a spool move is not, and is named.
+    let moved = format!(
+        "user = \"other\"\n[spool]\ndir = \"{}/elsewhere\"\n[smtpd]\nmax_recipients = 3\n",
+        dir.path().display()
+    );
+    std::fs::write(&path, moved).expect("write");
+    let reloaded = reload(&current, Reader::Smtpd).expect("reload passes");
+    // The Maildir root's default follows the spool's directory.
+    assert_eq!(
+        reloaded.applied,
+        vec![
+            "smtpd.max_recipients".to_owned(),
+            "local.maildir_root".to_owned()
+        ]
+    );
+    assert_eq!(
+        reloaded.need_restart,
+        vec!["user".to_owned(), "spool.dir".to_owned()]
+    );
+    assert_eq!(reloaded.loaded.config.smtpd.max_recipients, 3);
+    assert_eq!(
+        reloaded.loaded.config.spool.dir, spool,
+        "the old spool stays"
+    );
+    assert_eq!(reloaded.loaded.config.user, current.config.user);
+
+    // A file the start would refuse is refused, at its key's line.
+    let broken = format!(
+        "[spool]\ndir = \"{}\"\n[tls]\ncert = \"{}/none.pem\"\nkey = \"{}/none.key\"\n",
+        spool.display(),
+        dir.path().display(),
+        dir.path().display()
+    );
+    std::fs::write(&path, broken).expect("write");
+    let err = reload(&current, Reader::Smtpd).expect_err("a missing certificate is refused");
+    assert_eq!(err.key.as_deref(), Some("tls.cert"), "{err}");
+    assert_eq!(err.line, Some(4), "{err}");
+    // The router does not read the certificate: the same file passes.
+    assert!(reload(&current, Reader::Router).is_ok());
+
+    std::fs::write(&path, "[smtpd\n").expect("write");
+    let err = reload(&current, Reader::Scheduler).expect_err("syntax is refused");
+    assert_eq!(err.line, Some(1), "{err}");
+}

@@ -480,3 +480,60 @@ fn a_missing_message_file_is_damage_too() {
     );
     assert_eq!(b.files_in("incoming").len(), 1, "the sender is told");
 }
+
+#[test]
+fn a_reload_regroups_threads_retires_agents_and_new_ones_read_the_new_file() {
+    let mut b = Bench::new(1, 20);
+    let id = b.queue(&["a"]);
+    b.queue(&["b.example.org"]);
+    b.engine.dispatch();
+    assert_eq!(b.starts(), 2);
+    let old: Vec<AgentId> = b.log.borrow().starts.iter().map(|(id, _)| *id).collect();
+    for &a in &old {
+        b.up(a, 1);
+    }
+    let job = b.jobs_of(old[0]).remove(0);
+    // The new file: example.org gets a clause of its own, first.
+    let mut config = b.engine.config.clone();
+    config
+        .scheduler
+        .clause
+        .insert(0, Clause::new("smtp/*.example.org", "skein-smtp-special"));
+    b.engine
+        .reconfigure(config, Some(std::path::PathBuf::from("/run/agents.toml")));
+    assert_eq!(
+        b.engine
+            .queue
+            .thread(&thread("b.example.org"))
+            .unwrap()
+            .group,
+        Some(crate::group::GroupId(0))
+    );
+    assert_eq!(
+        b.engine.queue.thread(&thread("a")).unwrap().group,
+        Some(crate::group::GroupId(1))
+    );
+    for &a in &old {
+        assert!(b.engine.agents.get(a).unwrap().stopping, "{a} retired");
+    }
+    // The retired agent still holds its job: its report counts.
+    b.finish(old[0], &job, Status::Delivered, EnhancedCode::SUCCESS);
+    assert!(!b.engine.queue.contains(&id), "delivered across the reload");
+    // New mail gets new agents, from the new clauses, reading the new file.
+    b.queue(&["c.example.org"]);
+    b.queue(&["d"]);
+    b.engine.dispatch();
+    let log = b.log.borrow();
+    assert_eq!(log.starts.len(), 4, "{:?}", log.starts);
+    let new: Vec<&Spawn> = log.starts[2..].iter().map(|(_, s)| s).collect();
+    assert!(
+        new.iter().any(|s| s.command == "skein-smtp-special"),
+        "{:?}",
+        log.starts
+    );
+    assert!(
+        new.iter()
+            .all(|s| s.config_path.as_deref() == Some(std::path::Path::new("/run/agents.toml")))
+    );
+    assert!(log.starts[..2].iter().all(|(_, s)| s.config_path.is_none()));
+}

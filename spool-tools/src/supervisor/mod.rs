@@ -48,6 +48,7 @@
 
 pub mod backoff;
 pub mod prepare;
+pub mod reload;
 mod supervise;
 
 use std::ffi::OsString;
@@ -202,6 +203,7 @@ pub fn start(config_path: Option<&Path>) -> u8 {
     // Waiting on a handful of children needs no more.
     options.worker_threads = Some(2);
     let source = loaded.source.to_string();
+    let spool_dir = spool.root().to_path_buf();
     let restarts = &loaded.config.supervisor;
     let policy = Policy {
         initial_backoff: restarts.restart_delay,
@@ -221,6 +223,30 @@ pub fn start(config_path: Option<&Path>) -> u8 {
             "supervising"
         );
         context.ready();
+        // A SIGHUP to the supervisor is a reload of every service.
+        let mut reloads = context.reloads();
+        let spool_dir = spool_dir.clone();
+        tokio::spawn(async move {
+            while reloads.changed().await.is_ok() {
+                // Blocking: it asks the scheduler's control socket for its pid.
+                let dir = spool_dir.clone();
+                let Ok(signalled) =
+                    tokio::task::spawn_blocking(move || reload::signal_daemons(&dir)).await
+                else {
+                    continue;
+                };
+                for s in signalled {
+                    match s.result {
+                        Ok(()) => {
+                            tracing::info!(service = s.program, pid = s.pid, "reload requested")
+                        }
+                        Err(e) => {
+                            tracing::warn!(service = s.program, pid = s.pid, error = %e, "cannot request a reload")
+                        }
+                    }
+                }
+            }
+        });
         let reports = supervise(specs, policy, context.shutdown()).await;
         for report in &reports {
             tracing::info!(
