@@ -33,6 +33,7 @@ use crate::event::{AgentId, Event};
 use crate::group::Groups;
 use crate::load;
 use crate::message::{Msg, RState};
+use crate::metrics::Metrics;
 use crate::policy::{self, Action, Appetite, Demand, Feed, Pulse, Verdict};
 use crate::queue::{self, Attempt, Queue, Reuse};
 use crate::report;
@@ -49,12 +50,24 @@ pub struct Engine {
     agents: Agents,
     started: Instant,
     last_rescan: Instant,
+    metrics: Metrics,
+    /// The first scan (the queue as the last run left it) is over: what
+    /// is loaded from now on is new, and counted as received.
+    scanned: bool,
+    smtpd_files: crate::metrics::SmtpdFiles,
 }
 
 impl Engine {
     /// An engine with nothing loaded yet, starting agents with `agents`.
     pub fn new(config: Config, spool: Spool, agents: Agents) -> Engine {
+        let smtpd_files = crate::metrics::SmtpdFiles {
+            stats: skein_spool::rendezvous::smtpd_stats(spool.root()),
+            pid: spool.pid_file(skein_spool::Daemon::Smtpd),
+        };
         Engine {
+            metrics: Metrics::new(),
+            scanned: false,
+            smtpd_files,
             groups: Groups::new(&config.scheduler),
             config,
             spool,
@@ -83,6 +96,52 @@ impl Engine {
             "new settings in force: agents started before this finish their jobs and exit; new agents read the new configuration"
         );
         self.dispatch();
+    }
+
+    /// A scrape of the metrics endpoint: the gauges as of now, the smtpd's
+    /// counters from its file. One pass over the queue.
+    pub fn render_metrics(&mut self) -> String {
+        let mut states = [
+            ("active", 0u64),
+            ("deferred", 0),
+            ("held", 0),
+            ("waiting", 0),
+        ];
+        let mut recipients = 0;
+        for m in self.queue.messages() {
+            let slot = if m.held {
+                2
+            } else if m.rcpts.iter().any(|r| r.state == RState::InFlight) {
+                0
+            } else if m.rcpts.iter().any(|r| r.state == RState::Deferred) {
+                1
+            } else {
+                3
+            };
+            states[slot].1 += 1;
+            recipients += m.rcpts.iter().filter(|r| !r.state.is_final()).count() as u64;
+        }
+        let mut agents: std::collections::BTreeMap<String, u64> = Default::default();
+        let mut connections = 0;
+        for id in self.agents.ids() {
+            if let Some(a) = self.agents.get(id) {
+                *agents.entry(a.channel.clone()).or_default() += 1;
+                // An agent keeps a connection while it works a thread of a
+                // remote channel, or after it, idle, when it says so.
+                let remote = a.channel != "local";
+                connections +=
+                    u64::from(a.connected_to.is_some() || (remote && a.thread.is_some()));
+            }
+        }
+        let gauges = crate::metrics::QueueGauges {
+            messages: states,
+            recipients,
+            threads: self.queue.thread_count() as u64,
+            agents: agents.into_iter().collect(),
+            connections,
+        };
+        let smtpd = crate::metrics::read_smtpd(&self.smtpd_files.stats, &self.smtpd_files.pid);
+        self.metrics.render(&gauges, smtpd)
     }
 
     /// The spool.
@@ -115,6 +174,7 @@ impl Engine {
             }
         }
         load::remove_orphans(&self.spool, |id| self.queue.contains(id));
+        self.scanned = true;
     }
 
     /// Loads one control file; returns whether the message is now known.
@@ -123,6 +183,10 @@ impl Engine {
             return false;
         };
         let key = msg.id().to_string();
+        if self.scanned {
+            self.metrics
+                .received(&msg.control.envelope.origin, msg.control.size);
+        }
         self.queue.insert(msg, &self.groups);
         self.settle(&key);
         true
@@ -146,6 +210,11 @@ impl Engine {
                 let _ = reply.send(resp);
             }
             Event::Tick => self.on_tick(),
+            Event::Metrics { reply } => {
+                let text = self.render_metrics();
+                let _ = reply.send(text);
+                return;
+            }
         }
         self.dispatch();
     }
@@ -222,8 +291,17 @@ impl Engine {
     }
 
     fn record(&mut self, queue_id: &str, attempt: Attempt) {
-        self.queue
+        let recorded = self
+            .queue
             .record(queue_id, attempt, &self.config.scheduler, &self.groups);
+        if let Some(r) = recorded {
+            let status = match r.kind {
+                skein_spool::OutcomeKind::Delivered => "delivered",
+                skein_spool::OutcomeKind::Deferred => "deferred",
+                skein_spool::OutcomeKind::Failed => "bounced",
+            };
+            self.metrics.outcome(&r.channel, status, r.delay);
+        }
     }
 
     fn on_job_done(&mut self, id: AgentId, job: JobId) {

@@ -53,4 +53,9 @@ pub enum Event {
     },
     /// Once a second: retries, expiry, timeouts.
     Tick,
+    /// A scrape of the metrics endpoint wants the text.
+    Metrics {
+        /// Where the text goes.
+        reply: oneshot::Sender<String>,
+    },
 }

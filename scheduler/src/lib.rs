@@ -16,8 +16,10 @@
 //! `incoming/` (writes DSNs and requeued copies), `corrupt/` (sets aside
 //! control files that fail their checks), `run/scheduler.lock` (held for
 //! life: one scheduler per spool), `run/scheduler.sock` (mode 0660: the
-//! router and the spool tools) and `run/agents.toml` (the configuration in
-//! force, for the agents it starts: [`write_agent_config`]).
+//! router and the spool tools), `run/agents.toml` (the configuration in
+//! force, for the agents it starts: [`write_agent_config`]) and reads
+//! `run/smtpd.stats` (the SMTP server's counters) for the metrics
+//! endpoint, which `metrics.listen` turns on ([`metrics`]).
 //!
 //! **Trust and privilege.** Runs as the skein user (drops privileges to
 //! `user` when started as root). Trusts the spool (files it or the router
@@ -26,6 +28,8 @@
 //! `scheduler.agent_timeout` gets the agent killed, and every recipient it
 //! had not reported is *deferred* — never failed, never lost. Tools on the
 //! control socket are trusted as far as the socket's mode lets them in.
+//! The metrics endpoint reads HTTP request heads from whoever connects
+//! (bounded: 8 KiB, 10 s, 8 at once) and answers counts, never addresses.
 //!
 //! **On failure.** A journal append that fails is logged and the state
 //! moves on in memory: after a restart that recipient is tried again
@@ -73,6 +77,7 @@ mod event;
 mod group;
 mod load;
 mod message;
+pub mod metrics;
 mod policy;
 mod process;
 mod queue;
@@ -174,10 +179,18 @@ pub async fn serve(ctx: Context, loaded: Loaded) -> Result<(), ServiceError> {
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let agents = Agents::new(Box::new(Processes::new(tx.clone())), config_path);
+    let current_metrics_addr = config.metrics.listen;
     let mut engine = Engine::new(config, spool, agents);
     engine.scan();
     engine.dispatch();
     tokio::spawn(control::accept_loop(listener, tx.clone()));
+    if let Some(addr) = current_metrics_addr {
+        let metrics = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            SchedulerError::Config(format!("metrics.listen: cannot listen on {addr}: {e}"))
+        })?;
+        tracing::info!(listen = %metrics.local_addr().unwrap_or(addr), "metrics at GET /metrics");
+        tokio::spawn(metrics::serve(metrics, tx.clone()));
+    }
     let ticker = tx.clone();
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(Duration::from_secs(1));

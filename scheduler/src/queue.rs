@@ -101,6 +101,17 @@ impl Thread {
     }
 }
 
+/// What [`Queue::record`] recorded, for the metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    /// The recipient's channel.
+    pub channel: String,
+    /// Delivered, deferred or failed.
+    pub kind: OutcomeKind,
+    /// Seconds since the message arrived.
+    pub delay: f64,
+}
+
 /// One attempt's result for one recipient, as it is journaled.
 #[derive(Debug, Clone)]
 pub struct Attempt {
@@ -272,15 +283,11 @@ impl Queue {
         attempt: Attempt,
         schedule: &SchedulerConfig,
         groups: &Groups,
-    ) {
+    ) -> Option<Recorded> {
         let now = now_micros();
-        let Some(msg) = self.msgs.get_mut(queue_id) else {
-            return;
-        };
+        let msg = self.msgs.get_mut(queue_id)?;
         let i = attempt.rcpt as usize;
-        let Some(r) = msg.rcpts.get_mut(i) else {
-            return;
-        };
+        let r = msg.rcpts.get_mut(i)?;
         let tries = r.attempts;
         let kind = attempt.kind;
         let retry_at = (kind == OutcomeKind::Deferred).then(|| {
@@ -355,6 +362,11 @@ impl Queue {
             diag = %attempt.diagnostic,
             "delivery"
         );
+        let recorded = Recorded {
+            channel: cr.channel.to_string(),
+            kind,
+            delay,
+        };
         let thread = msg.thread_of(i).clone();
         if kind == OutcomeKind::Deferred {
             let t = self.thread_entry(&thread, groups);
@@ -363,6 +375,7 @@ impl Queue {
         } else if let Some(t) = self.threads.get_mut(&thread) {
             t.last_diag = Some(attempt.diagnostic);
         }
+        Some(recorded)
     }
 
     /// Whether thread `key` has a recipient that may be tried at `now`.

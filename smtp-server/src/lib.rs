@@ -24,7 +24,8 @@
 //! **Writes.** `<spool>/tmp/` then `<spool>/incoming/<id>` (envelope with
 //! every DSN parameter, `origin = "smtp [ip] helo=…"`, a `Received:` field
 //! and the message); `run/smtpd.pid`; one datagram to `run/router.wake`
-//! per accepted message.
+//! per accepted message; `run/smtpd.stats`, its counters for the
+//! scheduler's metrics endpoint ([`stats`]).
 //!
 //! **Trust and privilege.** Everything a client sends is hostile: command
 //! lines are bounded (`smtpd.max_line_length`) before they are buffered,
@@ -78,6 +79,7 @@ mod received;
 pub mod recipients;
 mod session;
 mod sink;
+pub mod stats;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -138,6 +140,8 @@ pub struct Server {
     pub recipients: Option<Arc<RecipientCheck>>,
     /// The connection limits and the stress state.
     pub gate: Arc<Gate>,
+    /// The counters (`run/smtpd.stats`), shared like the gate.
+    pub stats: Arc<stats::Stats>,
 }
 
 impl Server {
@@ -153,6 +157,7 @@ impl Server {
         passwords: Option<Arc<auth::Passwords>>,
         recipients: Option<Arc<RecipientCheck>>,
         gate: Arc<Gate>,
+        stats: Arc<stats::Stats>,
     ) -> Server {
         let smtpd = &config.smtpd;
         Server {
@@ -174,6 +179,7 @@ impl Server {
                 min_data_rate: smtpd.min_data_rate,
             },
             gate,
+            stats,
         }
     }
 }
@@ -217,6 +223,13 @@ pub async fn serve(
         checked.passwords.map(Arc::new),
         recipients,
         Arc::clone(&gate),
+        Arc::new(stats::Stats::default()),
+    ));
+    tokio::spawn(stats::publish(
+        Arc::clone(&server.stats),
+        Arc::clone(&gate),
+        skein_spool::rendezvous::smtpd_stats(server.spool.root()),
+        ctx.shutdown(),
     ));
     let (servers, current_server) = watch::channel(server);
     let shutdown = ctx.shutdown();
@@ -405,6 +418,9 @@ async fn reload(current: &Loaded, running: &mut Running) -> Result<Loaded, Strin
     for warning in &warnings {
         tracing::warn!(warning = warning.as_str(), "configuration");
     }
+    // (Taken before the send below: a borrow held across it would
+    // deadlock the watch.)
+    let stats = Arc::clone(&running.current_server.borrow().stats);
     // Committed from here on: nothing below can fail.
     if let Some(check) = &recipients {
         check.request_reload();
@@ -420,6 +436,7 @@ async fn reload(current: &Loaded, running: &mut Running) -> Result<Loaded, Strin
         passwords,
         recipients,
         Arc::clone(&running.gate),
+        stats,
     )));
     running.listeners.retain(|l| {
         let keep = wanted.contains(&l.configured);
@@ -538,6 +555,7 @@ async fn accept_loop(
         let server = Arc::clone(&servers.borrow());
         match gate.enter(peer.ip(), tokio::time::Instant::now()) {
             Ok(ticket) => {
+                server.stats.connection();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
                     let _ticket = ticket;
@@ -545,6 +563,7 @@ async fn accept_loop(
                 });
             }
             Err(full) => {
+                server.stats.refused();
                 let text = match full {
                     Full::Total => "Too many connections; try again later".to_owned(),
                     Full::Client => {

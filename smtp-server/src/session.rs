@@ -462,14 +462,21 @@ impl Session {
         let limit = self.limit(Wait::Command);
         match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => {
+                self.server.stats.tls(true);
                 let described = crate::tls::describe(stream.get_ref().1);
                 tracing::debug!(client = %self.peer, tls = described.as_str(), "TLS established");
                 self.tls = Some(described);
                 self.stream = Conn::Tls(Box::new(stream));
                 (Phase::Fresh, Flow::Continue)
             }
-            Ok(Err(e)) => (Phase::Fresh, Flow::Close(SessionEnd::Tls(e.to_string()))),
-            Err(_) => (Phase::Fresh, Flow::Close(SessionEnd::Timeout)),
+            Ok(Err(e)) => {
+                self.server.stats.tls(false);
+                (Phase::Fresh, Flow::Close(SessionEnd::Tls(e.to_string())))
+            }
+            Err(_) => {
+                self.server.stats.tls(false);
+                (Phase::Fresh, Flow::Close(SessionEnd::Timeout))
+            }
         }
     }
 

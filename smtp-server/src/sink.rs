@@ -77,6 +77,11 @@ impl MessageSink {
         self.writer = None;
     }
 
+    /// The message's bytes so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// The message text so far plus `more` would pass the size limit.
     /// (BDAT announces its size: refuse before reading it.)
     pub fn would_exceed(&self, more: u64) -> bool {

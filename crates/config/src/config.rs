@@ -46,6 +46,16 @@ pub struct Config {
     pub smtp: SmtpConfig,
     /// `[supervisor]`: `skein start`'s restarts.
     pub supervisor: SupervisorConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the scheduler's Prometheus text endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetricsConfig {
+    /// `metrics.listen`: where `GET /metrics` is answered, e.g.
+    /// `127.0.0.1:9465`. `None` (the default, or `""`): no endpoint.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `[spool]`.
@@ -427,6 +437,7 @@ impl Config {
                 restart_delay_max: Duration::from_secs(60),
                 healthy_after: Duration::from_secs(10),
             },
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -82,6 +82,16 @@ pub(crate) fn decode(text: &str, file: &str, cwd: &Path) -> Result<(Config, KeyL
     if let Some(item) = top.get("supervisor") {
         decode_supervisor(&item, &mut config.supervisor)?;
     }
+    if let Some(item) = top.get("metrics") {
+        let table = item.table(&["listen"])?;
+        if let Some(v) = table.get("listen") {
+            config.metrics.listen = if v.string()?.is_empty() {
+                None
+            } else {
+                Some(v.socket_addr()?)
+            };
+        }
+    }
     cross_section(&doc, &config)?;
     Ok((config, KeyLines(doc.lines.into_inner())))
 }
@@ -122,6 +132,7 @@ const TOP_KEYS: &[&str] = &[
     "tls",
     "smtp",
     "supervisor",
+    "metrics",
 ];
 
 fn decode_hostname(item: &Item<'_, '_>) -> Result<String> {

@@ -157,6 +157,18 @@ fn write(config: &Config) -> Writer {
     out.kv("restart_delay", &duration(supervisor.restart_delay));
     out.kv("restart_delay_max", &duration(supervisor.restart_delay_max));
     out.kv("healthy_after", &duration(supervisor.healthy_after));
+
+    out.section("[metrics]");
+    out.kv(
+        "listen",
+        &string(
+            &config
+                .metrics
+                .listen
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+        ),
+    );
     out
 }
 

@@ -40,8 +40,8 @@ use std::path::{Path, PathBuf};
 
 pub use clause::Clause;
 pub use config::{
-    Config, DEFAULT_USER, LocalConfig, RouterConfig, SchedulerConfig, SmtpConfig, SmtpdConfig,
-    SpoolConfig, SupervisorConfig, TlsConfig,
+    Config, DEFAULT_USER, LocalConfig, MetricsConfig, RouterConfig, SchedulerConfig, SmtpConfig,
+    SmtpdConfig, SpoolConfig, SupervisorConfig, TlsConfig,
 };
 pub use domain::{is_plausible_domain, system_hostname};
 pub use error::{ConfigError, ErrorKind, KeyLines};
@@ -95,10 +95,11 @@ pub struct Loaded {
 
 /// The keys a running daemon cannot take over on a reload: where the
 /// spool is and which account owns it (every open file, socket and lock
-/// is there, as that account), and `skein start`'s own restart rules.
+/// is there, as that account), `skein start`'s own restart rules, and
+/// the metrics endpoint (bound once, at the scheduler's start).
 /// A reload that changes one of them keeps the old value and logs that a
 /// restart is needed; everything else is applied. Prefixes end in `.`.
-pub const RESTART_ONLY: &[&str] = &["user", "spool.", "supervisor."];
+pub const RESTART_ONLY: &[&str] = &["user", "spool.", "supervisor.", "metrics."];
 
 /// Whether `key` (a dotted setting name from [`Config::settings`]) is one
 /// of [`RESTART_ONLY`].
@@ -184,6 +185,7 @@ impl Loaded {
         loaded.config.user.clone_from(&old.user);
         loaded.config.spool = old.spool.clone();
         loaded.config.supervisor = old.supervisor.clone();
+        loaded.config.metrics = old.metrics.clone();
         Ok(Reload {
             loaded,
             applied,

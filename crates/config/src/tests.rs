@@ -129,6 +129,9 @@ max_recipients_per_transaction = 50
 window = "256k"
 port = 2525
 nameservers = ["127.0.0.1:5353", "[::1]:53"]
+
+[metrics]
+listen = "127.0.0.1:9465"
 "#;
 
 fn full_expected() -> Config {
@@ -239,6 +242,9 @@ fn full_expected() -> Config {
             restart_delay: secs(2),
             restart_delay_max: secs(300),
             healthy_after: secs(30),
+        },
+        metrics: MetricsConfig {
+            listen: Some(addr("127.0.0.1:9465")),
         },
     }
 }

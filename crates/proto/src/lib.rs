@@ -46,6 +46,7 @@ mod handshake;
 mod io;
 mod reply;
 mod selection;
+mod stats;
 
 pub use agent::{
     AgentToScheduler, Job, JobRecipient, Outcome, SchedulerToAgent, Status, remote_host,
@@ -71,3 +72,4 @@ pub use selection::{BulkAction, SelectState, Selection};
 /// Defined in `skein-mail`, shared with the spool and the SMTP codec; part
 /// of this protocol all the same (see [`PROTOCOL_VERSION`]).
 pub use skein_mail::{BodyType, EnhancedCode, Notify, ParseEnhancedCodeError, Ret};
+pub use stats::SmtpdStats;

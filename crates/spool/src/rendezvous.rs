@@ -122,6 +122,14 @@ pub fn scheduler_socket(root: &Path) -> PathBuf {
     run_dir(root).join("scheduler.sock")
 }
 
+/// `<root>/run/smtpd.stats`, the SMTP server's counters for the
+/// scheduler's metrics endpoint (`skein_proto::SmtpdStats`): written by
+/// `skein-smtpd` (temporary file, then rename), read by the scheduler at
+/// each scrape.
+pub fn smtpd_stats(root: &Path) -> PathBuf {
+    run_dir(root).join("smtpd.stats")
+}
+
 /// `<root>/run/scheduler.lock`, one scheduler per spool. Created by the
 /// scheduler at start (mode 0666 less its umask; its content is empty)
 /// and `flock`ed for its whole life; never removed — the lock, not the

@@ -184,9 +184,11 @@ impl Session {
     /// The end of data: the commit, then `250` with the queue id (only
     /// once the message is on stable storage) or the refusal.
     async fn finish_message(&mut self, sink: MessageSink, tx: &Transaction) -> Flow {
+        let size = sink.size();
         match sink.finish().await {
             Accepted::Queued(id) => {
                 self.messages += 1;
+                self.server.stats.message(size);
                 tracing::info!(
                     id = id.as_str(),
                     client = %self.peer,
