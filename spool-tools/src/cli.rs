@@ -36,7 +36,9 @@ enum Command {
         disable_help_flag = true,
         long_about = "Submit a message read from standard input, as sendmail(1): \
             `skein sendmail [-t] [-i] [-f sender] [-F name] [-N dsn] [-R ret] [-V envid] \
-            [-C config] [recipient ...]`; `-bp` lists the queue. It exits 0 only once the \
+            [-C config] [recipient ...]`; `-bp` lists the queue; `-bs` speaks SMTP on \
+            standard input and output, each message submitted as the invoking user (74: the \
+            session's stream failed). It exits 0 only once the \
             message is on stable storage. A user who may not write the spool hands the \
             submission to the setgid skein-postdrop. Exit codes (sysexits): 64 a bad \
             command line, 65 no recipient, a bad address or a message over \

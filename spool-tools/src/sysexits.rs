@@ -17,6 +17,8 @@ pub const EX_UNAVAILABLE: u8 = 69;
 pub const EX_SOFTWARE: u8 = 70;
 /// A file or directory cannot be created (the spool).
 pub const EX_CANTCREAT: u8 = 73;
+/// An input or output error (`sendmail -bs`: the session's stream).
+pub const EX_IOERR: u8 = 74;
 /// A temporary failure: try again later (the spool cannot take mail now).
 pub const EX_TEMPFAIL: u8 = 75;
 /// Something was wrong in the configuration.

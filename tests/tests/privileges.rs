@@ -707,6 +707,26 @@ fn an_ordinary_user_submits_through_postdrop_and_only_lists_the_queue() {
         "{log}"
     );
 
+    // 1b. The same by SMTP on standard input and output (sendmail -bs):
+    // through skein-postdrop too, whose output must not enter the session.
+    let out = run_with_input(
+        skein_as_nobody(&["sendmail", "-bs"]),
+        b"EHLO me\r\nMAIL FROM:<nobody@test.example>\r\nRCPT TO:<ann@test.example>\r\n\
+          DATA\r\nSubject: by -bs\r\n\r\nhello\r\n.\r\nQUIT\r\n",
+    );
+    let session = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && session.contains("\r\n250 2.0.0 Ok: queued\r\n221 "),
+        "{session}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new = install.mail().join("ann/new");
+    assert!(
+        poll(|| names_in(&new).len() == 2),
+        "the -bs message was not delivered:\n{}",
+        install.log_text()
+    );
+
     // 2. The queue: listed by nobody, not changed by nobody.
     let out = run_with_input(
         skein_as_nobody(&["sendmail", "-i", "someone@held.example"]),

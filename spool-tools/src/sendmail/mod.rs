@@ -19,9 +19,14 @@
 //! first becomes the spool's owner ([`become_spool_owner`]), so that what
 //! it writes is readable by the daemons, which never run as root. Message headers
 //! are read only to find recipients (`-t`) and are otherwise copied.
+//!
+//! `-bs` speaks SMTP on standard input and output instead ([`session`]):
+//! each message of the session is submitted as above, as the invoking
+//! user.
 
 mod options;
 mod reader;
+mod session;
 
 use std::io::{self, BufRead};
 use std::path::Path;
@@ -69,6 +74,18 @@ pub fn run(args: &[String], config: Option<&Path>, input: &mut dyn BufRead) -> R
         for i in &opts.ignored {
             eprintln!("sendmail: ignoring option {i}");
         }
+    }
+    if opts.smtp_session {
+        if !opts.recipients.is_empty() || opts.extract_recipients {
+            return Err(fail(
+                EX_USAGE,
+                "-bs takes its recipients from RCPT TO, not from the command line or -t",
+            ));
+        }
+        become_spool_owner(&config.spool.dir)?;
+        let mut out = io::stdout().lock();
+        return session::serve(&config, &source, &opts, input, &mut out)
+            .map_err(|e| fail(EX_IOERR, format!("SMTP session: {e}")));
     }
     let submitter = Submitter::new(&config, &opts, source)?;
     become_spool_owner(&config.spool.dir)?;
@@ -286,6 +303,8 @@ impl<'a> Submitter<'a> {
         let mut child = command
             .env_remove(skein_config::CONFIG_ENV)
             .stdin(std::process::Stdio::piped())
+            // (Under `-bs` standard output is the SMTP session.)
+            .stdout(std::process::Stdio::null())
             .spawn()
             .map_err(|e| {
                 fail(

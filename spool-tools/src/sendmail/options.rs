@@ -34,6 +34,8 @@ pub struct Options {
     pub recipients: Vec<String>,
     /// `-bp`: list the queue instead of submitting (`mailq`).
     pub list_queue: bool,
+    /// `-bs`: an SMTP session on standard input and output.
+    pub smtp_session: bool,
     /// Options accepted for compatibility and ignored, for `-v`.
     pub ignored: Vec<String>,
 }
@@ -133,7 +135,8 @@ fn apply_with_arg(o: &mut Options, c: char, value: String) -> Result<(), UsageEr
         'b' => match value.as_str() {
             "m" => {}
             "p" => o.list_queue = true,
-            "s" | "d" | "D" | "i" | "v" | "t" | "a" | "h" | "H" | "P" => {
+            "s" => o.smtp_session = true,
+            "d" | "D" | "i" | "v" | "t" | "a" | "h" | "H" | "P" => {
                 return Err(UsageError(format!(
                     "-b{value} is not supported by skein sendmail"
                 )));
@@ -203,11 +206,18 @@ mod tests {
     }
 
     #[test]
+    fn bs_is_an_smtp_session() {
+        assert!(p(&["-bs"]).unwrap().smtp_session);
+        assert!(p(&["-i", "-bs"]).unwrap().smtp_session);
+        assert!(!p(&["a@b"]).unwrap().smtp_session);
+    }
+
+    #[test]
     fn usage_errors() {
         for args in [
             &["-f"][..],
             &["-Z"],
-            &["-bs"],
+            &["-bd"],
             &["-q1h"],
             &["-N", "sometimes"],
             &["-R", "most"],
