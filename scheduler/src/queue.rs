@@ -353,7 +353,13 @@ impl Queue {
             size = msg.control.size,
             nrcpt = msg.control.recipients.len(),
             channel = %cr.channel,
-            relay = attempt.remote_mta.as_deref().unwrap_or("none"),
+            // Postfix's forms: the server that answered, `local` for the
+            // local channel, `none` when no server answered.
+            relay = attempt.remote_mta.as_deref().unwrap_or(if cr.channel.as_str() == "local" {
+                "local"
+            } else {
+                "none"
+            }),
             delay = format!("{delay:.2}"),
             attempt = tries,
             status = word,

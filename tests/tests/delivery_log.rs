@@ -122,6 +122,17 @@ fn one_delivery_line_per_recipient_per_attempt_with_its_fields() {
             .any(|l| l.trim_end() == "Diagnostic-Code: smtp; 550 5.1.1 no such user"),
         "{bounce}"
     );
+    // The bounce's own delivery into the sender's Maildir: relay=local.
+    assert!(
+        env.wait_for(Duration::from_secs(60), || scheduler
+            .log_text()
+            .lines()
+            .any(|l| l.contains("msg=delivery")
+                && l.contains("to=sender@test.example")
+                && l.contains("channel=local relay=local "))),
+        "{}",
+        scheduler.log_text()
+    );
     // Nobody else logs outcomes at info level: `grep status=` counts each once.
     // (The bounces' own local deliveries have their delivery lines too.)
     assert!(
