@@ -280,11 +280,14 @@ pub enum Verdict {
 
 /// Judges one agent against `agent_timeout` and its group's `idlemax`.
 pub fn check_agent(p: Pulse, agent_timeout: Duration, idlemax: Duration) -> Verdict {
-    if p.stopping {
-        return Verdict::Fine;
-    }
+    // Silence while holding jobs is a hang even for an agent told to
+    // stop (retired by a reload, it finishes its jobs first): killed, its
+    // recipients are deferred rather than held in flight for ever.
     if p.holds_jobs && p.silent_for > agent_timeout {
         return Verdict::Hung;
+    }
+    if p.stopping {
+        return Verdict::Fine;
     }
     if p.up && !p.has_thread && !p.holds_jobs && p.idle_for > idlemax {
         return Verdict::Idle;
@@ -665,7 +668,8 @@ mod tests {
             (p(true, false, true, true, 601, 0), Verdict::Hung),
             (p(true, false, true, true, 600, 0), Verdict::Fine),
             (p(false, false, true, true, 601, 0), Verdict::Hung),
-            (p(true, true, true, true, 9999, 0), Verdict::Fine),
+            (p(true, true, true, true, 9999, 0), Verdict::Hung),
+            (p(true, true, true, true, 600, 0), Verdict::Fine),
             (p(true, false, false, true, 9999, 9999), Verdict::Fine),
             (p(true, false, false, false, 0, 241), Verdict::Idle),
             (p(true, false, false, false, 0, 240), Verdict::Fine),
