@@ -68,6 +68,9 @@ pub struct JobInFlight {
     pub reported: Vec<bool>,
     /// The administrator deleted its message: what comes for it is ignored.
     pub cancelled: bool,
+    /// When it was handed to the agent, microseconds since the epoch (the
+    /// delivery log's `delays=`: the end of the time in the queue).
+    pub handed_micros: u64,
 }
 
 impl JobInFlight {
@@ -281,6 +284,7 @@ impl Agents {
                 rcpts,
                 reported: vec![false; n],
                 cancelled: false,
+                handed_micros: crate::clock::now_micros(),
             },
         );
         a.send(SchedulerToAgent::Job(job));

@@ -263,6 +263,7 @@ impl Engine {
         }
         let queue_id = job.queue_id.clone();
         let thread = job.thread.clone();
+        let handed_micros = job.handed_micros;
         // The server that answered this recipient, as the agent names it
         // (`name[addr]:port`), or `none` when none did (a connection
         // failure). Not the agent's idle connection (`connected_to`): on a
@@ -281,6 +282,10 @@ impl Engine {
             remote_mta: relay,
             diagnostic: o.diagnostic,
             retry: retry.map(Duration::from_secs),
+            timing: Some(crate::queue::Timing {
+                handed_micros,
+                connect_micros: o.connect_micros,
+            }),
         };
         self.record(&queue_id, attempt);
         if kind == OutcomeKind::Delivered
@@ -318,7 +323,8 @@ impl Engine {
                     Attempt::deferred_here(
                         r,
                         "the agent finished the job without reporting this recipient".into(),
-                    ),
+                    )
+                    .handed_at(j.handed_micros),
                 );
             }
             self.job_over(&j);
@@ -369,7 +375,8 @@ impl Engine {
                         Attempt::deferred_here(
                             r,
                             format!("the agent found the message file damaged ({reason}); the scheduler's check did not"),
-                        ),
+                        )
+                        .handed_at(j.handed_micros),
                     );
                 }
             }
@@ -407,7 +414,8 @@ impl Engine {
             for r in j.unreported() {
                 self.record(
                     &j.queue_id,
-                    Attempt::deferred_here(r, format!("transport agent failed: {reason}")),
+                    Attempt::deferred_here(r, format!("transport agent failed: {reason}"))
+                        .handed_at(j.handed_micros),
                 );
             }
             self.job_over(&j);
@@ -533,6 +541,7 @@ impl Engine {
                         "message expired after {expiry} in the queue; last error: {last}"
                     ),
                     retry: None,
+                    timing: None,
                 },
             );
             touched.insert(id);

@@ -127,6 +127,9 @@ pub struct Msg {
     pub damaged: Option<String>,
     /// Outcomes were written to the journal since its last fdatasync.
     pub unsynced: bool,
+    /// When this scheduler loaded it, microseconds since the epoch: the
+    /// end of the delivery log's "before the queue" (`delays=` a).
+    pub queued_micros: u64,
 }
 
 impl Msg {
@@ -220,6 +223,7 @@ impl Msg {
             held,
             damaged: None,
             unsynced: false,
+            queued_micros: crate::clock::now_micros(),
         }
     }
 

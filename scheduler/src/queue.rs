@@ -129,9 +129,68 @@ pub struct Attempt {
     pub diagnostic: String,
     /// For a deferral: when to retry instead of the retry schedule.
     pub retry: Option<Duration>,
+    /// For an agent's outcome: when the job was handed over and how long
+    /// the agent took to set up its connection (`delays=` b, c and d);
+    /// `None` for what the scheduler decides alone (expiry, damage).
+    pub timing: Option<Timing>,
+}
+
+/// An agent attempt's timing, for the delivery log's `delays=`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// When the job was handed to the agent, microseconds since the epoch.
+    pub handed_micros: u64,
+    /// The agent's connection set-up (`Outcome::connect_micros`).
+    pub connect_micros: u64,
+}
+
+/// Postfix's `delays=a/b/c/d` for an outcome recorded at `now`: before
+/// the queue (arrival to the scheduler loading the message), in the queue
+/// (to the job handed to an agent, retries' waits included), connection
+/// set-up, transmission (the rest of the agent's time). Each is clamped so
+/// that the four add up to the `delay=` (now − arrival) whatever clocks or
+/// agents say. Seconds.
+pub fn delays(arrival: u64, queued: u64, timing: Option<Timing>, now: u64) -> [f64; 4] {
+    let now = now.max(arrival);
+    let queued = queued.clamp(arrival, now);
+    let handed = timing.map_or(now, |t| t.handed_micros).clamp(queued, now);
+    let connect = timing.map_or(0, |t| t.connect_micros).min(now - handed);
+    let secs = |micros: u64| micros as f64 / 1e6;
+    [
+        secs(queued - arrival),
+        secs(handed - queued),
+        secs(connect),
+        secs(now - handed - connect),
+    ]
+}
+
+/// `delays=` as Postfix prints it: two decimals, trailing zeros dropped.
+pub fn format_delays(d: [f64; 4]) -> String {
+    d.iter()
+        .map(|x| {
+            let text = format!("{x:.2}");
+            let text = text.trim_end_matches('0').trim_end_matches('.');
+            if text.is_empty() {
+                "0".to_owned()
+            } else {
+                text.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 impl Attempt {
+    /// The same attempt, made by an agent that was handed its job at
+    /// `handed_micros` (and reported no connection set-up).
+    pub fn handed_at(mut self, handed_micros: u64) -> Attempt {
+        self.timing = Some(Timing {
+            handed_micros,
+            connect_micros: 0,
+        });
+        self
+    }
+
     /// The permanent failure of a recipient whose message file is damaged
     /// (`why`: what the check found): `5.3.0`, no reply.
     pub fn damaged(rcpt: u32, why: &str) -> Attempt {
@@ -143,6 +202,7 @@ impl Attempt {
             remote_mta: None,
             diagnostic: format!("the message was damaged in the spool and was not sent: {why}"),
             retry: None,
+            timing: None,
         }
     }
 
@@ -157,6 +217,7 @@ impl Attempt {
             remote_mta: None,
             diagnostic,
             retry: None,
+            timing: None,
         }
     }
 }
@@ -338,6 +399,12 @@ impl Queue {
         };
         let cr = &msg.control.recipients[i];
         let delay = now.saturating_sub(msg.control.arrival_micros) as f64 / 1e6;
+        let delays = format_delays(delays(
+            msg.control.arrival_micros,
+            msg.queued_micros,
+            attempt.timing,
+            now,
+        ));
         let word = match kind {
             OutcomeKind::Delivered => "sent",
             OutcomeKind::Deferred => "deferred",
@@ -361,6 +428,7 @@ impl Queue {
                 "none"
             }),
             delay = format!("{delay:.2}"),
+            delays = delays.as_str(),
             attempt = tries,
             status = word,
             dsn = %attempt.status,
@@ -638,6 +706,41 @@ mod tests {
     fn msg(n: u64, hosts: &[&str]) -> Msg {
         let control = crate::message::fixture::control(n, hosts);
         Msg::load(control, "/nonexistent/t".into(), "/nonexistent/q".into())
+    }
+
+    #[test]
+    fn delays_add_up_to_the_delay_and_are_printed_as_postfix_does() {
+        let t = |handed_micros, connect_micros| {
+            Some(Timing {
+                handed_micros,
+                connect_micros,
+            })
+        };
+        let table = [
+            // arrival 0, queued 0.1 s, handed 0.5 s, 0.2 s set-up, now 1 s.
+            (
+                (0, 100_000, t(500_000, 200_000), 1_000_000),
+                "0.1/0.4/0.2/0.3",
+            ),
+            // A reused connection: no set-up.
+            ((0, 0, t(0, 0), 2_000_000), "0/0/0/2"),
+            // Expiry: no agent; all of it in the queue.
+            ((0, 10_000, None, 3_600_010_000), "0.01/3600/0/0"),
+            // Clocks that disagree are clamped, never negative.
+            ((1_000, 0, t(0, 9_999_999), 500), "0/0/0/0"),
+            ((0, 0, t(100, 9_999_999), 1_000_000), "0/0/1/0"),
+        ];
+        for ((arrival, queued, timing, now), want) in table {
+            let d = delays(arrival, queued, timing, now);
+            assert_eq!(
+                format_delays(d),
+                want,
+                "{arrival} {queued} {timing:?} {now}"
+            );
+            let sum: f64 = d.iter().sum();
+            let delay = now.saturating_sub(arrival) as f64 / 1e6;
+            assert!((sum - delay).abs() < 1e-6, "{d:?} adds up to {delay}");
+        }
     }
 
     fn groups() -> Groups {

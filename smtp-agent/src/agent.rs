@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use skein_agent::{AgentError, Delivery, Event, JobReceiver, Reporter};
 use skein_config::Config;
@@ -27,6 +28,10 @@ pub struct JobEntry {
     /// (carrying this reason) instead of `JobDone` once the recipients
     /// already in flight are reported.
     damaged: Option<String>,
+    /// The set-up time of the connection its first transaction went over
+    /// (0 when that connection was already open): `connect_micros` of
+    /// each of its outcomes.
+    connect: Duration,
 }
 
 /// Recipients of one job to go in one transaction, not started yet.
@@ -54,6 +59,9 @@ pub struct Agent {
     /// The scheduler closed the connection: nobody to report to.
     pub closed: bool,
     idle_sent: bool,
+    /// The set-up time of the connection just opened, for the first job
+    /// whose transaction goes over it ([`Agent::take_plan_for`]).
+    pub fresh_connection: Option<Duration>,
 }
 
 impl Agent {
@@ -74,6 +82,7 @@ impl Agent {
             stopping: false,
             closed: false,
             idle_sent: false,
+            fresh_connection: None,
         }
     }
 
@@ -144,6 +153,7 @@ impl Agent {
             reported: vec![false; count],
             unreported: count,
             damaged: None,
+            connect: Duration::ZERO,
         };
         self.jobs.insert(id, entry);
         if count == 0 {
@@ -272,7 +282,14 @@ impl Agent {
             .plans
             .iter()
             .position(|p| self.jobs.get(&p.job).is_some_and(|e| &e.dest == dest))?;
-        self.plans.remove(i)
+        let plan = self.plans.remove(i)?;
+        // The first transaction on a new connection carries its set-up.
+        if let Some(setup) = self.fresh_connection.take()
+            && let Some(entry) = self.jobs.get_mut(&plan.job)
+        {
+            entry.connect = setup;
+        }
+        Some(plan)
     }
 
     /// Reports one recipient, once; ends the job when it was its last.
@@ -311,6 +328,11 @@ impl Agent {
             detail = %delivery.diagnostic,
             "outcome"
         );
+        let delivery = if delivery.connect_micros == 0 {
+            delivery.with_connect(entry.connect)
+        } else {
+            delivery
+        };
         let outcome = delivery.into_outcome(job, recipient.index);
         let finished = entry.unreported == 0;
         if self.closed {

@@ -154,8 +154,10 @@ async fn drive(agent: &mut Agent, resolver: &Resolver) -> Result<(), AgentError>
             .and_then(|p| agent.jobs.get(&p.job))
             .map(|e| e.job.thread.host.clone())
             .unwrap_or_default();
+        let began = std::time::Instant::now();
         match connect::establish(&agent.config, resolver, &dest).await {
             Ok(established) => {
+                agent.fresh_connection = Some(began.elapsed());
                 let mut pipeline =
                     Pipeline::new(established, dest.clone(), thread_host, &agent.config.smtp);
                 match pipeline.serve(agent).await? {
@@ -173,7 +175,7 @@ async fn drive(agent: &mut Agent, resolver: &Resolver) -> Result<(), AgentError>
             }
             Err(error) => {
                 warn!(destination = ?dest.target, error = %error, "no session");
-                let delivery = error.delivery();
+                let delivery = error.delivery().with_connect(began.elapsed());
                 agent.fail_plans_for(&dest, &delivery).await?;
             }
         }

@@ -74,10 +74,27 @@ fn one_delivery_line_per_recipient_per_attempt_with_its_fields() {
         assert_eq!(lines.len(), 1, "one line for {rcpt}:\n{log}");
         let line = lines[0];
         for field in [
-            "from=", "size=", "nrcpt=", "relay=", "delay=", "dsn=", "status=",
+            "from=", "size=", "nrcpt=", "relay=", "delay=", "delays=", "dsn=", "status=",
         ] {
             assert!(line.contains(field), "{field} in {line}");
         }
+        // delays=a/b/c/d: four figures that add up to delay= (each is
+        // rounded to 10 ms, so within 20 ms).
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("{name} in {line}"))
+                .to_owned()
+        };
+        let delay: f64 = field("delay").parse().expect("delay is a number");
+        let parts: Vec<f64> = field("delays")
+            .split('/')
+            .map(|p| p.parse().expect("a number"))
+            .collect();
+        assert_eq!(parts.len(), 4, "{line}");
+        assert!(parts.iter().all(|p| *p >= 0.0), "{line}");
+        let sum: f64 = parts.iter().sum();
+        assert!((sum - delay).abs() <= 0.021, "{sum} vs {delay}: {line}");
     }
     assert!(deliveries.iter().any(|l| l.contains("to=ann@remote.test")
         && l.contains("status=sent")

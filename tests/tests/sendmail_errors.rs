@@ -148,7 +148,8 @@ fn bad_options_are_ex_usage() {
     for args in [
         &["-Z"][..],
         &["-f"],
-        &["-bs"],
+        // (-bs is an SMTP session now: tests/tests/sendmail_bs.rs.)
+        &["-bd"],
         &["-N", "maybe", "a@localhost"],
     ] {
         let out = run(env.sendmail(args), b"x\n");

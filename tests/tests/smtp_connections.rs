@@ -31,6 +31,9 @@ async fn an_idle_connection_is_reused_then_closed_with_quit() {
     assert_eq!(first[0].status, Status::Delivered);
     assert_eq!(second[0].status, Status::Delivered);
     assert_eq!(test.server.connections().len(), 1, "reused");
+    // The connection's set-up is the first job's alone (delays= c).
+    assert!(first[0].connect_micros > 0, "{:?}", first[0]);
+    assert_eq!(second[0].connect_micros, 0, "a reused connection");
     // Then nothing: after the idle time the agent says QUIT by itself.
     let quit = test.server.wait_for(LIMIT, |c, _| {
         c.first()
@@ -44,6 +47,11 @@ async fn an_idle_connection_is_reused_then_closed_with_quit() {
         .expect("done");
     assert_eq!(third[0].status, Status::Delivered);
     assert_eq!(test.server.connections().len(), 2);
+    assert!(
+        third[0].connect_micros > 0,
+        "a new connection: {:?}",
+        third[0]
+    );
     assert!(shutdown(&mut child, &mut scheduler, LIMIT).await);
     assert!(
         scheduler.idles >= 1,

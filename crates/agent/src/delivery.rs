@@ -27,6 +27,9 @@ pub struct Delivery {
     pub diagnostic: String,
     /// The host that answered, for logs and the DSN `Remote-MTA`.
     pub remote_mta: Option<String>,
+    /// Microseconds spent setting up the connection it went over (0 on a
+    /// reused connection and without one): `Outcome::connect_micros`.
+    pub connect_micros: u64,
 }
 
 impl Delivery {
@@ -49,6 +52,7 @@ impl Delivery {
             enhanced,
             diagnostic: diagnostic.into(),
             remote_mta: None,
+            connect_micros: 0,
         }
     }
 
@@ -69,6 +73,7 @@ impl Delivery {
             enhanced: with_class(code, 4, EnhancedCode::TRANSIENT),
             diagnostic: diagnostic.into(),
             remote_mta: None,
+            connect_micros: 0,
         }
     }
 
@@ -81,6 +86,7 @@ impl Delivery {
             enhanced: with_class(code, 5, EnhancedCode::PERMANENT),
             diagnostic: diagnostic.into(),
             remote_mta: None,
+            connect_micros: 0,
         }
     }
 
@@ -112,6 +118,12 @@ impl Delivery {
         self
     }
 
+    /// Records the connection set-up time it carries.
+    pub fn with_connect(mut self, connect: std::time::Duration) -> Self {
+        self.connect_micros = u64::try_from(connect.as_micros()).unwrap_or(u64::MAX);
+        self
+    }
+
     /// True for [`Status::Delivered`].
     pub fn is_delivered(&self) -> bool {
         self.status == Status::Delivered
@@ -128,6 +140,7 @@ impl Delivery {
             enhanced: self.enhanced,
             diagnostic: self.diagnostic,
             remote_mta: self.remote_mta,
+            connect_micros: self.connect_micros,
         }
     }
 }

@@ -116,6 +116,14 @@ pub struct Outcome {
     /// alone ([`remote_host`]), the DSN's `Remote-MTA`. `None` when no
     /// server answered (a connection failure, a local delivery).
     pub remote_mta: Option<String>,
+    /// Microseconds the agent spent setting up the connection this
+    /// recipient went over (DNS, TCP, greeting, EHLO, STARTTLS) — 0 on a
+    /// connection it already had, and for a delivery without one (a
+    /// Maildir). The delivery log's `delays=` third figure (Postfix's
+    /// "connection set-up"); the scheduler counts the rest of the agent's
+    /// time as transmission. For a connection that failed, the time the
+    /// attempt took.
+    pub connect_micros: u64,
 }
 
 /// Messages from the scheduler to an agent.

@@ -24,8 +24,9 @@ use crate::io::Framed;
 /// The protocol name every `Hello` starts with.
 pub const PROTOCOL_NAME: &str = "skein";
 
-/// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version this crate speaks. 2 added `Outcome::connect_micros`
+/// (docs/agent-protocol.md, "Versions").
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The file descriptor on which a transport agent finds its end of the
 /// socketpair to the scheduler. The scheduler puts it there when it starts
@@ -269,7 +270,7 @@ mod tests {
         let want: &[u8] = &[
             0x00, 0x00, 0x00, 0x18,                    // payload length 24
             0x05, b's', b'k', b'e', b'i', b'n',        // protocol "skein"
-            0x01,                                      // version 1
+            0x02,                                      // version 2
             0x01, 0x04, b's', b'm', b't', b'p',        // Role::Agent { channel: "smtp" }
             0x0a, b's', b'k', b'e', b'i', b'n', b'-',  // program "skein-smtp"
                   b's', b'm', b't', b'p',
@@ -302,12 +303,12 @@ mod tests {
 
     #[test]
     fn hello_prefix_is_checked_first() {
-        // A future Hello: version 2, a different role encoding and an
+        // A future Hello: version 3, a different role encoding and an
         // extra field. Only the prefix must be readable.
-        let future: Vec<u8> = [&[0x05][..], b"skein", &[0x02, 0x09, 0xff, 0xff, 0xff]].concat();
+        let future: Vec<u8> = [&[0x05][..], b"skein", &[0x03, 0x09, 0xff, 0xff, 0xff]].concat();
         let err = decode_hello(&future).unwrap_err();
         assert!(
-            matches!(err, ProtoError::VersionMismatch { ours: 1, theirs: 2 }),
+            matches!(err, ProtoError::VersionMismatch { ours: 2, theirs: 3 }),
             "{err}"
         );
 

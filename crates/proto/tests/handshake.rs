@@ -99,18 +99,18 @@ async fn bytes_sent_right_after_the_handshake_are_not_lost() {
     );
 }
 
-/// A hand-crafted peer of protocol version 2 whose `Hello` has an extra
+/// A hand-crafted peer of protocol version 3 whose `Hello` has an extra
 /// trailing field: both sides must name both versions.
 fn future_hello_payload(role_tag: u8) -> Vec<u8> {
     let mut p = vec![0x05];
     p.extend_from_slice(b"skein");
-    p.push(0x02); // version 2
+    p.push(0x03); // version 3
     p.push(role_tag);
     p.extend_from_slice(&[0x04]);
     p.extend_from_slice(b"smtp"); // channel, if role is Agent
     p.push(0x03);
     p.extend_from_slice(b"new"); // program
-    p.extend_from_slice(&[0xfb, 0x10, 0x27]); // an extra field added in v2
+    p.extend_from_slice(&[0xfb, 0x10, 0x27]); // an extra field added in v3
     p
 }
 
@@ -131,15 +131,15 @@ async fn version_mismatch_with_a_future_scheduler() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, ProtoError::VersionMismatch { ours: 1, theirs: 2 }),
+        matches!(err, ProtoError::VersionMismatch { ours: 2, theirs: 3 }),
         "{err}"
     );
     assert_eq!(
         err.to_string(),
-        "protocol version mismatch: we speak skein/1, peer speaks skein/2"
+        "protocol version mismatch: we speak skein/2, peer speaks skein/3"
     );
     let agent_said = fake.await.unwrap();
-    assert_eq!(agent_said.version, 1);
+    assert_eq!(agent_said.version, 2);
 }
 
 #[tokio::test]
@@ -151,7 +151,7 @@ async fn version_mismatch_with_a_future_agent() {
     // The fake v2 agent reads the scheduler's Hello, answers with its own,
     // and reads the frozen HandshakeReply.
     let payload = fake_agent.recv_payload().await.unwrap().unwrap();
-    assert_eq!(decode_hello(&payload).unwrap().version, 1);
+    assert_eq!(decode_hello(&payload).unwrap().version, 2);
     fake_agent
         .send_payload(&future_hello_payload(1))
         .await
@@ -161,12 +161,12 @@ async fn version_mismatch_with_a_future_agent() {
     let sched_err = listener.await.unwrap().unwrap_err();
     assert_eq!(
         sched_err.to_string(),
-        "protocol version mismatch: we speak skein/1, peer speaks skein/2"
+        "protocol version mismatch: we speak skein/2, peer speaks skein/3"
     );
     let agent_err = reply.into_result().unwrap_err();
     assert_eq!(
         agent_err.to_string(),
-        "handshake refused by peer: protocol version mismatch: we speak skein/1, you speak skein/2"
+        "handshake refused by peer: protocol version mismatch: we speak skein/2, you speak skein/3"
     );
 }
 

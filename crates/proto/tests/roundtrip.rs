@@ -92,6 +92,7 @@ fn outcome(status: Status, reply: Option<SmtpReply>) -> Outcome {
         enhanced: "5.7.26".parse().unwrap(),
         diagnostic: "DMARC policy: rejet — réessayez".into(),
         remote_mta: Some("mx1.bücher.example[2001:db8::1]".into()),
+        connect_micros: u64::MAX - 1,
     }
 }
 
@@ -475,10 +476,11 @@ fn golden_outcome_bytes() {
         enhanced: EnhancedCode::new(4, 7, 1).unwrap(),
         diagnostic: "grey".into(),
         remote_mta: None,
+        connect_micros: 1500,
     });
     #[rustfmt::skip]
     let want: &[u8] = &[
-        0x00, 0x00, 0x00, 0x1f,             // payload length 31
+        0x00, 0x00, 0x00, 0x22,             // payload length 34
         0x01,                               // AgentToScheduler::Outcome
         0xfb, 0x2c, 0x01,                   // job 300: u16 marker, 0x012c LE
         0x02,                               // recipient 2
@@ -490,6 +492,7 @@ fn golden_outcome_bytes() {
         0x04, 0x07, 0x01,                   // enhanced 4.7.1
         0x04, b'g', b'r', b'e', b'y',       // diagnostic "grey"
         0x00,                               // remote_mta: None
+        0xfb, 0xdc, 0x05,                   // connect_micros 1500: u16 marker, LE
     ];
     assert_eq!(encode_frame(&msg, DEFAULT_MAX_FRAME).unwrap(), want);
     round_trip(&msg);
@@ -586,6 +589,7 @@ fn doc_examples_are_exact() {
         enhanced: EnhancedCode::new(4, 7, 1).unwrap(),
         diagnostic: "grey".into(),
         remote_mta: None,
+        connect_micros: 1500,
     });
     assert_eq!(
         doc_example("outcome"),

@@ -143,6 +143,7 @@ impl Bench {
                     enhanced,
                     diagnostic: "test".into(),
                     remote_mta: None,
+                    connect_micros: 0,
                 }),
             });
         }
