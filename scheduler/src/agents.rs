@@ -71,6 +71,8 @@ pub struct JobInFlight {
     /// When it was handed to the agent, microseconds since the epoch (the
     /// delivery log's `delays=`: the end of the time in the queue).
     pub handed_micros: u64,
+    /// Its outbound TLS session (`Outcome::tls`) is counted already.
+    pub tls_counted: bool,
 }
 
 impl JobInFlight {
@@ -285,6 +287,7 @@ impl Agents {
                 reported: vec![false; n],
                 cancelled: false,
                 handed_micros: crate::clock::now_micros(),
+                tls_counted: false,
             },
         );
         a.send(SchedulerToAgent::Job(job));

@@ -264,6 +264,13 @@ impl Engine {
         let queue_id = job.queue_id.clone();
         let thread = job.thread.clone();
         let handed_micros = job.handed_micros;
+        // One TLS session per job at most, however many recipients say so.
+        let tls = o
+            .tls
+            .filter(|_| !std::mem::replace(&mut job.tls_counted, true));
+        if let Some(established) = tls {
+            self.metrics.outbound_tls(established);
+        }
         // The server that answered this recipient, as the agent names it
         // (`name[addr]:port`), or `none` when none did (a connection
         // failure). Not the agent's idle connection (`connected_to`): on a

@@ -4,7 +4,8 @@
 //!
 //! **What is counted.** The engine counts as things happen — messages
 //! queued (by origin), recipient outcomes (by channel and status),
-//! delivery latency and message size — and sets the gauges (queue by
+//! delivery latency and message size, outbound TLS sessions as the agents
+//! report them (`Outcome::tls`) — and sets the gauges (queue by
 //! state, recipients, threads, agents, outbound connections) when a
 //! scrape asks ([`Metrics::render`]). The SMTP server's counters
 //! (connections, messages accepted, STARTTLS sessions by outcome) come
@@ -115,6 +116,7 @@ pub struct Metrics {
     smtpd_messages: Counter,
     smtpd_bytes: Counter,
     smtpd_tls: Family<TlsOutcome, Counter>,
+    outbound_tls: Family<TlsOutcome, Counter>,
     /// The smtpd's counters at the last scrape, to add only what grew.
     smtpd_last: SmtpdStats,
 }
@@ -226,7 +228,14 @@ impl Metrics {
             "Inbound STARTTLS handshakes by outcome (ok, failed)",
             smtpd_tls.clone(),
         );
+        let outbound_tls = Family::<TlsOutcome, Counter>::default();
+        registry.register(
+            "outbound_tls_sessions",
+            "Outbound STARTTLS sessions by outcome (ok, failed), as the agents report them",
+            outbound_tls.clone(),
+        );
         Metrics {
+            outbound_tls,
             registry,
             received,
             outcomes,
@@ -280,6 +289,15 @@ impl Metrics {
                 })
                 .observe(delay);
         }
+    }
+
+    /// An agent's outbound TLS session: established or failed.
+    pub fn outbound_tls(&self, established: bool) {
+        self.outbound_tls
+            .get_or_create(&TlsOutcome {
+                outcome: if established { "ok" } else { "failed" }.to_owned(),
+            })
+            .inc();
     }
 
     /// The text of a scrape: `queue` as the engine sees it now, `smtpd`
@@ -578,6 +596,9 @@ mod tests {
         m.outcome("smtp", "delivered", 0.5);
         m.outcome("smtp", "deferred", 0.0);
         m.outcome("local", "bounced", 0.0);
+        m.outbound_tls(true);
+        m.outbound_tls(true);
+        m.outbound_tls(false);
         let queue = QueueGauges {
             messages: [("active", 1), ("deferred", 2), ("held", 0), ("waiting", 3)],
             recipients: 9,
@@ -605,6 +626,8 @@ mod tests {
             "skein_queue_recipients 9",
             "skein_agents{channel=\"smtp\"} 2",
             "skein_smtpd_up 1",
+            "skein_outbound_tls_sessions_total{outcome=\"ok\"} 2",
+            "skein_outbound_tls_sessions_total{outcome=\"failed\"} 1",
             "skein_smtpd_connections_open 2",
             "skein_smtpd_connections_total 10",
             "skein_smtpd_tls_sessions_total{outcome=\"ok\"} 3",

@@ -32,6 +32,8 @@ pub struct JobEntry {
     /// (0 when that connection was already open): `connect_micros` of
     /// each of its outcomes.
     connect: Duration,
+    /// That connection's TLS session, told with its first outcomes.
+    tls: Option<bool>,
 }
 
 /// Recipients of one job to go in one transaction, not started yet.
@@ -59,9 +61,10 @@ pub struct Agent {
     /// The scheduler closed the connection: nobody to report to.
     pub closed: bool,
     idle_sent: bool,
-    /// The set-up time of the connection just opened, for the first job
-    /// whose transaction goes over it ([`Agent::take_plan_for`]).
-    pub fresh_connection: Option<Duration>,
+    /// The set-up time of the connection just opened and whether it
+    /// negotiated TLS, for the first job whose transaction goes over it
+    /// ([`Agent::take_plan_for`]).
+    pub fresh_connection: Option<(Duration, Option<bool>)>,
 }
 
 impl Agent {
@@ -154,6 +157,7 @@ impl Agent {
             unreported: count,
             damaged: None,
             connect: Duration::ZERO,
+            tls: None,
         };
         self.jobs.insert(id, entry);
         if count == 0 {
@@ -210,10 +214,13 @@ impl Agent {
             .drain(..)
             .partition(|p| self.jobs.get(&p.job).is_some_and(|e| &e.dest == dest));
         self.plans = kept.into();
+        let mut delivery = delivery.clone();
         for plan in gone {
             for pos in plan.rcpts {
                 self.report(plan.job, pos, delivery.clone()).await?;
             }
+            // A failed TLS session is told once, with the first job.
+            delivery.tls = None;
         }
         Ok(())
     }
@@ -284,10 +291,11 @@ impl Agent {
             .position(|p| self.jobs.get(&p.job).is_some_and(|e| &e.dest == dest))?;
         let plan = self.plans.remove(i)?;
         // The first transaction on a new connection carries its set-up.
-        if let Some(setup) = self.fresh_connection.take()
+        if let Some((setup, tls)) = self.fresh_connection.take()
             && let Some(entry) = self.jobs.get_mut(&plan.job)
         {
             entry.connect = setup;
+            entry.tls = tls;
         }
         Some(plan)
     }
@@ -332,6 +340,10 @@ impl Agent {
             delivery.with_connect(entry.connect)
         } else {
             delivery
+        };
+        let delivery = match delivery.tls {
+            None => delivery.with_tls(entry.tls),
+            Some(_) => delivery,
         };
         let outcome = delivery.into_outcome(job, recipient.index);
         let finished = entry.unreported == 0;

@@ -157,7 +157,8 @@ async fn drive(agent: &mut Agent, resolver: &Resolver) -> Result<(), AgentError>
         let began = std::time::Instant::now();
         match connect::establish(&agent.config, resolver, &dest).await {
             Ok(established) => {
-                agent.fresh_connection = Some(began.elapsed());
+                agent.fresh_connection =
+                    Some((began.elapsed(), established.tls.as_ref().map(|_| true)));
                 let mut pipeline =
                     Pipeline::new(established, dest.clone(), thread_host, &agent.config.smtp);
                 match pipeline.serve(agent).await? {
@@ -175,7 +176,12 @@ async fn drive(agent: &mut Agent, resolver: &Resolver) -> Result<(), AgentError>
             }
             Err(error) => {
                 warn!(destination = ?dest.target, error = %error, "no session");
-                let delivery = error.delivery().with_connect(began.elapsed());
+                let tls_failed =
+                    matches!(error, crate::error::SmtpError::Tls { .. }).then_some(false);
+                let delivery = error
+                    .delivery()
+                    .with_connect(began.elapsed())
+                    .with_tls(tls_failed);
                 agent.fail_plans_for(&dest, &delivery).await?;
             }
         }

@@ -96,6 +96,11 @@ fn value(samples: &BTreeMap<String, f64>, name: &str) -> f64 {
 #[test]
 fn the_endpoint_counts_what_happened_and_parses_as_openmetrics() {
     let server = ScriptedServer::start(ServerOptions {
+        // STARTTLS outbound too (opportunistic: the agent takes any
+        // certificate), for the outbound TLS counter.
+        tls: Some(skein_integration_tests::smtp_server::tls_config(&[
+            "localhost",
+        ])),
         script: Arc::new(|_, step: &Step<'_>| match step {
             Step::Rcpt(address) if address.starts_with("nobody") => {
                 Response::Reply("550 5.1.1 no such user".into())
@@ -199,6 +204,10 @@ fn the_endpoint_counts_what_happened_and_parses_as_openmetrics() {
         value(&s, "skein_smtpd_tls_sessions_total{outcome=\"failed\"}"),
         0.0
     );
+    // Both messages went to the scripted server over STARTTLS: at least
+    // one session (the agent may have kept one connection), none failed.
+    assert!(value(&s, "skein_outbound_tls_sessions_total{outcome=\"ok\"}") >= 1.0);
+    assert!(server.messages().iter().all(|m| m.tls), "over TLS");
     for state in ["active", "deferred", "held", "waiting"] {
         assert!(
             s.contains_key(&format!("skein_queue_messages{{state=\"{state}\"}}")),

@@ -38,6 +38,11 @@ async fn opportunistic_delivery_goes_over_tls() {
     let outcome = deliver_one(&test).await;
     assert_eq!(outcome.status, Status::Delivered, "{}", test.agent_log());
     assert!(outcome.diagnostic.contains("TLSv1."), "{outcome:?}");
+    assert_eq!(
+        outcome.tls,
+        Some(true),
+        "the session is told to the scheduler"
+    );
     let messages = test.server.messages();
     assert_eq!(messages.len(), 1);
     assert!(messages[0].tls, "delivered in clear text");
@@ -64,6 +69,11 @@ async fn verify_refuses_a_self_signed_certificate() {
         "{outcome:?}"
     );
     assert_eq!((outcome.enhanced.class, outcome.enhanced.subject), (4, 7));
+    assert_eq!(
+        outcome.tls,
+        Some(false),
+        "a failed TLS session: {outcome:?}"
+    );
     assert!(test.server.messages().is_empty());
 }
 
@@ -71,6 +81,7 @@ async fn verify_refuses_a_self_signed_certificate() {
 async fn require_refuses_a_server_without_starttls() {
     let test = SmtpTest::new(ServerOptions::default(), "tls = \"require\"", "");
     let outcome = deliver_one(&test).await;
+    assert_eq!(outcome.tls, None, "no TLS was tried: {outcome:?}");
     assert!(
         matches!(outcome.status, Status::Deferred { .. }),
         "{outcome:?}"

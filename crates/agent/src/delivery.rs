@@ -30,6 +30,8 @@ pub struct Delivery {
     /// Microseconds spent setting up the connection it went over (0 on a
     /// reused connection and without one): `Outcome::connect_micros`.
     pub connect_micros: u64,
+    /// The TLS session of a new connection, told once: `Outcome::tls`.
+    pub tls: Option<bool>,
 }
 
 impl Delivery {
@@ -53,6 +55,7 @@ impl Delivery {
             diagnostic: diagnostic.into(),
             remote_mta: None,
             connect_micros: 0,
+            tls: None,
         }
     }
 
@@ -74,6 +77,7 @@ impl Delivery {
             diagnostic: diagnostic.into(),
             remote_mta: None,
             connect_micros: 0,
+            tls: None,
         }
     }
 
@@ -87,6 +91,7 @@ impl Delivery {
             diagnostic: diagnostic.into(),
             remote_mta: None,
             connect_micros: 0,
+            tls: None,
         }
     }
 
@@ -124,6 +129,13 @@ impl Delivery {
         self
     }
 
+    /// Records the TLS session of the new connection it went over (or
+    /// whose TLS failed): see `Outcome::tls`.
+    pub fn with_tls(mut self, tls: Option<bool>) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// True for [`Status::Delivered`].
     pub fn is_delivered(&self) -> bool {
         self.status == Status::Delivered
@@ -141,6 +153,7 @@ impl Delivery {
             diagnostic: self.diagnostic,
             remote_mta: self.remote_mta,
             connect_micros: self.connect_micros,
+            tls: self.tls,
         }
     }
 }

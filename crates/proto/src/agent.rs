@@ -124,6 +124,14 @@ pub struct Outcome {
     /// time as transmission. For a connection that failed, the time the
     /// attempt took.
     pub connect_micros: u64,
+    /// (Version 2.) The TLS session of that connection, told once: on the
+    /// outcomes of the first job over a new connection, `Some(true)` when
+    /// STARTTLS succeeded, `Some(false)` when the TLS handshake or the
+    /// certificate check failed (the attempt's outcomes then carry it,
+    /// for its first job only). `None` otherwise: a reused or plaintext
+    /// connection, a delivery without one. The scheduler counts outbound
+    /// TLS sessions from it (`skein_outbound_tls_sessions_total`).
+    pub tls: Option<bool>,
 }
 
 /// Messages from the scheduler to an agent.

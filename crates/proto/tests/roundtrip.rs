@@ -93,6 +93,7 @@ fn outcome(status: Status, reply: Option<SmtpReply>) -> Outcome {
         diagnostic: "DMARC policy: rejet — réessayez".into(),
         remote_mta: Some("mx1.bücher.example[2001:db8::1]".into()),
         connect_micros: u64::MAX - 1,
+        tls: Some(false),
     }
 }
 
@@ -477,10 +478,11 @@ fn golden_outcome_bytes() {
         diagnostic: "grey".into(),
         remote_mta: None,
         connect_micros: 1500,
+        tls: Some(true),
     });
     #[rustfmt::skip]
     let want: &[u8] = &[
-        0x00, 0x00, 0x00, 0x22,             // payload length 34
+        0x00, 0x00, 0x00, 0x24,             // payload length 36
         0x01,                               // AgentToScheduler::Outcome
         0xfb, 0x2c, 0x01,                   // job 300: u16 marker, 0x012c LE
         0x02,                               // recipient 2
@@ -493,6 +495,7 @@ fn golden_outcome_bytes() {
         0x04, b'g', b'r', b'e', b'y',       // diagnostic "grey"
         0x00,                               // remote_mta: None
         0xfb, 0xdc, 0x05,                   // connect_micros 1500: u16 marker, LE
+        0x01, 0x01,                         // tls: Some(true)
     ];
     assert_eq!(encode_frame(&msg, DEFAULT_MAX_FRAME).unwrap(), want);
     round_trip(&msg);
@@ -590,6 +593,7 @@ fn doc_examples_are_exact() {
         diagnostic: "grey".into(),
         remote_mta: None,
         connect_micros: 1500,
+        tls: Some(true),
     });
     assert_eq!(
         doc_example("outcome"),

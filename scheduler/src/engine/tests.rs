@@ -144,6 +144,7 @@ impl Bench {
                     diagnostic: "test".into(),
                     remote_mta: None,
                     connect_micros: 0,
+                    tls: None,
                 }),
             });
         }
