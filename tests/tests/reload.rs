@@ -100,6 +100,13 @@ fn smtpd_applies_limits_and_listeners_to_new_sessions_and_keeps_open_ones() {
     let (code, out) = skein_reload(env);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("reload requested of skein-smtpd"), "{out}");
+    // Only the smtpd runs in this test: the others are named as not running.
+    for program in ["skein-router", "skein-scheduler"] {
+        assert!(
+            out.contains(&format!("{program} is not running here")),
+            "{out}"
+        );
+    }
     assert!(
         smtpd.daemon.wait_for_log("msg=reloaded", 1),
         "{}",

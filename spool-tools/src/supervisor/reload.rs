@@ -42,6 +42,9 @@ pub struct Signalled {
     pub result: Result<(), Errno>,
 }
 
+/// The daemons a reload signals, in the order it signals them.
+pub const DAEMONS: [&str; 3] = ["skein-smtpd", "skein-router", "skein-scheduler"];
+
 /// Sends SIGHUP to every skein daemon running on the spool at
 /// `spool_dir`; the ones not running are left out.
 pub fn signal_daemons(spool_dir: &Path) -> Vec<Signalled> {
@@ -100,6 +103,11 @@ pub fn reload(config_path: Option<&Path>) -> u8 {
             loaded.config.spool.dir.display()
         );
         return EX_UNAVAILABLE;
+    }
+    for program in DAEMONS {
+        if !signalled.iter().any(|s| s.program == program) {
+            println!("skein: {program} is not running here: not signalled");
+        }
     }
     let mut status = EX_OK;
     for s in &signalled {
