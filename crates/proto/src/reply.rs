@@ -26,22 +26,19 @@ pub struct SmtpReply {
 
 impl fmt::Display for SmtpReply {
     /// `550 5.1.1 no such user`, the way logs and DSN `Diagnostic-Code`
-    /// fields show a reply; continuation lines are joined with a space so
-    /// that a log line stays one line.
+    /// fields show a reply; continuation lines are joined with one space
+    /// (empty ones left out, each trimmed) so that a log line stays one
+    /// line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.code)?;
         if let Some(enhanced) = &self.enhanced {
             write!(f, " {enhanced}")?;
         }
-        if !self.text.is_empty() {
-            f.write_str(" ")?;
-            let mut lines = self.text.lines();
-            if let Some(first) = lines.next() {
-                f.write_str(first)?;
-            }
-            for line in lines {
-                write!(f, " {line}")?;
-            }
+        // One space between the parts, whatever the server put around its
+        // lines: an empty continuation line (`550-`) or padding would
+        // otherwise leave double spaces in logs and DSNs.
+        for line in self.text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            write!(f, " {line}")?;
         }
         Ok(())
     }
@@ -77,6 +74,15 @@ mod tests {
                     text: String::new(),
                 },
                 "250",
+            ),
+            // An empty first line, padding, an empty line between.
+            (
+                SmtpReply {
+                    code: 550,
+                    enhanced: EnhancedCode::new(5, 7, 1),
+                    text: "\n  rejected  \n\nsee https://example.org/why ".into(),
+                },
+                "550 5.7.1 rejected see https://example.org/why",
             ),
         ];
         for (reply, want) in table {
