@@ -220,7 +220,7 @@ pub async fn serve(
         &config,
         spool.clone(),
         checked.tls,
-        checked.passwords.map(Arc::new),
+        checked.passwords,
         recipients,
         Arc::clone(&gate),
         Arc::new(stats::Stats::default()),
@@ -383,7 +383,7 @@ async fn reload(current: &Loaded, running: &mut Running) -> Result<Loaded, Strin
         applied,
         need_restart,
     } = current.reload().map_err(|e| e.to_string())?;
-    let (tls, passwords, warnings) = {
+    let checked = {
         let in_force = running.current_server.borrow();
         check_secrets(current, &loaded, &in_force)?
     };
@@ -415,7 +415,7 @@ async fn reload(current: &Loaded, running: &mut Running) -> Result<Loaded, Strin
         })?;
         fresh.push((*key, listener));
     }
-    for warning in &warnings {
+    for warning in &checked.warnings {
         tracing::warn!(warning = warning.as_str(), "configuration");
     }
     // (Taken before the send below: a borrow held across it would
@@ -432,8 +432,8 @@ async fn reload(current: &Loaded, running: &mut Running) -> Result<Loaded, Strin
     running.servers.send_replace(Arc::new(Server::new(
         config,
         running.spool.clone(),
-        tls,
-        passwords,
+        checked.tls,
+        checked.passwords,
         recipients,
         Arc::clone(&running.gate),
         stats,
@@ -464,28 +464,14 @@ async fn reload(current: &Loaded, running: &mut Running) -> Result<Loaded, Strin
 /// renewed certificate then needs a restart, or a key the skein group may
 /// read); a changed setting must be readable now, or the reload is
 /// refused.
-#[allow(clippy::type_complexity)]
 fn check_secrets(
     current: &Loaded,
     loaded: &Loaded,
     in_force: &Server,
-) -> Result<
-    (
-        Option<Arc<rustls::ServerConfig>>,
-        Option<Arc<auth::Passwords>>,
-        Vec<String>,
-    ),
-    String,
-> {
+) -> Result<skein_preflight::Checked, String> {
     use skein_preflight::Reader;
     let first = match skein_preflight::check(loaded, Reader::Smtpd) {
-        Ok(checked) => {
-            return Ok((
-                checked.tls,
-                checked.passwords.map(Arc::new),
-                checked.warnings,
-            ));
-        }
+        Ok(checked) => return Ok(checked),
         Err(e) => e,
     };
     let denied = first.message.contains("Permission denied")
@@ -508,23 +494,19 @@ fn check_secrets(
     if keep_passwords {
         stripped.config.smtpd.password_file = None;
     }
-    let checked = skein_preflight::check(&stripped, Reader::Smtpd).map_err(|e| e.to_string())?;
-    let mut warnings = checked.warnings;
-    warnings.push(format!(
+    let mut checked =
+        skein_preflight::check(&stripped, Reader::Smtpd).map_err(|e| e.to_string())?;
+    checked.warnings.push(format!(
         "{first}: as {} now, it cannot be read again; what was read at start stays in force (a renewed certificate or changed password file needs a restart, or let the skein group read it)",
         current.config.run_as()
     ));
-    let tls = if keep_tls {
-        in_force.tls.clone()
-    } else {
-        checked.tls
-    };
-    let passwords = if keep_passwords {
-        in_force.passwords.clone()
-    } else {
-        checked.passwords.map(Arc::new)
-    };
-    Ok((tls, passwords, warnings))
+    if keep_tls {
+        checked.tls.clone_from(&in_force.tls);
+    }
+    if keep_passwords {
+        checked.passwords.clone_from(&in_force.passwords);
+    }
+    Ok(checked)
 }
 
 async fn accept_loop(

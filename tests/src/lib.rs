@@ -383,9 +383,16 @@ impl TestEnv {
 
     /// Submits one message with `skein sendmail -i ARGS`; panics on failure.
     pub fn submit(&self, args: &[&str], message: &[u8]) {
+        self.submit_with(self.sendmail(args), message);
+    }
+
+    /// Submits one message on the standard input of `command` (a
+    /// [`sendmail`](Self::sendmail) command, changed as a test needs);
+    /// panics on failure.
+    pub fn submit_with(&self, mut command: Command, message: &[u8]) {
         use std::io::Write;
-        let mut child = self
-            .sendmail(args)
+        let args: Vec<_> = command.get_args().map(|a| a.to_owned()).collect();
+        let mut child = command
             .stdin(Stdio::piped())
             .spawn()
             .expect("spawn sendmail");

@@ -301,26 +301,52 @@ fn descendants(root: u32) -> Vec<Proc> {
     found
 }
 
-/// One message by SMTP, with the server's replies checked.
-fn send_by_smtp(port: u16, rcpt: &str, subject: &str) {
-    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
-        .expect("timeout");
-    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-    let mut writer = stream;
-    let mut reply = || {
+/// A line-oriented SMTP client for these tests: each command's whole
+/// reply (every line of a multi-line one).
+struct SmtpClient {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl SmtpClient {
+    /// Connected to the smtpd on `port`, its greeting (which must be 220)
+    /// read.
+    fn connect(port: u16) -> SmtpClient {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .expect("timeout");
+        let mut client = SmtpClient {
+            reader: BufReader::new(stream.try_clone().expect("clone")),
+            writer: stream,
+        };
+        let greeting = client.reply();
+        assert!(greeting.starts_with("220"), "{greeting}");
+        client
+    }
+
+    fn reply(&mut self) -> String {
         let mut text = String::new();
         loop {
             let mut line = String::new();
-            reader.read_line(&mut line).expect("read reply");
+            self.reader.read_line(&mut line).expect("read reply");
             text.push_str(&line);
             if line.len() < 4 || line.as_bytes()[3] != b'-' {
                 return text;
             }
         }
-    };
-    assert!(reply().starts_with("220"));
+    }
+
+    /// Sends `command` (with its CRLF) and returns the reply.
+    fn send(&mut self, command: &str) -> String {
+        self.writer.write_all(command.as_bytes()).expect("write");
+        self.reply()
+    }
+}
+
+/// One message by SMTP, with the server's replies checked.
+fn send_by_smtp(port: u16, rcpt: &str, subject: &str) {
+    let mut client = SmtpClient::connect(port);
     for (command, want) in [
         ("EHLO client.example\r\n".to_owned(), "250"),
         ("MAIL FROM:<sender@client.example>\r\n".to_owned(), "250"),
@@ -332,8 +358,7 @@ fn send_by_smtp(port: u16, rcpt: &str, subject: &str) {
         ),
         ("QUIT\r\n".to_owned(), "221"),
     ] {
-        writer.write_all(command.as_bytes()).expect("write");
-        let got = reply();
+        let got = client.send(&command);
         assert!(got.starts_with(want), "{command:?} got {got:?}");
     }
 }
@@ -1194,38 +1219,13 @@ fn the_install_script_lays_out_what_the_package_does_and_its_links_work() {
 /// The EHLO reply of the smtpd on `port`, and the codes of `rcpts` on one
 /// transaction.
 fn ehlo_and_rcpts(port: u16, rcpts: &[&str]) -> (String, Vec<String>) {
-    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
-        .expect("timeout");
-    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-    let mut writer = stream;
-    let mut reply = || {
-        let mut text = String::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).expect("read reply");
-            text.push_str(&line);
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                return text;
-            }
-        }
-    };
-    assert!(reply().starts_with("220"));
-    writer.write_all(b"EHLO client.example\r\n").expect("write");
-    let ehlo = reply();
-    writer
-        .write_all(b"MAIL FROM:<sender@client.example>\r\n")
-        .expect("write");
-    assert!(reply().starts_with("250"));
+    let mut client = SmtpClient::connect(port);
+    let ehlo = client.send("EHLO client.example\r\n");
+    let mail = client.send("MAIL FROM:<sender@client.example>\r\n");
+    assert!(mail.starts_with("250"), "{mail}");
     let codes = rcpts
         .iter()
-        .map(|r| {
-            writer
-                .write_all(format!("RCPT TO:<{r}>\r\n").as_bytes())
-                .expect("write");
-            reply()[..3].to_owned()
-        })
+        .map(|r| client.send(&format!("RCPT TO:<{r}>\r\n"))[..3].to_owned())
         .collect();
     (ehlo, codes)
 }

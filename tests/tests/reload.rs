@@ -52,26 +52,6 @@ fn rcpt_codes(client: &mut Client, rcpts: &[&str]) -> Vec<u16> {
         .collect()
 }
 
-/// `skein sendmail -i ARGS` reading `config` instead of the environment's
-/// file.
-fn submit_with(env: &TestEnv, config: &std::path::Path, args: &[&str], message: &[u8]) {
-    use std::io::Write;
-    let mut child = env
-        .sendmail(args)
-        .env("SKEIN_CONFIG", config)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn sendmail");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(message)
-        .expect("write message");
-    let status = child.wait().expect("wait sendmail");
-    assert!(status.success(), "sendmail {args:?} exited {status}");
-}
-
 fn mail_from(client: &mut Client) {
     client.send(b"EHLO c.example\r\nMAIL FROM:<a@c.example>\r\n");
     client.expect(250, "");
@@ -310,7 +290,9 @@ fn router_routes_and_new_agents_follow_a_reload_and_a_refused_file_changes_nothi
         "{agents}"
     );
     assert!(agents.contains(&second.nexthop()), "{agents}");
-    submit_with(&env, &good, &args, b"Subject: refused\n\nbody\n");
+    let mut sendmail = env.sendmail(&args);
+    sendmail.env("SKEIN_CONFIG", &good);
+    env.submit_with(sendmail, b"Subject: refused\n\nbody\n");
     assert!(
         second.wait_for(GUARD, |_, m| m.len() == 6),
         "{}",

@@ -68,8 +68,8 @@ pub struct Checked {
     /// are set and the reader uses them.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The AUTH users, when `smtpd.password_file` is set and the reader
-    /// uses it.
-    pub passwords: Option<Passwords>,
+    /// uses it (shared: the smtpd's sessions hold it).
+    pub passwords: Option<Arc<Passwords>>,
     /// How many aliases the aliases file has, when it was checked.
     pub aliases: Option<usize>,
     /// One line each: `file:line: key: …` and what to do about it.
@@ -91,7 +91,7 @@ pub fn check(loaded: &Loaded, reader: Reader) -> Result<Checked, ConfigError> {
     if smtpd && let Some(path) = &config.smtpd.password_file {
         let passwords =
             Passwords::load(path).map_err(|detail| at(loaded, "smtpd.password_file", detail))?;
-        checked.passwords = Some(passwords);
+        checked.passwords = Some(Arc::new(passwords));
         secret(loaded, "smtpd.password_file", path, &mut checked.warnings);
     }
     let reads_aliases = match reader {
