@@ -11,7 +11,7 @@ use skein_config::{Config, TlsPolicy};
 use skein_smtp_codec::{Command, Extensions, Reply, ReplyDecoder};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::dest::{Destination, Resolver};
 use crate::error::SmtpError;
@@ -38,6 +38,29 @@ pub struct Established {
     pub remote: String,
     /// `TLSv1.3 TLS13_AES_256_GCM_SHA384` when the session is encrypted.
     pub tls: Option<String>,
+    /// Why this clear-text session follows a failed TLS handshake with
+    /// the same server (opportunistic TLS only, RFC 7435 §3).
+    pub tls_fallback: Option<String>,
+}
+
+/// Why no session could be had: the last server's error, and that server
+/// (`name[ip]:port`) when the TCP connection to it was made — the log's
+/// `relay=` and the DSN's `Remote-MTA` then name it, as for a reply.
+#[derive(Debug)]
+pub struct NoSession {
+    /// What went wrong.
+    pub error: SmtpError,
+    /// The server it went wrong at; `None` when none was reached.
+    pub server: Option<String>,
+}
+
+impl From<SmtpError> for NoSession {
+    fn from(error: SmtpError) -> Self {
+        NoSession {
+            error,
+            server: None,
+        }
+    }
 }
 
 /// Connects to the best server for `dest` that answers: candidates in
@@ -47,16 +70,42 @@ pub async fn establish(
     config: &Config,
     resolver: &Resolver,
     dest: &Destination,
-) -> Result<Established, SmtpError> {
+) -> Result<Established, NoSession> {
     let candidates = resolver.candidates(&dest.target).await?;
-    let mut last = None;
+    let mut last: Option<NoSession> = None;
     for candidate in &candidates {
         for &addr in &candidate.addrs {
-            match attempt(config, dest, &candidate.name, addr).await {
+            let first = attempt(config, dest, &candidate.name, addr, true).await;
+            let result = match first {
+                // RFC 7435: opportunistic security is never worse than
+                // clear text. A server that offers STARTTLS and then fails
+                // every handshake (a broken key setup) would otherwise
+                // never get mail; reconnect to the same address and
+                // deliver without STARTTLS, as other MTAs do. Never under
+                // `require` or `verify`, which exist to refuse exactly this.
+                Err(NoSession {
+                    error: SmtpError::Tls { detail },
+                    ..
+                }) if dest.tls == TlsPolicy::Opportunistic => {
+                    warn!(
+                        server = %remote_name(&candidate.name, addr),
+                        error = %detail,
+                        "TLS handshake failed: reconnecting to deliver in clear text (opportunistic TLS)"
+                    );
+                    attempt(config, dest, &candidate.name, addr, false)
+                        .await
+                        .map(|mut session| {
+                            session.tls_fallback = Some(detail);
+                            session
+                        })
+                }
+                other => other,
+            };
+            match result {
                 Ok(session) => return Ok(session),
                 Err(e) => {
-                    info!(server = %remote_name(&candidate.name, addr), error = %e, "cannot use server");
-                    let go_on = e.try_next_host();
+                    info!(server = %remote_name(&candidate.name, addr), error = %e.error, "cannot use server");
+                    let go_on = e.error.try_next_host();
                     last = Some(e);
                     if !go_on {
                         break;
@@ -65,9 +114,12 @@ pub async fn establish(
             }
         }
     }
-    Err(last.unwrap_or_else(|| SmtpError::Resolve {
-        host: format!("{:?}", dest.target),
-        detail: "no server to try".into(),
+    Err(last.unwrap_or_else(|| {
+        SmtpError::Resolve {
+            host: format!("{:?}", dest.target),
+            detail: "no server to try".into(),
+        }
+        .into()
     }))
 }
 
@@ -78,12 +130,16 @@ pub fn remote_name(name: &str, addr: SocketAddr) -> String {
     format!("{name}[{}]:{}", addr.ip(), addr.port())
 }
 
+/// One session with the server at `addr`; `starttls: false` leaves
+/// STARTTLS alone whatever the server offers (the clear-text retry after a
+/// failed handshake).
 async fn attempt(
     config: &Config,
     dest: &Destination,
     name: &str,
     addr: SocketAddr,
-) -> Result<Established, SmtpError> {
+    starttls: bool,
+) -> Result<Established, NoSession> {
     let smtp = &config.smtp;
     let remote = remote_name(name, addr);
     let tcp = match tokio::time::timeout(smtp.connect_timeout, TcpStream::connect(addr)).await {
@@ -92,14 +148,35 @@ async fn attempt(
             return Err(SmtpError::Connect {
                 server: remote,
                 source,
-            });
+            }
+            .into());
         }
         Err(_) => {
             return Err(SmtpError::Timeout {
                 waiting_for: "the TCP connection",
-            });
+            }
+            .into());
         }
     };
+    session(config, dest, name, tcp, &remote, starttls)
+        .await
+        .map_err(|error| NoSession {
+            error,
+            server: Some(remote),
+        })
+}
+
+/// The session over a connected `tcp`: greeting, EHLO, STARTTLS.
+async fn session(
+    config: &Config,
+    dest: &Destination,
+    name: &str,
+    tcp: TcpStream,
+    remote: &str,
+    starttls: bool,
+) -> Result<Established, SmtpError> {
+    let smtp = &config.smtp;
+    let remote = remote.to_owned();
     // Pipelined groups are written whole and then answered whole: Nagle's
     // algorithm would only hold back the next group behind a delayed ACK.
     tcp.set_nodelay(true).map_err(|source| SmtpError::Local {
@@ -118,7 +195,7 @@ async fn attempt(
     }
     let ext = conn.hello(&config.hostname, smtp.ehlo_timeout).await?;
     debug!(server = %remote, ?ext, "connected");
-    let wants_tls = ext.starttls || dest.tls != TlsPolicy::Opportunistic;
+    let wants_tls = starttls && (ext.starttls || dest.tls != TlsPolicy::Opportunistic);
     if !wants_tls {
         return Ok(Established {
             stream: Box::new(conn.stream),
@@ -126,9 +203,13 @@ async fn attempt(
             ext,
             remote,
             tls: None,
+            tls_fallback: None,
         });
     }
     if !ext.starttls {
+        // The policy forbids going on: say goodbye rather than hang up
+        // (RFC 5321 §4.1.1.10), so the server logs a clean end.
+        conn.quit(smtp.ehlo_timeout).await;
         return Err(SmtpError::TlsUnavailable {
             policy: dest.tls.as_str(),
         });
@@ -147,7 +228,11 @@ async fn attempt(
                 ext,
                 remote,
                 tls: None,
+                tls_fallback: None,
             });
+        }
+        if reply.code != 421 {
+            conn.quit(smtp.ehlo_timeout).await;
         }
         return Err(SmtpError::Refused {
             stage: "STARTTLS",
@@ -167,6 +252,7 @@ async fn attempt(
         ext,
         remote,
         tls: Some(info),
+        tls_fallback: None,
     })
 }
 
@@ -238,6 +324,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
             Err(_) => return Err(SmtpError::Timeout { waiting_for }),
         }
         self.read_reply(limit, waiting_for).await
+    }
+
+    /// QUIT before hanging up, best effort: the reply is waited for (so
+    /// the server reads the QUIT before the close) but not checked, and a
+    /// failure changes nothing for the caller, which is giving up anyway.
+    async fn quit(&mut self, limit: Duration) {
+        if let Err(e) = self.command(&Command::Quit, limit, "the QUIT reply").await {
+            debug!(error = %e, "QUIT not answered");
+        }
     }
 
     /// EHLO, or HELO when the server does not know EHLO (a 5xx).

@@ -39,15 +39,24 @@ impl Destination {
     pub fn for_job(config: &Config, job: &Job) -> Result<Destination, SmtpError> {
         // The route that applies is the one of the recipients' domain:
         // for a static route the thread's host is the next hop, not a
-        // domain, so it cannot be looked up by the thread.
-        let domain = job
+        // domain, so it cannot be looked up by the thread. The router puts
+        // recipients whose routes set different TLS policies in different
+        // threads, so they agree; if a reload changed a route since they
+        // were queued they may not, and the strictest policy among them
+        // applies (never a weaker one than some recipient's route asks).
+        let tls = job
             .recipients
-            .first()
-            .and_then(|r| r.address.rsplit_once('@'))
-            .map(|(_, d)| d.to_ascii_lowercase())
-            .unwrap_or_else(|| job.thread.host.clone());
-        let route = config.route_for(&domain);
-        let tls = config.tls_policy(route);
+            .iter()
+            .map(|r| {
+                let domain = r
+                    .address
+                    .rsplit_once('@')
+                    .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+                    .unwrap_or_else(|| job.thread.host.clone());
+                config.tls_policy(config.route_for(&domain))
+            })
+            .max()
+            .unwrap_or_else(|| config.tls_policy(None));
         let target = match &job.nexthop {
             Some(hop) => Target::Static(hop.parse().map_err(|e| {
                 SmtpError::Config(format!("next hop {hop:?} of {}: {e}", job.queue_id))
@@ -408,6 +417,14 @@ mod tests {
         assert_eq!(d.tls, TlsPolicy::Opportunistic);
         assert_eq!(d.target, Target::Domain("example.org".into()));
         assert!(Destination::for_job(&config, &job("x", Some("a:b:c"), "a@x")).is_err());
+        // Recipients whose routes disagree (a reload since they were
+        // queued): the strictest policy, whichever recipient comes first.
+        let mut mixed = job("127.0.0.1:2600", Some("127.0.0.1:2600"), "a@plain.test");
+        let mut strict = mixed.recipients[0].clone();
+        strict.address = "b@Secure.Test".into();
+        mixed.recipients.push(strict);
+        let d = Destination::for_job(&config, &mixed).expect("ok");
+        assert_eq!(d.tls, TlsPolicy::Verify);
     }
 
     #[tokio::test]

@@ -157,8 +157,14 @@ async fn drive(agent: &mut Agent, resolver: &Resolver) -> Result<(), AgentError>
         let began = std::time::Instant::now();
         match connect::establish(&agent.config, resolver, &dest).await {
             Ok(established) => {
-                agent.fresh_connection =
-                    Some((began.elapsed(), established.tls.as_ref().map(|_| true)));
+                // A clear-text session after a failed handshake counts as
+                // a failed TLS session; one that never tried, as none.
+                let tls = match (&established.tls, &established.tls_fallback) {
+                    (Some(_), _) => Some(true),
+                    (None, Some(_)) => Some(false),
+                    (None, None) => None,
+                };
+                agent.fresh_connection = Some((began.elapsed(), tls));
                 let mut pipeline =
                     Pipeline::new(established, dest.clone(), thread_host, &agent.config.smtp);
                 match pipeline.serve(agent).await? {
@@ -174,14 +180,17 @@ async fn drive(agent: &mut Agent, resolver: &Resolver) -> Result<(), AgentError>
                     }
                 }
             }
-            Err(error) => {
+            Err(connect::NoSession { error, server }) => {
                 warn!(destination = ?dest.target, error = %error, "no session");
                 let tls_failed =
                     matches!(error, crate::error::SmtpError::Tls { .. }).then_some(false);
-                let delivery = error
+                let mut delivery = error
                     .delivery()
                     .with_connect(began.elapsed())
                     .with_tls(tls_failed);
+                if let Some(server) = server {
+                    delivery = delivery.with_remote_mta(server);
+                }
                 agent.fail_plans_for(&dest, &delivery).await?;
             }
         }

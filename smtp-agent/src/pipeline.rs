@@ -112,7 +112,10 @@ impl Pipeline {
         ));
         info!(
             server = %established.remote,
-            tls = established.tls.as_deref().unwrap_or("none"),
+            tls = established.tls.as_deref().unwrap_or(match established.tls_fallback {
+                Some(_) => "none (clear text after a failed handshake)",
+                None => "none",
+            }),
             pipelining = established.ext.pipelining,
             chunking = established.ext.chunking,
             size = established.ext.size_limit().unwrap_or(0),

@@ -797,6 +797,30 @@ pub fn tls_config(names: &[&str]) -> Arc<rustls::ServerConfig> {
     Arc::new(config)
 }
 
+/// A server configuration that offers STARTTLS and fails every handshake:
+/// it has no certificate to present (a broken key setup, as on a real
+/// server whose key file went missing after it announced STARTTLS).
+pub fn broken_tls_config() -> Arc<rustls::ServerConfig> {
+    #[derive(Debug)]
+    struct NoCertificate;
+    impl rustls::server::ResolvesServerCert for NoCertificate {
+        fn resolve(
+            &self,
+            _hello: rustls::server::ClientHello<'_>,
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            None
+        }
+    }
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_cert_resolver(Arc::new(NoCertificate));
+    Arc::new(config)
+}
+
 /// A scripted server, a configuration and message files in a temporary
 /// directory, for running `skein-smtp` against.
 pub struct SmtpTest {

@@ -220,8 +220,10 @@ impl fmt::Display for HostPort {
     }
 }
 
-/// How the SMTP agent uses STARTTLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// How the SMTP agent uses STARTTLS. Ordered from the weakest to the
+/// strictest: where recipients of one job disagree (a reload changed a
+/// route after they were queued), the agent applies the maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 pub enum TlsPolicy {
     /// Use STARTTLS when the server offers it, without checking the
     /// certificate; deliver in clear text otherwise. What most of the

@@ -5,7 +5,7 @@
 //! | recipient | routed to |
 //! |---|---|
 //! | a local domain (`router.local_domains` or `hostname`) | aliases first; then channel `local`, host = the user (local part in lower case, `+extension` removed) |
-//! | a domain with a `[[route]]` | the route's channel; host = its `nexthop` (`host:port`) if it has one, else the domain |
+//! | a domain with a `[[route]]` | the route's channel; host = its `nexthop` (`host:port`, then `,tls=<policy>` when the route sets `tls`) if it has one, else the domain |
 //! | anything else | channel `smtp`, host = the domain in lower case |
 //!
 //! | failure | status |
@@ -402,7 +402,8 @@ impl Expansion<'_, '_> {
             Some(route) => match &route.nexthop {
                 Some(hop) => {
                     let hop = hop.to_string();
-                    self.leaf(&route.channel, &hop, address, Some(hop.clone()));
+                    let host = thread_host(&hop, route.tls);
+                    self.leaf(&route.channel, &host, address, Some(hop));
                 }
                 None => self.leaf(&route.channel, &domain, address, None),
             },
@@ -457,6 +458,19 @@ impl Expansion<'_, '_> {
     }
 }
 
+/// The thread host of a static route: its next hop, followed by
+/// `,tls=<policy>` when the route sets its own TLS policy. Routes that
+/// share a next hop but not a policy are different threads, so that one
+/// policy's failure (a certificate `verify` rejects) defers only its own
+/// mail, never that of a route with a policy the server satisfies: the
+/// thread is the unit of backoff and of connection reuse.
+pub fn thread_host(nexthop: &str, tls: Option<skein_config::TlsPolicy>) -> String {
+    match tls {
+        Some(policy) => format!("{nexthop},tls={}", policy.as_str()),
+        None => nexthop.to_owned(),
+    }
+}
+
 /// `user+extension` → `user`.
 fn strip_extension(name: &str) -> &str {
     match name.split_once('+') {
@@ -491,6 +505,7 @@ mod tests {
             "hostname = \"mx.test\"\n{extra}\n[router]\nlocal_domains = [\"localhost\", \"example.org\"]\n\
              [[route]]\ndomain = \"static.test\"\nchannel = \"smtp\"\nnexthop = \"127.0.0.1:2600\"\n\
              [[route]]\ndomain = \"other-static.test\"\nchannel = \"smtp\"\nnexthop = \"127.0.0.1:2600\"\n\
+             [[route]]\ndomain = \"verified.test\"\nchannel = \"smtp\"\nnexthop = \"127.0.0.1:2600\"\ntls = \"verify\"\n\
              [[route]]\ndomain = \".sub.test\"\nchannel = \"uucp\"\n"
         );
         Config::from_toml_str(&text, "test", Path::new("/")).expect("test config")
@@ -620,6 +635,20 @@ empty: :include:/lists/empty
             (
                 &["x@static.test"],
                 &[("smtp", "127.0.0.1:2600", "x@static.test", None, None)],
+            ),
+            (
+                // Same next hop, its own TLS policy: its own thread.
+                &["x@verified.test", "y@static.test"],
+                &[
+                    (
+                        "smtp",
+                        "127.0.0.1:2600,tls=verify",
+                        "x@verified.test",
+                        None,
+                        None,
+                    ),
+                    ("smtp", "127.0.0.1:2600", "y@static.test", None, None),
+                ],
             ),
             (
                 &["x@a.sub.test"],
