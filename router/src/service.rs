@@ -8,15 +8,17 @@
 //! batch at once. A stop request is looked at between batches, so the
 //! batch in hand is always finished first.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use skein_config::{Config, Loaded};
 use skein_daemon::{Context, PidFile, ServiceError};
+use skein_dkim::Signer;
 use skein_routing::aliases::WatchedAliases;
 use skein_routing::route::Router;
 use skein_routing::users::SystemUsers;
 use skein_spool::{Area, Daemon, QueueId, Spool, Wakeable};
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::error::RouterError;
 use crate::notify::SchedulerLink;
@@ -41,12 +43,18 @@ pub struct Engine {
     aliases: WatchedAliases,
     users: SystemUsers,
     force_reload: bool,
+    /// The `[[dkim]]` keys in force (`None`: nothing is signed).
+    signer: Option<Arc<Signer>>,
 }
 
 impl Engine {
     /// Cleans the spool's `tmp/` and loads the aliases. A broken aliases
     /// file is an error: the router does not start on a half-read table.
-    pub fn new(config: Config, spool: Spool) -> Result<Engine, RouterError> {
+    pub fn new(
+        config: Config,
+        spool: Spool,
+        signer: Option<Arc<Signer>>,
+    ) -> Result<Engine, RouterError> {
         let cleaned = spool.clean_stale_tmp()?;
         if !cleaned.removed.is_empty() {
             info!(
@@ -62,6 +70,7 @@ impl Engine {
             spool,
             users,
             force_reload: false,
+            signer,
         })
     }
 
@@ -87,8 +96,7 @@ impl Engine {
     /// that do not load, are refused: the configuration in force stays
     /// and the error says why. `spool.*` and `user` need a restart.
     pub fn reload(&mut self, current: &Loaded) -> Result<Loaded, String> {
-        let reloaded = skein_preflight::reload(current, skein_preflight::Reader::Router)
-            .map_err(|e| e.to_string())?;
+        let reloaded = self.reload_checked(current)?;
         let config = &reloaded.loaded.config;
         if config.router.aliases == self.config.router.aliases {
             // The same file, read again whether it changed or not (its
@@ -107,10 +115,47 @@ impl Engine {
             self.aliases = aliases;
         }
         self.users = SystemUsers::new(config.local.maildir_root.clone());
+        self.signer.clone_from(&reloaded.checked.dkim);
         self.config = config.clone();
         self.force_reload = false;
         skein_daemon::log_reloaded(&reloaded.loaded, &reloaded.applied, &reloaded.need_restart);
         Ok(reloaded.loaded)
+    }
+
+    /// The reload's checks. DKIM keys that only root may read were read
+    /// at start, before the privilege drop; if the `[[dkim]]` entries are
+    /// unchanged and only that read fails now, the keys in force stay
+    /// (with a warning), as the smtpd keeps a root-only TLS key.
+    fn reload_checked(&self, current: &Loaded) -> Result<skein_preflight::Reloaded, String> {
+        use skein_preflight::Reader;
+        let first = match skein_preflight::reload(current, Reader::Router) {
+            Ok(reloaded) => return Ok(reloaded),
+            Err(e) => e,
+        };
+        let denied = first.message.contains("Permission denied")
+            && first.key.as_deref().is_some_and(|k| k.starts_with("dkim["));
+        let again = current.reload().map_err(|e| e.to_string())?;
+        if !denied || again.loaded.config.dkim != self.config.dkim || self.signer.is_none() {
+            return Err(first.to_string());
+        }
+        let mut stripped = again.loaded.clone();
+        stripped.config.dkim.clear();
+        let mut checked =
+            skein_preflight::check(&stripped, Reader::Router).map_err(|e| e.to_string())?;
+        checked.warnings.push(format!(
+            "{first}: as {} now, it cannot be read again; the keys read at start stay in force (a new key needs a restart, or let the router's account read it)",
+            current.config.run_as()
+        ));
+        checked.dkim.clone_from(&self.signer);
+        for warning in &checked.warnings {
+            warn!("{warning}");
+        }
+        Ok(skein_preflight::Reloaded {
+            loaded: again.loaded,
+            checked,
+            applied: again.applied,
+            need_restart: again.need_restart,
+        })
     }
 
     /// The messages in `incoming/`, oldest first (after reloading the
@@ -128,7 +173,7 @@ impl Engine {
     pub fn route_batch(&mut self, ids: &[QueueId]) -> Vec<(QueueId, Result<Outcome, RouterError>)> {
         self.aliases.refresh(std::mem::take(&mut self.force_reload));
         let router = Router::new(&self.config, self.aliases.table(), &self.users);
-        transition::route_batch(&self.spool, ids, |info, facts| {
+        transition::route_batch(&self.spool, ids, self.signer.as_deref(), |info, facts| {
             router.route(&info.envelope, facts.received, facts.is_looping())
         })
     }
@@ -153,7 +198,11 @@ async fn blocking<T: Send + 'static>(
 /// memory of the last burst back.
 const IDLE_TRIM_AFTER: Duration = Duration::from_secs(1);
 
-pub async fn serve(loaded: Loaded, ctx: Context) -> Result<(), ServiceError> {
+pub async fn serve(
+    loaded: Loaded,
+    signer: Option<Arc<Signer>>,
+    ctx: Context,
+) -> Result<(), ServiceError> {
     // Before anything else is read: message headers are hostile input.
     ctx.drop_privileges()?;
     let config = loaded.config.clone();
@@ -161,7 +210,7 @@ pub async fn serve(loaded: Loaded, ctx: Context) -> Result<(), ServiceError> {
     // One router per spool: a second one would steal the wake socket.
     let _pid_file = PidFile::acquire(spool.pid_file(Daemon::Router))?;
     let mut scan_interval = config.router.scan_interval;
-    let engine = Engine::new(config, spool)?;
+    let engine = Engine::new(config, spool, signer)?;
     let wake = WakeSocket::bind(&engine.spool().wake_socket(Wakeable::Router))?;
     // skein-postdrop's wake-up, in maildrop/ (it cannot enter run/). A
     // pickup without it still happens, at each scan.
@@ -178,6 +227,7 @@ pub async fn serve(loaded: Loaded, ctx: Context) -> Result<(), ServiceError> {
         config = %loaded.source,
         spool = %engine.spool().root().display(),
         aliases = engine.alias_count(),
+        dkim_keys = engine.signer.as_ref().map_or(0, |s| s.len()),
         "router started"
     );
     ctx.ready();
@@ -353,6 +403,7 @@ fn log_routed(summary: &Summary) {
         failed = summary.failed.len(),
         message_id = summary.message_id.as_deref().unwrap_or(""),
         resumed = summary.resumed,
+        dkim = summary.dkim.as_str(),
         "routed"
     );
     for (rcpt, status, diagnostic) in &summary.failed {

@@ -19,7 +19,7 @@
 //! step 4 starts before its own step 3 is durable.
 
 use std::collections::BTreeSet;
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,6 +31,7 @@ use skein_spool::{
 
 use crate::error::RouterError;
 use crate::header::{self, HeaderFacts};
+use skein_dkim::Signer;
 use skein_routing::route::Routed;
 
 /// What became of one incoming message.
@@ -64,6 +65,9 @@ pub struct Summary {
     pub origin: String,
     /// Its size in bytes.
     pub size: u64,
+    /// The DKIM signature the router added: `d=example.org s=s2026
+    /// a=ed25519-sha256`; empty when it signed nothing.
+    pub dkim: String,
 }
 
 impl Summary {
@@ -94,6 +98,7 @@ impl Summary {
             resumed,
             origin: control.envelope.origin.clone(),
             size: control.size,
+            dkim: String::new(),
         }
     }
 }
@@ -107,7 +112,7 @@ pub fn route_incoming(
     id: &QueueId,
     route: impl FnMut(&MessageInfo, &HeaderFacts) -> io::Result<Vec<Routed>>,
 ) -> Result<Outcome, RouterError> {
-    route_batch(spool, std::slice::from_ref(id), route)
+    route_batch(spool, std::slice::from_ref(id), None, route)
         .pop()
         .map(|(_, outcome)| outcome)
         .unwrap_or_else(|| Err(RouterError::Bug("a batch of one gave no outcome".into())))
@@ -126,6 +131,7 @@ pub fn route_incoming(
 pub fn route_batch(
     spool: &Spool,
     ids: &[QueueId],
+    signer: Option<&Signer>,
     mut route: impl FnMut(&MessageInfo, &HeaderFacts) -> io::Result<Vec<Routed>>,
 ) -> Vec<(QueueId, Result<Outcome, RouterError>)> {
     // Step 1-3 (reading and routing) per message; `write` holds the control
@@ -133,9 +139,10 @@ pub fn route_batch(
     let mut outcomes: Vec<Option<Result<Outcome, RouterError>>> = Vec::with_capacity(ids.len());
     let mut ready = Vec::new();
     let mut write = Vec::new();
+    let mut rewritten = Vec::new();
     for (index, id) in ids.iter().enumerate() {
         outcomes.push(None);
-        match prepare(spool, id, &mut route) {
+        match prepare(spool, id, signer, &mut route) {
             Ok(Prepared::Done(outcome)) => outcomes[index] = Some(Ok(outcome)),
             Ok(Prepared::Resumed { lock, summary }) => ready.push((index, lock, summary)),
             Ok(Prepared::New {
@@ -143,10 +150,29 @@ pub fn route_batch(
                 control,
                 summary,
             }) => {
+                if !summary.dkim.is_empty() {
+                    rewritten.push(index);
+                }
                 write.push((index, control));
                 ready.push((index, lock, summary));
             }
             Err(e) => outcomes[index] = Some(Err(e)),
+        }
+    }
+    // Step 2b, for the batch: the signed copies renamed over their
+    // incoming names are made durable before any control file describes
+    // them (a control file must never outlive the file it describes).
+    if !rewritten.is_empty()
+        && let Err(e) = fsync_dir(&spool.dir(Area::Incoming))
+    {
+        let why = e.to_string();
+        write.retain(|(index, _)| !rewritten.contains(index));
+        ready.retain(|(index, _, _)| !rewritten.contains(index));
+        for index in rewritten {
+            outcomes[index] = Some(Err(RouterError::Bug(format!(
+                "the signed copy of {} is not durable: {why}",
+                ids[index]
+            ))));
         }
     }
     // Step 3, for the batch: the new control files, durably.
@@ -228,6 +254,7 @@ enum Prepared {
 fn prepare(
     spool: &Spool,
     id: &QueueId,
+    signer: Option<&Signer>,
     route: &mut impl FnMut(&MessageInfo, &HeaderFacts) -> io::Result<Vec<Routed>>,
 ) -> Result<Prepared, RouterError> {
     let path = spool.path(Area::Incoming, id);
@@ -271,13 +298,78 @@ fn prepare(
         id: id.clone(),
         source,
     })?;
+    let (info, lock, dkim) = match signer {
+        Some(signer) if leaves_this_host(&routed) => {
+            sign_in_place(spool, &path, info, file, lock, signer)?
+        }
+        _ => (info, lock, String::new()),
+    };
     let control = control_file(&info, routed, now_micros());
-    let summary = Summary::new(&control, &facts, false);
+    let mut summary = Summary::new(&control, &facts, false);
+    summary.dkim = dkim;
     Ok(Prepared::New {
         lock,
         control: Box::new(control),
         summary,
     })
+}
+
+/// Whether some recipient goes to another host: a channel other than
+/// `local`, not failed. Only such mail is signed.
+fn leaves_this_host(routed: &[Routed]) -> bool {
+    routed
+        .iter()
+        .any(|r| r.failure.is_none() && r.channel != "local")
+}
+
+/// Step 2b: signs the message with its `From:` domain's key and replaces
+/// `incoming/<id>` by the signed copy ([`Spool::replace_incoming`]), so
+/// that every attempt sends the same signed bytes. Returns the new file's
+/// header and lock and what was signed (`d=… s=… a=…`), or the old ones
+/// and `""` when nothing was. A message already signed by its entry (an
+/// earlier run got this far and stopped) is not signed again. A signature
+/// the library fails to make is logged and the message goes unsigned:
+/// holding mail back for it would only delay it until it expired.
+fn sign_in_place(
+    spool: &Spool,
+    path: &Path,
+    info: MessageInfo,
+    mut file: std::fs::File,
+    lock: FileLock,
+    signer: &Signer,
+) -> Result<(MessageInfo, FileLock, String), RouterError> {
+    let io_error = |op: &'static str, source: io::Error| SpoolError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    };
+    file.seek(SeekFrom::Start(info.offset))
+        .map_err(|e| io_error("seek", e))?;
+    let mut message = Vec::with_capacity(info.size as usize);
+    file.read_to_end(&mut message)
+        .map_err(|e| io_error("read", e))?;
+    let signed = match signer.sign(&message) {
+        Ok(Ok(signed)) => signed,
+        Ok(Err(why)) => {
+            tracing::debug!(queue_id = %info.id, ?why, "not signed");
+            return Ok((info, lock, String::new()));
+        }
+        Err(e) => {
+            tracing::error!(queue_id = %info.id, error = %e, "DKIM signing failed: the message goes unsigned");
+            return Ok((info, lock, String::new()));
+        }
+    };
+    let mut bytes = signed.field.into_bytes();
+    bytes.extend_from_slice(&message);
+    let (new_info, new_lock) = spool.replace_incoming(&info, &bytes)?;
+    // The old file's lock goes with the old inode; the new one was locked
+    // before it took the name.
+    drop(lock);
+    let what = format!(
+        "d={} s={} a={}",
+        signed.domain, signed.selector, signed.algorithm
+    );
+    Ok((new_info, new_lock, what))
 }
 
 /// The control file for a routed message: failed recipients carry an
@@ -495,6 +587,152 @@ mod tests {
         ));
     }
 
+    fn remote_route(_: &MessageInfo, _: &HeaderFacts) -> io::Result<Vec<Routed>> {
+        Ok(vec![Routed {
+            channel: "smtp".into(),
+            host: "remote.test".into(),
+            address: "bob@remote.test".into(),
+            nexthop: None,
+            notify: None,
+            orcpt: None,
+            failure: None,
+        }])
+    }
+
+    /// A signer for `From: …@example.org` with a fresh Ed25519 key.
+    fn signer(dir: &Path) -> Signer {
+        let key = skein_dkim::generate(skein_config::DkimAlgorithm::Ed25519Sha256).unwrap();
+        let path = dir.join("ed.key");
+        std::fs::write(&path, key.pem).unwrap();
+        Signer::load(&[skein_config::DkimKey {
+            domain: "example.org".into(),
+            selector: "s1".into(),
+            signing_domain: String::new(),
+            key: path,
+            algorithm: skein_config::DkimAlgorithm::Ed25519Sha256,
+            headers: vec!["From".into(), "Subject".into()],
+            canonicalization: (
+                skein_config::Canonicalization::Relaxed,
+                skein_config::Canonicalization::Relaxed,
+            ),
+        }])
+        .unwrap()
+    }
+
+    const FROM_US: &[u8] = b"From: joe@example.org\r\nSubject: hi\r\n\r\nbody\r\n";
+
+    fn signatures(bytes: &[u8]) -> usize {
+        String::from_utf8_lossy(bytes)
+            .lines()
+            .filter(|l| l.starts_with("DKIM-Signature:"))
+            .count()
+    }
+
+    #[test]
+    fn mail_for_another_host_is_queued_signed_and_the_control_file_describes_the_signed_file() {
+        let d = tempfile::tempdir().unwrap();
+        let spool = Spool::open(d.path().join("spool")).unwrap();
+        let signer = signer(d.path());
+        let remote = submit(&spool, &["bob@remote.test"], FROM_US);
+        let local = submit(&spool, &["ann@localhost"], FROM_US);
+        let (before, _) = read_header(&spool.path(Area::Incoming, &remote)).unwrap();
+        let outcomes = route_batch(
+            &spool,
+            std::slice::from_ref(&remote),
+            Some(&signer),
+            remote_route,
+        );
+        let Ok(Outcome::Routed(summary)) = &outcomes[0].1 else {
+            panic!("{outcomes:?}")
+        };
+        assert_eq!(summary.dkim, "d=example.org s=s1 a=ed25519-sha256");
+        let (info, bytes) = skein_spool::read_message(&spool.path(Area::Queue, &remote)).unwrap();
+        assert_eq!(signatures(&bytes), 1);
+        assert!(
+            bytes.ends_with(FROM_US),
+            "the message follows the signature"
+        );
+        assert_eq!(info.arrival_micros, before.arrival_micros, "arrival kept");
+        assert_eq!(info.envelope, before.envelope);
+        let (control, _) = ControlFile::read(&spool.path(Area::Transport, &remote)).unwrap();
+        assert_eq!((control.offset, control.size), (info.offset, info.size));
+        // Local mail only: left as it came.
+        let outcomes = route_batch(
+            &spool,
+            std::slice::from_ref(&local),
+            Some(&signer),
+            simple_route,
+        );
+        let Ok(Outcome::Routed(summary)) = &outcomes[0].1 else {
+            panic!("{outcomes:?}")
+        };
+        assert_eq!(summary.dkim, "");
+        let (_, bytes) = skein_spool::read_message(&spool.path(Area::Queue, &local)).unwrap();
+        assert_eq!(bytes, FROM_US);
+        assert!(
+            std::fs::read_dir(spool.dir(Area::Tmp))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn crash_after_the_signed_copy_replaced_the_incoming_file_signs_nothing_twice() {
+        let d = tempfile::tempdir().unwrap();
+        let spool = Spool::open(d.path().join("spool")).unwrap();
+        let signer = signer(d.path());
+        let id = submit(&spool, &["bob@remote.test"], FROM_US);
+        // An earlier run signed the message and renamed the copy over
+        // incoming/<id>, then died before writing the control file.
+        let path = spool.path(Area::Incoming, &id);
+        let (info, bytes) = skein_spool::read_message(&path).unwrap();
+        let signed = signer.sign(&bytes).unwrap().unwrap();
+        let mut copy = signed.field.clone().into_bytes();
+        copy.extend_from_slice(&bytes);
+        let (_, lock) = spool.replace_incoming(&info, &copy).unwrap();
+        drop(lock);
+        let outcomes = route_batch(
+            &spool,
+            std::slice::from_ref(&id),
+            Some(&signer),
+            remote_route,
+        );
+        let Ok(Outcome::Routed(summary)) = &outcomes[0].1 else {
+            panic!("{outcomes:?}")
+        };
+        assert_eq!(summary.dkim, "", "already signed: not signed again");
+        let (_, queued) = skein_spool::read_message(&spool.path(Area::Queue, &id)).unwrap();
+        assert_eq!(queued, copy, "the earlier run's signed copy, as it was");
+        assert_eq!(signatures(&queued), 1);
+    }
+
+    #[test]
+    fn crash_while_writing_the_signed_copy_leaves_the_message_as_it_was() {
+        let d = tempfile::tempdir().unwrap();
+        let spool = Spool::open(d.path().join("spool")).unwrap();
+        let signer = signer(d.path());
+        let id = submit(&spool, &["bob@remote.test"], FROM_US);
+        // A half-written copy in tmp/ of a writer that is gone (pid 0 is
+        // never a live process): incoming/<id> is untouched.
+        let stale = spool.dir(Area::Tmp).join(format!("0.{id}.new"));
+        std::fs::write(&stale, b"SKEIN-MESSAGE 1\nid ").unwrap();
+        let cleaned = spool.clean_stale_tmp().unwrap();
+        assert_eq!(cleaned.removed, vec![stale]);
+        let outcomes = route_batch(
+            &spool,
+            std::slice::from_ref(&id),
+            Some(&signer),
+            remote_route,
+        );
+        let Ok(Outcome::Routed(summary)) = &outcomes[0].1 else {
+            panic!("{outcomes:?}")
+        };
+        assert!(!summary.dkim.is_empty());
+        let (_, queued) = skein_spool::read_message(&spool.path(Area::Queue, &id)).unwrap();
+        assert_eq!(signatures(&queued), 1);
+    }
+
     #[test]
     fn an_existing_control_file_is_kept_and_the_move_completed() {
         let d = tempfile::tempdir().unwrap();
@@ -629,7 +867,7 @@ mod tests {
         let earlier = control_file(&info, vec![routed("earlier@localhost", None)], 1);
         assert!(spool.create_control(&earlier).unwrap());
         let failing = ids[5].clone();
-        let outcomes = route_batch(&spool, &ids, |info, facts| {
+        let outcomes = route_batch(&spool, &ids, None, |info, facts| {
             if info.id == failing {
                 Err(io::Error::other("nss down"))
             } else {
@@ -674,7 +912,7 @@ mod tests {
             assert!(!spool.path(Area::Transport, &ids[i]).exists());
         }
         drop(lock);
-        assert!(route_batch(&spool, &[], simple_route).is_empty());
+        assert!(route_batch(&spool, &[], None, simple_route).is_empty());
     }
 
     #[test]

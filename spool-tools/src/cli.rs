@@ -75,6 +75,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// DKIM signing keys.
+    Dkim {
+        #[command(subcommand)]
+        action: DkimAction,
+    },
     /// Print the shell completion script for SHELL (bash, zsh or fish) on
     /// standard output; the package installs them where each shell looks.
     Completions {
@@ -242,6 +247,34 @@ enum QueueAction {
 }
 
 #[derive(Debug, Subcommand)]
+enum DkimAction {
+    /// Make a signing key for DOMAIN with SELECTOR: write it (mode 0600,
+    /// never over an existing file; as root, owned by the services'
+    /// account) and print the SELECTOR._domainkey.DOMAIN TXT record on
+    /// standard output. Exit codes: 64 a bad domain or selector, 73 the
+    /// file exists or cannot be written, 78 a broken configuration.
+    Keygen {
+        /// The signing domain (d=), e.g. example.org.
+        domain: String,
+        /// The selector (s=), e.g. s2026.
+        selector: String,
+        /// rsa-sha256 (2048 bits, what every verifier knows) or
+        /// ed25519-sha256 (RFC 8463).
+        #[arg(long, default_value = "rsa-sha256", value_parser = parse_algorithm)]
+        algorithm: skein_config::DkimAlgorithm,
+        /// Where to write the key (default: dkim/DOMAIN.SELECTOR.key
+        /// beside the configuration file).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+fn parse_algorithm(text: &str) -> Result<skein_config::DkimAlgorithm, String> {
+    text.parse()
+        .map_err(|e: skein_config::ValueError| e.to_string())
+}
+
+#[derive(Debug, Subcommand)]
 enum ConfigAction {
     /// Validate the configuration (and every file a daemon reads at
     /// start) and print the effective settings.
@@ -309,6 +342,23 @@ pub fn main(args: Vec<OsString>) -> u8 {
         Command::Reload => crate::supervisor::reload::reload(config),
         Command::Status { json } => status(config, json),
         Command::Manpages { dir } => manpages(&dir),
+        Command::Dkim {
+            action:
+                DkimAction::Keygen {
+                    domain,
+                    selector,
+                    algorithm,
+                    out,
+                },
+        } => crate::dkim::keygen(
+            config,
+            &crate::dkim::Keygen {
+                domain,
+                selector,
+                algorithm,
+                out,
+            },
+        ),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "skein", &mut io::stdout());

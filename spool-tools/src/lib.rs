@@ -27,6 +27,7 @@
 
 pub mod cli;
 pub mod control;
+pub mod dkim;
 pub mod postdrop;
 pub mod queue;
 pub mod sendmail;

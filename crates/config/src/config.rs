@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::clause::Clause;
+use crate::dkim::DkimKey;
 use crate::domain::pattern_matches;
 use crate::net::{IpNetwork, TlsPolicy};
 use crate::route::Route;
@@ -36,6 +37,8 @@ pub struct Config {
     pub router: RouterConfig,
     /// `[[route]]`: static routes, tried in order before MX routing.
     pub route: Vec<Route>,
+    /// `[[dkim]]`: signing keys, first match on the `From:` domain wins.
+    pub dkim: Vec<DkimKey>,
     /// `[local]`: the Maildir delivery agent.
     pub local: LocalConfig,
     /// `[scheduler]`.
@@ -403,6 +406,7 @@ impl Config {
                 scan_interval: Duration::from_secs(30),
             },
             route: Vec::new(),
+            dkim: Vec::new(),
             local: LocalConfig {
                 maildir_root: resolve(cwd, Path::new("var/mail")),
                 home_mailbox: String::new(),

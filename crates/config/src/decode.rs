@@ -23,6 +23,10 @@ use crate::config::{
     Config, LocalConfig, RouterConfig, SchedulerConfig, SmtpConfig, SmtpdConfig, SpoolConfig,
     SupervisorConfig, TlsConfig, resolve,
 };
+use crate::dkim::{
+    Canonicalization, DEFAULT_SIGNED_HEADERS, DkimAlgorithm, DkimKey, is_valid_dns_name,
+    parse_canonicalization,
+};
 use crate::domain::{is_plausible_domain, parse_pattern, system_hostname};
 use crate::error::{ConfigError, ErrorKind, KeyLines};
 use crate::route::{Route, is_valid_channel};
@@ -65,6 +69,13 @@ pub(crate) fn decode(text: &str, file: &str, cwd: &Path) -> Result<(Config, KeyL
             .tables("route", ROUTE_KEYS)?
             .iter()
             .map(decode_route)
+            .collect::<Result<_>>()?;
+    }
+    if let Some(item) = top.get("dkim") {
+        config.dkim = item
+            .tables("dkim", DKIM_KEYS)?
+            .iter()
+            .map(|table| decode_dkim(table, cwd))
             .collect::<Result<_>>()?;
     }
     if let Some(item) = top.get("local") {
@@ -127,6 +138,7 @@ const TOP_KEYS: &[&str] = &[
     "smtpd",
     "router",
     "route",
+    "dkim",
     "local",
     "scheduler",
     "tls",
@@ -364,6 +376,79 @@ fn decode_route(table: &Table<'_, '_>) -> Result<Route> {
 }
 
 const ROUTE_KEYS: &[&str] = &["domain", "channel", "nexthop", "tls"];
+
+fn decode_dkim(table: &Table<'_, '_>, cwd: &Path) -> Result<DkimKey> {
+    let domain = table
+        .require(
+            "domain",
+            "every [[dkim]] needs the From: domain it signs for (or \"*\")",
+        )?
+        .domain_pattern(true)?;
+    let selector_item = table.require("selector", "every [[dkim]] needs a selector")?;
+    let selector = selector_item.string()?.to_owned();
+    if !is_valid_dns_name(&selector) {
+        return Err(selector_item.invalid(format!(
+            "invalid selector {selector:?} (DNS labels: letters, digits, \"-\" and \"_\")"
+        )));
+    }
+    let key = table
+        .require("key", "every [[dkim]] needs its private key file")?
+        .path(cwd)?;
+    let algorithm = match table.get("algorithm") {
+        Some(v) => v.parsed()?,
+        None => DkimAlgorithm::RsaSha256,
+    };
+    let mut signing_domain = String::new();
+    if let Some(v) = table.get("signing_domain") {
+        let d = v.string()?.trim_end_matches('.').to_ascii_lowercase();
+        if !d.is_empty() && !is_valid_dns_name(&d) {
+            return Err(v.invalid(format!("invalid signing domain {d:?}")));
+        }
+        signing_domain = d;
+    }
+    let headers = match table.get("headers") {
+        Some(v) => {
+            let names = v.list(|item| {
+                let name = item.string()?;
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+                    return Err(item.invalid(format!("invalid header field name {name:?}")));
+                }
+                Ok(name.to_owned())
+            })?;
+            if names.is_empty() {
+                return Err(v.invalid("at least From must be signed (RFC 6376 §5.4)"));
+            }
+            names
+        }
+        None => DEFAULT_SIGNED_HEADERS
+            .iter()
+            .map(|h| (*h).to_owned())
+            .collect(),
+    };
+    let canonicalization = match table.get("canonicalization") {
+        Some(v) => parse_canonicalization(v.string()?).map_err(|e| v.invalid(e.0))?,
+        None => (Canonicalization::Relaxed, Canonicalization::Relaxed),
+    };
+    Ok(DkimKey {
+        domain,
+        selector,
+        signing_domain,
+        key,
+        algorithm,
+        headers,
+        canonicalization,
+    })
+}
+
+const DKIM_KEYS: &[&str] = &[
+    "domain",
+    "selector",
+    "signing_domain",
+    "key",
+    "algorithm",
+    "headers",
+    "canonicalization",
+];
 
 fn decode_local(item: &Item<'_, '_>, cwd: &Path, out: &mut LocalConfig) -> Result<()> {
     let table = item.table(&["maildir_root", "home_mailbox"])?;

@@ -99,6 +99,21 @@ fn write(config: &Config) -> Writer {
         out.kv("tls", &string(tls));
     }
 
+    for dkim in &config.dkim {
+        out.section("[[dkim]]");
+        out.kv("domain", &string(&dkim.domain));
+        out.kv("selector", &string(&dkim.selector));
+        out.kv("signing_domain", &string(&dkim.signing_domain));
+        out.kv("key", &path(Some(&dkim.key)));
+        out.kv("algorithm", &string(dkim.algorithm.as_str()));
+        out.kv("headers", &list(&dkim.headers));
+        let (header, body) = dkim.canonicalization;
+        out.kv(
+            "canonicalization",
+            &string(&format!("{}/{}", header.as_str(), body.as_str())),
+        );
+    }
+
     out.section("[local]");
     out.kv("maildir_root", &path(Some(&config.local.maildir_root)));
     out.kv("home_mailbox", &string(&config.local.home_mailbox));

@@ -27,6 +27,7 @@
 mod clause;
 mod config;
 mod decode;
+mod dkim;
 mod domain;
 mod encode;
 mod error;
@@ -42,6 +43,9 @@ pub use clause::Clause;
 pub use config::{
     Config, DEFAULT_USER, LocalConfig, MetricsConfig, RouterConfig, SchedulerConfig, SmtpConfig,
     SmtpdConfig, SpoolConfig, SupervisorConfig, TlsConfig,
+};
+pub use dkim::{
+    Canonicalization, DEFAULT_SIGNED_HEADERS, DkimAlgorithm, DkimKey, parse_canonicalization,
 };
 pub use domain::{is_plausible_domain, system_hostname};
 pub use error::{ConfigError, ErrorKind, KeyLines};

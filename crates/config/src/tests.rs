@@ -80,6 +80,20 @@ tls = "verify"
 domain = "*"
 channel = "hold"
 
+[[dkim]]
+domain = "Example.ORG"
+selector = "s2026"
+key = "dkim/example.org.key"
+algorithm = "ed25519-sha256"
+
+[[dkim]]
+domain = "*"
+selector = "rsa1"
+signing_domain = "Signer.Example"
+key = "/etc/skein/dkim/rsa.key"
+headers = ["From", "Subject"]
+canonicalization = "simple/relaxed"
+
 [local]
 maildir_root = "/home/mail"
 home_mailbox = "Mail/inbox/"
@@ -204,6 +218,29 @@ fn full_expected() -> Config {
                 channel: "hold".into(),
                 nexthop: None,
                 tls: None,
+            },
+        ],
+        dkim: vec![
+            DkimKey {
+                domain: "example.org".into(),
+                selector: "s2026".into(),
+                signing_domain: String::new(),
+                key: PathBuf::from(CWD).join("dkim/example.org.key"),
+                algorithm: DkimAlgorithm::Ed25519Sha256,
+                headers: DEFAULT_SIGNED_HEADERS
+                    .iter()
+                    .map(|h| (*h).to_owned())
+                    .collect(),
+                canonicalization: (Canonicalization::Relaxed, Canonicalization::Relaxed),
+            },
+            DkimKey {
+                domain: "*".into(),
+                selector: "rsa1".into(),
+                signing_domain: "signer.example".into(),
+                key: "/etc/skein/dkim/rsa.key".into(),
+                algorithm: DkimAlgorithm::RsaSha256,
+                headers: vec!["From".into(), "Subject".into()],
+                canonicalization: (Canonicalization::Simple, Canonicalization::Relaxed),
             },
         ],
         local: LocalConfig {
@@ -736,6 +773,14 @@ const ERROR_CASES: &[Case] = &[
     case("[[route]]\ndomain = \"*.x.test\"\nchannel = \"smtp\"\n", Invalid, 2, "route[0].domain", "invalid domain pattern"),
     case("[[route]]\ndomain = \"x.test\"\nchannel = \"smtp\"\nnexthop = \"::1:25\"\n", Invalid, 4, "route[0].nexthop", "in brackets"),
     case("[[route]]\ndomain = \"x.test\"\nchannel = \"smtp\"\ntls = \"always\"\n", Invalid, 4, "route[0].tls", "invalid TLS policy"),
+    case("[[dkim]]\ndomain = \"x.test\"\nkey = \"k\"\n", Missing, 1, "dkim[0].selector", "needs a selector"),
+    case("[[dkim]]\ndomain = \"x.test\"\nselector = \"s\"\n", Missing, 1, "dkim[0].key", "private key file"),
+    case("[[dkim]]\ndomain = \"x.test\"\nselector = \"s 1\"\nkey = \"k\"\n", Invalid, 3, "dkim[0].selector", "invalid selector"),
+    case("[[dkim]]\ndomain = \"x.test\"\nselector = \"s\"\nkey = \"k\"\nalgorithm = \"rsa-sha1\"\n", Invalid, 5, "dkim[0].algorithm", "invalid DKIM algorithm \"rsa-sha1\""),
+    case("[[dkim]]\ndomain = \"x.test\"\nselector = \"s\"\nkey = \"k\"\nheaders = []\n", Invalid, 5, "dkim[0].headers", "at least From"),
+    case("[[dkim]]\ndomain = \"x.test\"\nselector = \"s\"\nkey = \"k\"\nheaders = [\"Sub ject\"]\n", Invalid, 5, "dkim[0].headers[0]", "invalid header field name"),
+    case("[[dkim]]\ndomain = \"x.test\"\nselector = \"s\"\nkey = \"k\"\ncanonicalization = \"relaxed/loose\"\n", Invalid, 5, "dkim[0].canonicalization", "invalid canonicalization"),
+    case("[[dkim]]\ndomain = \"x.test\"\nselector = \"s\"\nkey = \"k\"\nkeyfile = \"k\"\n", UnknownKey, 5, "dkim[0].keyfile", "unknown key"),
     case("[scheduler]\nexpiry = \"5x\"\n", Invalid, 2, "scheduler.expiry", "invalid duration \"5x\""),
     case("[scheduler]\nretries = []\n", Invalid, 2, "scheduler.retries", "at least one retry interval"),
     case("[scheduler]\nretries = [\"1m\", \"0s\"]\n", Invalid, 2, "scheduler.retries[1]", "longer than 0s"),

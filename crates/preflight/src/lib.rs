@@ -1,5 +1,6 @@
 //! skein-preflight: the files a skein daemon reads at start — the TLS
-//! certificate and key, the password file, the aliases file — checked one
+//! certificate and key, the password file, the aliases file, the DKIM
+//! signing keys — checked one
 //! way, by the daemons before they serve and by `skein config check`.
 //!
 //! Parsing the configuration (`skein-config`) checks what the text says;
@@ -51,7 +52,7 @@ pub enum Reader {
     /// `skein-smtpd`: `tls.cert` and `tls.key`, `smtpd.password_file`,
     /// and `router.aliases` when `smtpd.verify_local_recipients` is on.
     Smtpd,
-    /// `skein-router`: `router.aliases`.
+    /// `skein-router`: `router.aliases` and the `[[dkim]]` keys.
     Router,
     /// `skein-scheduler`: nothing beyond the file itself (its agents
     /// read the configuration it hands them).
@@ -72,6 +73,9 @@ pub struct Checked {
     pub passwords: Option<Arc<Passwords>>,
     /// How many aliases the aliases file has, when it was checked.
     pub aliases: Option<usize>,
+    /// The `[[dkim]]` signing keys, loaded, when the reader signs (the
+    /// router) and there are any.
+    pub dkim: Option<Arc<skein_dkim::Signer>>,
     /// One line each: `file:line: key: …` and what to do about it.
     pub warnings: Vec<String>,
 }
@@ -115,6 +119,19 @@ pub fn check(loaded: &Loaded, reader: Reader) -> Result<Checked, ConfigError> {
         })?;
         checked.aliases = Some(table.len());
         trusted(loaded, "router.aliases", path, &mut checked.warnings);
+    }
+    if matches!(reader, Reader::Router | Reader::All) && !config.dkim.is_empty() {
+        let signer = skein_dkim::Signer::load(&config.dkim)
+            .map_err(|e| at(loaded, &format!("dkim[{}].key", e.index), e.to_string()))?;
+        for (index, entry) in config.dkim.iter().enumerate() {
+            secret(
+                loaded,
+                &format!("dkim[{index}].key"),
+                &entry.key,
+                &mut checked.warnings,
+            );
+        }
+        checked.dkim = Some(Arc::new(signer));
     }
     Ok(checked)
 }

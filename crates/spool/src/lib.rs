@@ -229,6 +229,50 @@ impl Spool {
         )
     }
 
+    /// Replaces the message file `incoming/<id>` of `info` by one with
+    /// the same id, arrival and envelope and the message `message` (the
+    /// router's signed copy). The new file is written in `tmp/`, fsynced,
+    /// locked, and renamed over the old name; the returned lock is on the
+    /// new file, taken before anyone could see it. The rename is not yet
+    /// durable: the caller fsyncs `incoming/` ([`fsync_dir`]) before it
+    /// writes anything that relies on the new file (its control file).
+    /// A crash before the rename leaves the old file and a stale
+    /// temporary file, removed at the next start.
+    pub fn replace_incoming(
+        &self,
+        info: &MessageInfo,
+        message: &[u8],
+    ) -> Result<(MessageInfo, FileLock), SpoolError> {
+        use std::io::Write;
+        let bytes =
+            message::render_file_at(&info.id, info.arrival_micros, &info.envelope, message)?;
+        let tmp = self
+            .dir(Area::Tmp)
+            .join(format!("{}.{}.new", std::process::id(), info.id));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&tmp)
+            .map_err(|e| SpoolError::io("create", &tmp, e))?;
+        let written = file
+            .write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| SpoolError::io("write", &tmp, e));
+        let result = written.and_then(|()| {
+            let target = self.path(Area::Incoming, &info.id);
+            let reader = std::fs::File::open(&tmp).map_err(|e| SpoolError::io("open", &tmp, e))?;
+            let lock = FileLock::try_lock(reader, &target)?;
+            std::fs::rename(&tmp, &target).map_err(|e| SpoolError::io("rename", &tmp, e))?;
+            let (new_info, _) = read_header(&target)?;
+            Ok((new_info, lock))
+        });
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
     /// The queue ids in an area, oldest first. Names that are not queue
     /// ids are reported by `on_stray` and skipped (they are never deleted
     /// here: an administrator may have put them there).

@@ -610,7 +610,19 @@ pub fn write_file(path: &Path, env: &Envelope, message: &[u8]) -> Result<Message
 /// [`write_file`] writes, and what `skein sendmail` hands `skein-postdrop`
 /// ([`crate::drop`]).
 pub fn render_file(id: &QueueId, env: &Envelope, message: &[u8]) -> Result<Vec<u8>, SpoolError> {
-    let (header, size_at) = render_header(id, now_micros(), env)?;
+    render_file_at(id, now_micros(), env, message)
+}
+
+/// A complete message file with queue id `id` and arrival time `arrival`
+/// (microseconds since the epoch), in memory: for a message rewritten in
+/// place (the router's DKIM signature), which keeps both.
+pub fn render_file_at(
+    id: &QueueId,
+    arrival: u64,
+    env: &Envelope,
+    message: &[u8],
+) -> Result<Vec<u8>, SpoolError> {
+    let (header, size_at) = render_header(id, arrival, env)?;
     let mut bytes = header.into_bytes();
     let patch = format!(
         "{:020}\ncrc32 {:08x}\neightbit {}",

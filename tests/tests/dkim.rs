@@ -1,0 +1,291 @@
+//! DKIM signing (issue 14, part 1) against an independent verifier:
+//! dkimpy (Debian's python3-dkim, installed by bench/ci-deps-dkim.sh),
+//! handed the TXT record `skein dkim keygen` printed in place of a DNS
+//! lookup. Keys of both algorithms are made by the real `skein dkim
+//! keygen`; messages go through sendmail, the router (which signs) and
+//! the SMTP agent to a scripted server. Each delivered message verifies;
+//! a tampered copy does not; a message deferred once is sent with the same
+//! signature at its retry (signed once, when it was queued); a local
+//! delivery is not signed. A key that does not load stops `config check`
+//! and the router with file, line and key.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use skein_integration_tests::smtp_server::{Ctx, Response, ScriptedServer, ServerOptions, Step};
+use skein_integration_tests::{TestEnv, bin};
+
+/// dkimpy's verdict on `message` with `records` (TXT name → text) as
+/// the DNS: "pass" or "fail".
+fn dkimpy(message: &[u8], records: &[(String, String)]) -> String {
+    const SCRIPT: &str = r#"
+import sys, dkim
+records = {}
+for arg in sys.argv[1:]:
+    name, text = arg.split("=", 1)
+    records[name.lower().rstrip(".")] = text.encode()
+def dns(name, timeout=5):
+    return records.get(name.decode().lower().rstrip("."))
+message = sys.stdin.buffer.read()
+print("pass" if dkim.verify(message, dnsfunc=dns) else "fail")
+"#;
+    let mut python = Command::new("/usr/bin/python3");
+    python.arg("-c").arg(SCRIPT);
+    for (name, text) in records {
+        python.arg(format!("{name}={text}"));
+    }
+    let mut child = python
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3 (apt install python3-dkim: bench/ci-deps-dkim.sh)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(message)
+        .expect("write");
+    let out = child.wait_with_output().expect("python");
+    assert!(
+        out.status.success(),
+        "dkimpy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `skein dkim keygen`: the key file and the (name, TXT text) it printed.
+fn keygen(
+    env: &TestEnv,
+    domain: &str,
+    selector: &str,
+    algorithm: &str,
+) -> (String, (String, String)) {
+    let key = env.dir.path().join(format!("{domain}.{selector}.key"));
+    let out = env
+        .skein()
+        .args([
+            "dkim",
+            "keygen",
+            domain,
+            selector,
+            "--algorithm",
+            algorithm,
+            "--out",
+        ])
+        .arg(&key)
+        .output()
+        .expect("skein dkim keygen");
+    assert!(
+        out.status.success(),
+        "keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record = String::from_utf8_lossy(&out.stdout).into_owned();
+    // `s._domainkey.d. IN TXT ( "part" "part" )`: the name and the joined
+    // strings.
+    let name = record.split_whitespace().next().expect("name").to_owned();
+    assert_eq!(name, format!("{selector}._domainkey.{domain}."));
+    let text: String = record
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .collect::<Vec<_>>()
+        .concat();
+    assert!(text.starts_with("v=DKIM1; k="), "{record}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key).expect("key written").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the key is the owner's alone");
+    (key.display().to_string(), (name, text))
+}
+
+fn header_field<'a>(message: &'a str, name: &str) -> Option<&'a str> {
+    let start = message
+        .find(&format!("{name}:"))
+        .filter(|&i| i == 0 || message[..i].ends_with('\n'))?;
+    let rest = &message[start..];
+    let mut end = 0;
+    for line in rest.split_inclusive('\n') {
+        if end > 0 && !line.starts_with([' ', '\t']) {
+            break;
+        }
+        end += line.len();
+    }
+    Some(&rest[..end])
+}
+
+#[test]
+fn signed_mail_verifies_with_dkimpy_for_both_algorithms() {
+    // The first transaction's data is refused 451: that message is sent
+    // again at its retry, which must carry the same signature.
+    let refused_once = Arc::new(AtomicBool::new(false));
+    let server = ScriptedServer::start(ServerOptions {
+        pipelining: true,
+        script: Arc::new(move |_: &Ctx, step: &Step<'_>| match step {
+            Step::DataEnd(_) if !refused_once.swap(true, Ordering::SeqCst) => {
+                Response::Reply("451 4.3.0 try again".into())
+            }
+            _ => Response::Default,
+        }),
+        ..ServerOptions::default()
+    });
+    let env = TestEnv::new(&format!(
+        "[scheduler]\nretries = [\"1s\"]\n\n\
+         [router]\nlocal_domains = [\"test.example\"]\n\n\
+         [[route]]\ndomain = \"remote.test\"\nchannel = \"smtp\"\nnexthop = \"{}\"\n",
+        server.nexthop()
+    ));
+    let (rsa_key, rsa_record) = keygen(&env, "rsa.example", "r2026", "rsa-sha256");
+    let (ed_key, ed_record) = keygen(&env, "ed.example", "e2026", "ed25519-sha256");
+    let dkim = format!(
+        "\n[[dkim]]\ndomain = \"rsa.example\"\nselector = \"r2026\"\nkey = \"{rsa_key}\"\nalgorithm = \"rsa-sha256\"\n\n\
+         [[dkim]]\ndomain = \"ed.example\"\nselector = \"e2026\"\nkey = \"{ed_key}\"\nalgorithm = \"ed25519-sha256\"\n"
+    );
+    let text = std::fs::read_to_string(&env.config).expect("config") + &dkim;
+    std::fs::write(&env.config, text).expect("config");
+    let check = env
+        .skein()
+        .args(["config", "check"])
+        .output()
+        .expect("check");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    env.make_users(&["ann".to_owned()]);
+    let body = "Hello,\r\n\r\nsome   text  with  spaces \r\nand a line.\r\n";
+    for (from, to) in [
+        ("joe@rsa.example", "x@remote.test"),
+        ("eve@ed.example", "y@remote.test"),
+        ("eve@ed.example", "ann@test.example"),
+    ] {
+        env.submit(
+            &["-f", from, to],
+            format!(
+                "From: Someone <{from}>\nTo: <{to}>\nSubject: signed by {from}\nDate: Fri, 04 Dec 2026 10:00:00 +0000\nMessage-ID: <{from}.{to}@test>\n\n{body}"
+            )
+            .replace("\r\n", "\n")
+            .as_bytes(),
+        );
+    }
+    let router = env.route_all();
+    assert!(
+        router
+            .log_text()
+            .contains("d=rsa.example s=r2026 a=rsa-sha256"),
+        "{}",
+        router.log_text()
+    );
+    let scheduler = env.start("skein-scheduler");
+    assert!(
+        server.wait_for(Duration::from_secs(120), |_, m| m.len() >= 2),
+        "{}",
+        scheduler.log_text()
+    );
+    assert!(
+        env.wait_for(Duration::from_secs(60), || !env.maildir("ann").is_empty()),
+        "{}",
+        scheduler.log_text()
+    );
+    let records = [rsa_record, ed_record];
+    let messages = server.messages();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    for m in &messages {
+        let text = String::from_utf8_lossy(&m.data).into_owned();
+        assert!(
+            text.starts_with("DKIM-Signature: "),
+            "signed at the top:\n{text}"
+        );
+        assert_eq!(dkimpy(&m.data, &records), "pass", "{text}");
+        let algorithm = if m.rcpt_to.join(" ").contains("x@remote.test") {
+            "a=rsa-sha256"
+        } else {
+            "a=ed25519-sha256"
+        };
+        let field = header_field(&text, "DKIM-Signature").expect("field");
+        assert!(field.contains(algorithm), "{field}");
+        // A tampered copy fails: one body byte changed, or a signed header.
+        let tampered = text.replace("and a line.", "and a lime.");
+        assert_eq!(dkimpy(tampered.as_bytes(), &records), "fail");
+        let tampered = text.replacen("Subject: signed", "Subject: Signed", 1);
+        assert_eq!(dkimpy(tampered.as_bytes(), &records), "fail");
+        // Relaxed canonicalization: whitespace changed in transit passes.
+        let rewrapped = text.replace("some   text  with  spaces ", "some text with spaces");
+        assert_eq!(dkimpy(rewrapped.as_bytes(), &records), "pass");
+    }
+    // The refused first attempt carried the signature the retry carried.
+    let connections = server.connections();
+    let first = String::from_utf8_lossy(&connections[0].bytes()).into_owned();
+    let refused = header_field(&first, "DKIM-Signature").expect("signed in the first attempt");
+    let delivered: Vec<String> = messages
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.data).into_owned())
+        .collect();
+    assert!(
+        delivered
+            .iter()
+            .any(|d| header_field(d, "DKIM-Signature") == Some(refused)),
+        "the retry sent another signature than the first attempt:\n{refused}\n{delivered:?}"
+    );
+    // Local delivery only: not signed.
+    let local = String::from_utf8_lossy(&env.maildir("ann")[0]).into_owned();
+    assert!(!local.contains("DKIM-Signature"), "{local}");
+    drop(scheduler);
+    drop(router);
+}
+
+#[test]
+fn a_key_that_does_not_load_stops_config_check_and_the_router() {
+    let env = TestEnv::new("");
+    let bad = env.dir.path().join("bad.key");
+    std::fs::write(&bad, "this is not a key\n").expect("write");
+    let (ed_key, _) = keygen(&env, "ed.example", "e1", "ed25519-sha256");
+    let cases = [
+        (
+            bad.display().to_string(),
+            "rsa-sha256",
+            "not a PEM private key",
+        ),
+        (ed_key, "rsa-sha256", "not a usable RSA key"),
+        (
+            env.dir.path().join("missing.key").display().to_string(),
+            "rsa-sha256",
+            "cannot read",
+        ),
+    ];
+    let base = std::fs::read_to_string(&env.config).expect("config");
+    for (key, algorithm, want) in cases {
+        let text = format!(
+            "{base}\n[[dkim]]\ndomain = \"ed.example\"\nselector = \"e1\"\nkey = \"{key}\"\nalgorithm = \"{algorithm}\"\n"
+        );
+        std::fs::write(&env.config, &text).expect("config");
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("key = "))
+            .expect("key line")
+            + 1;
+        let prefix = format!("{}:{line}: dkim[0].key: {key}", env.config.display());
+        let check = env
+            .skein()
+            .args(["config", "check"])
+            .output()
+            .expect("check");
+        assert_eq!(check.status.code(), Some(78), "{want}");
+        let err = String::from_utf8_lossy(&check.stderr).into_owned();
+        assert!(err.contains(&prefix), "{prefix} in {err}");
+        assert!(err.contains(want), "{want} in {err}");
+        let router = Command::new(bin("skein-router"))
+            .env("SKEIN_CONFIG", &env.config)
+            .output()
+            .expect("skein-router");
+        assert_eq!(router.status.code(), Some(78), "{want}");
+        let err = String::from_utf8_lossy(&router.stderr).into_owned();
+        assert!(err.contains(&prefix), "{prefix} in {err}");
+    }
+}
