@@ -348,6 +348,32 @@ fn sign_in_place(
     let mut message = Vec::with_capacity(info.size as usize);
     file.read_to_end(&mut message)
         .map_err(|e| io_error("read", e))?;
+    // An 8-bit body is made 7-bit first and the 7-bit form is signed, so
+    // that a server without 8BITMIME gets the signed bytes unchanged (a
+    // conversion after signing would break the body hash). A message
+    // that needs SMTPUTF8 stays as it is (it cannot go to such a server
+    // anyway), and so does one that cannot be converted (the SMTP agent
+    // fails it 5.6.3 for such a server, and sends it as it is elsewhere).
+    let mut envelope = info.envelope.clone();
+    if info.eightbit && !envelope.smtputf8 {
+        match skein_mail::downgrade::to_seven_bit(&message) {
+            Ok(converted) => {
+                if let std::borrow::Cow::Owned(converted) = converted {
+                    tracing::info!(
+                        queue_id = %info.id,
+                        size = message.len(),
+                        converted = converted.len(),
+                        "8-bit message converted to 7 bits before signing"
+                    );
+                    message = converted;
+                }
+                envelope.body = skein_mail::BodyType::SevenBit;
+            }
+            Err(e) => {
+                tracing::info!(queue_id = %info.id, reason = %e, "8-bit message signed as it is: it cannot be converted to 7 bits");
+            }
+        }
+    }
     let signed = match signer.sign(&message) {
         Ok(Ok(signed)) => signed,
         Ok(Err(why)) => {
@@ -361,7 +387,7 @@ fn sign_in_place(
     };
     let mut bytes = signed.field.into_bytes();
     bytes.extend_from_slice(&message);
-    let (new_info, new_lock) = spool.replace_incoming(&info, &bytes)?;
+    let (new_info, new_lock) = spool.replace_incoming(&info, &envelope, &bytes)?;
     // The old file's lock goes with the old inode; the new one was locked
     // before it took the name.
     drop(lock);
@@ -690,7 +716,9 @@ mod tests {
         let signed = signer.sign(&bytes).unwrap().unwrap();
         let mut copy = signed.field.clone().into_bytes();
         copy.extend_from_slice(&bytes);
-        let (_, lock) = spool.replace_incoming(&info, &copy).unwrap();
+        let (_, lock) = spool
+            .replace_incoming(&info, &info.envelope, &copy)
+            .unwrap();
         drop(lock);
         let outcomes = route_batch(
             &spool,

@@ -11,9 +11,10 @@ use skein_smtp_codec::{Command, Extensions, MailParams, Orcpt, RcptParams};
 /// cannot take (5.6.3), internationalised addresses without SMTPUTF8
 /// (5.6.7). These are permanent: the same server will say the same.
 ///
-/// An 8-bit message to a server without 8BITMIME fails rather than being
-/// sent anyway: RFC 6152 forbids the latter, and converting the body to
-/// 7 bits (quoted-printable) is not implemented.
+/// An 8-bit message to a server without 8BITMIME is not refused here: it
+/// is converted to 7 bits before it is sent ([`needs_downgrade`],
+/// `skein_mail::downgrade`), as RFC 6152 §3 allows; what cannot be
+/// converted fails then (5.6.3).
 pub fn check(job: &Job, ext: &Extensions, server: &str) -> Result<(), Delivery> {
     if let Some(limit) = ext.size_limit()
         && job.size > limit
@@ -27,12 +28,6 @@ pub fn check(job: &Job, ext: &Extensions, server: &str) -> Result<(), Delivery> 
         ));
     }
     match job.body {
-        BodyType::EightBitMime if !ext.eightbitmime => {
-            return Err(Delivery::failed(
-                EnhancedCode::CONVERSION_REQUIRED,
-                format!("8-bit message and {server} does not offer 8BITMIME"),
-            ));
-        }
         BodyType::BinaryMime if !(ext.binarymime && ext.chunking) => {
             return Err(Delivery::failed(
                 EnhancedCode::CONVERSION_REQUIRED,
@@ -50,8 +45,22 @@ pub fn check(job: &Job, ext: &Extensions, server: &str) -> Result<(), Delivery> 
     Ok(())
 }
 
+/// Whether `job` must be converted to 7 bits for a server with `ext`:
+/// an 8-bit message (one that needs SMTPUTF8 fails in [`check`] first)
+/// to a server without 8BITMIME.
+pub fn needs_downgrade(job: &Job, ext: &Extensions) -> bool {
+    job.body == BodyType::EightBitMime && !ext.eightbitmime
+}
+
 /// `MAIL FROM` for `job`, with the parameters the server understands.
+#[cfg(test)]
 pub fn mail(job: &Job, ext: &Extensions) -> Command {
+    mail_sized(job, ext, job.size)
+}
+
+/// `MAIL FROM` for `job`, with the parameters the server understands,
+/// for a message of `size` bytes (`SIZE=`): the converted one.
+pub fn mail_sized(job: &Job, ext: &Extensions, size: u64) -> Command {
     let body = match job.body {
         BodyType::SevenBit => None,
         BodyType::EightBitMime => Some(BodyType::EightBitMime),
@@ -60,7 +69,7 @@ pub fn mail(job: &Job, ext: &Extensions) -> Command {
     Command::Mail {
         reverse_path: job.sender.clone(),
         params: MailParams {
-            size: ext.size.map(|_| job.size),
+            size: ext.size.map(|_| size),
             body: body.filter(|_| ext.eightbitmime || ext.binarymime),
             ret: job.ret.filter(|_| ext.dsn),
             envid: job.envid.clone().filter(|_| ext.dsn),
@@ -174,9 +183,17 @@ mod tests {
             (d.status, d.enhanced.to_string()),
             (Status::Failed, "5.3.4".into())
         );
-        let d = check(&j, &Extensions::default(), "mx").expect_err("8bit");
-        assert_eq!(d.enhanced.to_string(), "5.6.3");
+        // 8-bit to a server without 8BITMIME: passes, to be converted.
+        assert!(check(&j, &Extensions::default(), "mx").is_ok());
+        assert!(needs_downgrade(&j, &Extensions::default()));
+        assert!(!needs_downgrade(&j, &eight));
+        // One that also needs SMTPUTF8 cannot be converted: 5.6.7.
+        j.smtputf8 = true;
+        let d = check(&j, &Extensions::default(), "mx").expect_err("utf8");
+        assert_eq!(d.enhanced.to_string(), "5.6.7");
+        j.smtputf8 = false;
         j.body = BodyType::SevenBit;
+        assert!(!needs_downgrade(&j, &Extensions::default()));
         j.smtputf8 = true;
         let d = check(&j, &Extensions::default(), "mx").expect_err("utf8");
         assert_eq!(d.enhanced.to_string(), "5.6.7");

@@ -303,7 +303,20 @@ impl<B> Ledger<B> {
     /// `[RSET] MAIL RCPT… BDAT` and the body, or `MAIL RCPT… DATA` with
     /// the body waiting for the 354. An error (an address that cannot be
     /// put on a command line) leaves the ledger as it was.
+    #[cfg(test)]
     pub fn start(&mut self, job: &Job, rcpts: &[usize], body: B) -> Result<TxnId, SmtpError> {
+        self.start_sized(job, rcpts, body, job.size)
+    }
+
+    /// Starts a transaction for a body of `size` bytes (the job's, or
+    /// that of the message converted to 7 bits for this server).
+    pub fn start_sized(
+        &mut self,
+        job: &Job,
+        rcpts: &[usize],
+        body: B,
+        size: u64,
+    ) -> Result<TxnId, SmtpError> {
         let id = TxnId(self.next_txn);
         let expect = |kind| Expect {
             txn: Some(id),
@@ -315,7 +328,7 @@ impl<B> Ledger<B> {
             commands.push((b"RSET\r\n".to_vec(), expect(Awaited::Rset)));
         }
         commands.push((
-            render(&envelope::mail(job, &self.ext))?,
+            render(&envelope::mail_sized(job, &self.ext, size))?,
             expect(Awaited::Mail),
         ));
         for &pos in rcpts {
@@ -325,15 +338,12 @@ impl<B> Ledger<B> {
         let mut queued_body = None;
         let mut waiting_body = None;
         if self.ext.chunking {
-            let command = Command::Bdat {
-                size: job.size,
-                last: true,
-            };
+            let command = Command::Bdat { size, last: true };
             commands.push((render(&command)?, expect(Awaited::Bdat)));
             queued_body = Some(QueuedBody {
                 txn: id,
                 body,
-                size: job.size,
+                size,
                 dot_stuffed: false,
                 on_end: None,
             });
@@ -347,7 +357,7 @@ impl<B> Ledger<B> {
         self.next_txn += 1;
         // The body counts towards the window from now on (for DATA before
         // it goes), so that its room is reserved.
-        let bytes = job.size + commands.iter().map(|(b, _)| b.len() as u64).sum::<u64>();
+        let bytes = size + commands.iter().map(|(b, _)| b.len() as u64).sum::<u64>();
         let txn = Txn {
             job: job.id,
             rcpts: rcpts.to_vec(),
@@ -364,7 +374,7 @@ impl<B> Ledger<B> {
             end_at: None,
             final_seen: false,
             waiting_body,
-            size: job.size,
+            size,
         };
         for (bytes, expect) in commands {
             self.segments.push_back(Segment::Command { bytes, expect });

@@ -34,9 +34,11 @@
 //! that fails, times out or says `421` defers whatever is unanswered; one
 //! lost after the end of data but before its reply defers the recipients
 //! and logs that the message may be delivered twice (at-least-once, never
-//! lost). A message larger than the server's SIZE fails at once (5.3.4); a
-//! message that needs 8BITMIME, BINARYMIME or SMTPUTF8 the server lacks
-//! fails (5.6.3, 5.6.7). Connection and TLS failures defer (4.4.x, 4.7.x).
+//! lost). A message larger than the server's SIZE fails at once (5.3.4);
+//! an 8-bit message to a server without 8BITMIME is converted to 7 bits
+//! (quoted-printable, base64: `skein_mail::downgrade`); one that cannot
+//! be, or needs BINARYMIME or SMTPUTF8 the server lacks, fails (5.6.3,
+//! 5.6.7). Connection and TLS failures defer (4.4.x, 4.7.x).
 //! A job it cannot read (spool file missing or short) is deferred (4.3.0).
 //!
 //! **Configuration.** `hostname` (EHLO), `[[route]]` `tls` overrides,

@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use skein_agent::{AgentError, Delivery, MessageError, open_message};
 use skein_config::SmtpConfig;
-use skein_proto::EnhancedCode;
-use skein_smtp_codec::{DotStuffer, ReplyDecoder};
+use skein_proto::{EnhancedCode, Job};
+use skein_smtp_codec::{DotStuffer, Extensions, ReplyDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -64,13 +64,81 @@ pub enum SessionEnd {
     },
 }
 
+/// What a transaction's body is read from: the spool file, or the
+/// message converted to 7 bits in memory for a server without 8BITMIME.
+pub enum Body {
+    /// The spool file, positioned at the message.
+    File(File),
+    /// The converted message.
+    Converted(std::io::Cursor<Vec<u8>>),
+}
+
+impl Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Body::File(file) => Read::read(file, buf),
+            Body::Converted(bytes) => Read::read(bytes, buf),
+        }
+    }
+}
+
 /// A message body being streamed from its spool file.
 struct Streaming {
     txn: TxnId,
-    file: File,
+    file: Body,
     remaining: u64,
     /// `Some` for DATA (dot-stuffed, ends with `.`), `None` for BDAT.
     stuffer: Option<DotStuffer>,
+}
+
+/// The message of `job` (its spool file, verified) converted to 7 bits
+/// for `server`, which lacks 8BITMIME (RFC 6152 §3: convert or refuse,
+/// never send 8 bits to it). What cannot be converted, or comes out larger
+/// than the server's SIZE, fails the recipients.
+fn downgrade(
+    job: &Job,
+    mut file: File,
+    server: &str,
+    ext: &Extensions,
+) -> Result<Vec<u8>, Delivery> {
+    let mut message = Vec::with_capacity(usize::try_from(job.size).unwrap_or(0));
+    if let Err(e) = file.read_to_end(&mut message) {
+        return Err(Delivery::deferred(
+            EnhancedCode::new(4, 3, 0).unwrap_or(EnhancedCode::TRANSIENT),
+            format!("reading the message from the spool: {e}"),
+            None,
+        ));
+    }
+    let converted = match skein_mail::downgrade::to_seven_bit(&message) {
+        Ok(converted) => converted.into_owned(),
+        Err(e) => {
+            return Err(Delivery::failed(
+                EnhancedCode::CONVERSION_REQUIRED,
+                format!(
+                    "8-bit message, {server} does not offer 8BITMIME, and it cannot be converted to 7 bits: {e}"
+                ),
+            ));
+        }
+    };
+    if let Some(limit) = ext.size_limit()
+        && converted.len() as u64 > limit
+    {
+        return Err(Delivery::failed(
+            EnhancedCode::TOO_BIG,
+            format!(
+                "message of {} bytes once converted to 7 bits exceeds the {limit} bytes {server} accepts (SIZE)",
+                converted.len()
+            ),
+        ));
+    }
+    info!(
+        queue_id = %job.queue_id,
+        server = %server,
+        size = job.size,
+        converted = converted.len(),
+        "8-bit message converted to 7 bits (quoted-printable/base64): the server does not offer 8BITMIME"
+    );
+    Ok(converted)
 }
 
 /// One connection in its transaction phase.
@@ -85,7 +153,7 @@ pub struct Pipeline {
     thread_host: String,
     remote: String,
     timeouts: SmtpConfig,
-    ledger: Ledger<File>,
+    ledger: Ledger<Body>,
     /// The body being written, taken from the ledger.
     body: Option<Streaming>,
     queued_total: u64,
@@ -320,7 +388,24 @@ impl Pipeline {
                     continue;
                 }
             };
-            if let Err(e) = self.ledger.start(job, &plan.rcpts, file) {
+            let (body, size) = if envelope::needs_downgrade(job, self.ledger.extensions()) {
+                match downgrade(job, file, &self.remote, self.ledger.extensions()) {
+                    Ok(converted) => {
+                        let size = converted.len() as u64;
+                        (Body::Converted(std::io::Cursor::new(converted)), size)
+                    }
+                    Err(delivery) => {
+                        let delivery = delivery.with_remote_mta(self.remote.clone());
+                        for pos in plan.rcpts {
+                            agent.report(plan.job, pos, delivery.clone()).await?;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                (Body::File(file), job.size)
+            };
+            if let Err(e) = self.ledger.start_sized(job, &plan.rcpts, body, size) {
                 // An address that cannot be put on a command line: the
                 // router let something through it should not have.
                 warn!(queue_id = %job.queue_id, error = %e, "cannot send the envelope");

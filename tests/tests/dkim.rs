@@ -5,8 +5,10 @@
 //! keygen`; messages go through sendmail, the router (which signs) and
 //! the SMTP agent to a scripted server. Each delivered message verifies;
 //! a tampered copy does not; a message deferred once is sent with the same
-//! signature at its retry (signed once, when it was queued); a local
-//! delivery is not signed. A key that does not load stops `config check`
+//! signature at its retry (signed once, when it was queued); an 8-bit
+//! message reaches a server without 8BITMIME converted to 7 bits and still
+//! verifies (converted before it was signed); a local delivery is not
+//! signed. A key that does not load stops `config check`
 //! and the router with file, line and key.
 
 use std::io::Write;
@@ -124,8 +126,11 @@ fn signed_mail_verifies_with_dkimpy_for_both_algorithms() {
     // The first transaction's data is refused 451: that message is sent
     // again at its retry, which must carry the same signature.
     let refused_once = Arc::new(AtomicBool::new(false));
+    // Without 8BITMIME: the 8-bit message must arrive 7-bit, and still
+    // verify (the router converts it before it signs).
     let server = ScriptedServer::start(ServerOptions {
         pipelining: true,
+        eightbitmime: false,
         script: Arc::new(move |_: &Ctx, step: &Step<'_>| match step {
             Step::DataEnd(_) if !refused_once.swap(true, Ordering::SeqCst) => {
                 Response::Reply("451 4.3.0 try again".into())
@@ -174,7 +179,19 @@ fn signed_mail_verifies_with_dkimpy_for_both_algorithms() {
             .as_bytes(),
         );
     }
+    let eight_bit = "From: Joe <joe@rsa.example>\nTo: <z@remote.test>\nSubject: eight bits\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nGrüße aus Köln, très bien.\n";
+    env.submit(
+        &["-f", "joe@rsa.example", "z@remote.test"],
+        eight_bit.as_bytes(),
+    );
     let router = env.route_all();
+    assert!(
+        router
+            .log_text()
+            .contains("8-bit message converted to 7 bits before signing"),
+        "{}",
+        router.log_text()
+    );
     assert!(
         router
             .log_text()
@@ -184,7 +201,7 @@ fn signed_mail_verifies_with_dkimpy_for_both_algorithms() {
     );
     let scheduler = env.start("skein-scheduler");
     assert!(
-        server.wait_for(Duration::from_secs(120), |_, m| m.len() >= 2),
+        server.wait_for(Duration::from_secs(120), |_, m| m.len() >= 3),
         "{}",
         scheduler.log_text()
     );
@@ -195,7 +212,7 @@ fn signed_mail_verifies_with_dkimpy_for_both_algorithms() {
     );
     let records = [rsa_record, ed_record];
     let messages = server.messages();
-    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert_eq!(messages.len(), 3, "{messages:?}");
     for m in &messages {
         let text = String::from_utf8_lossy(&m.data).into_owned();
         assert!(
@@ -203,7 +220,11 @@ fn signed_mail_verifies_with_dkimpy_for_both_algorithms() {
             "signed at the top:\n{text}"
         );
         assert_eq!(dkimpy(&m.data, &records), "pass", "{text}");
-        let algorithm = if m.rcpt_to.join(" ").contains("x@remote.test") {
+        assert!(
+            m.data.is_ascii(),
+            "7-bit to a server without 8BITMIME: {text}"
+        );
+        let algorithm = if !m.rcpt_to.join(" ").contains("y@remote.test") {
             "a=rsa-sha256"
         } else {
             "a=ed25519-sha256"
@@ -211,14 +232,34 @@ fn signed_mail_verifies_with_dkimpy_for_both_algorithms() {
         let field = header_field(&text, "DKIM-Signature").expect("field");
         assert!(field.contains(algorithm), "{field}");
         // A tampered copy fails: one body byte changed, or a signed header.
-        let tampered = text.replace("and a line.", "and a lime.");
+        let body_end = text.rfind("\r\n").expect("a line end");
+        let tampered = format!("{}!{}", &text[..body_end], &text[body_end..]);
         assert_eq!(dkimpy(tampered.as_bytes(), &records), "fail");
-        let tampered = text.replacen("Subject: signed", "Subject: Signed", 1);
+        let tampered = text.replacen("Subject: ", "Subject: Re: ", 1);
         assert_eq!(dkimpy(tampered.as_bytes(), &records), "fail");
         // Relaxed canonicalization: whitespace changed in transit passes.
-        let rewrapped = text.replace("some   text  with  spaces ", "some text with spaces");
-        assert_eq!(dkimpy(rewrapped.as_bytes(), &records), "pass");
+        if text.contains("some   text") {
+            let rewrapped = text.replace("some   text  with  spaces ", "some text with spaces");
+            assert_eq!(dkimpy(rewrapped.as_bytes(), &records), "pass");
+        }
     }
+    // The converted one: quoted-printable, and the same text decoded.
+    let converted = messages
+        .iter()
+        .find(|m| m.rcpt_to.join(" ").contains("z@remote.test"))
+        .expect("the 8-bit message");
+    let text = String::from_utf8_lossy(&converted.data).into_owned();
+    assert!(
+        text.contains("Content-Transfer-Encoding: quoted-printable"),
+        "{text}"
+    );
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&converted.data)
+        .expect("parses");
+    assert_eq!(
+        parsed.body_text(0).as_deref(),
+        Some("Grüße aus Köln, très bien.\r\n")
+    );
     // The refused first attempt carried the signature the retry carried.
     let connections = server.connections();
     let first = String::from_utf8_lossy(&connections[0].bytes()).into_owned();

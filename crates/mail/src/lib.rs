@@ -24,6 +24,7 @@
 
 pub mod address;
 pub mod date;
+pub mod downgrade;
 pub mod envelope;
 pub mod status;
 pub mod xtext;

@@ -230,8 +230,8 @@ impl Spool {
     }
 
     /// Replaces the message file `incoming/<id>` of `info` by one with
-    /// the same id, arrival and envelope and the message `message` (the
-    /// router's signed copy). The new file is written in `tmp/`, fsynced,
+    /// the same id and arrival, `envelope` (the old one, or its body type
+    /// changed) and the message `message` (the router's signed copy). The new file is written in `tmp/`, fsynced,
     /// locked, and renamed over the old name; the returned lock is on the
     /// new file, taken before anyone could see it. The rename is not yet
     /// durable: the caller fsyncs `incoming/` ([`fsync_dir`]) before it
@@ -241,11 +241,11 @@ impl Spool {
     pub fn replace_incoming(
         &self,
         info: &MessageInfo,
+        envelope: &Envelope,
         message: &[u8],
     ) -> Result<(MessageInfo, FileLock), SpoolError> {
         use std::io::Write;
-        let bytes =
-            message::render_file_at(&info.id, info.arrival_micros, &info.envelope, message)?;
+        let bytes = message::render_file_at(&info.id, info.arrival_micros, envelope, message)?;
         let tmp = self
             .dir(Area::Tmp)
             .join(format!("{}.{}.new", std::process::id(), info.id));
