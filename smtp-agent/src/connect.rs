@@ -13,9 +13,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use crate::dest::{Destination, Resolver};
+use crate::dane::Requirement;
+use crate::dest::{Destination, Resolver, Target};
 use crate::error::SmtpError;
 use crate::tls;
+use hickory_resolver::proto::rr::RecordType;
 
 /// A byte stream to a server: TCP, or TLS over TCP.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -72,10 +74,70 @@ pub async fn establish(
     dest: &Destination,
 ) -> Result<Established, NoSession> {
     let candidates = resolver.candidates(&dest.target).await?;
+    // DANE (policy `dane`): whether the records that name the servers are
+    // DNSSEC-secure, then, per server, what its TLSA records ask.
+    let dane_base = if dest.tls == TlsPolicy::Dane && resolver.secure.available() {
+        let secure = match &dest.target {
+            Target::Domain(domain) => resolver.secure.is_secure(domain, RecordType::MX).await,
+            Target::Static(hop) if hop.host.parse::<std::net::IpAddr>().is_ok() => Ok(false),
+            Target::Static(hop) => resolver.secure.is_secure(&hop.host, RecordType::A).await,
+        };
+        Some(secure.map_err(|detail| SmtpError::Tls {
+            detail: format!("DANE: {detail}"),
+        })?)
+    } else {
+        None
+    };
     let mut last: Option<NoSession> = None;
     for candidate in &candidates {
+        let requirement = match dane_base {
+            Some(base) => {
+                let port = candidate
+                    .addrs
+                    .first()
+                    .map_or(config.smtp.port, |a| a.port());
+                match resolver
+                    .secure
+                    .requirement(base, &candidate.name, port)
+                    .await
+                {
+                    Ok(requirement) => requirement,
+                    Err(detail) => {
+                        // Not trusted and not ignored: this server is not
+                        // used at all (RFC 7672 §2.2); the next may be.
+                        info!(server = %candidate.name, error = %detail, "cannot use server");
+                        last = Some(
+                            SmtpError::Tls {
+                                detail: format!("DANE: {detail}"),
+                            }
+                            .into(),
+                        );
+                        continue;
+                    }
+                }
+            }
+            None => Requirement::None(String::new()),
+        };
+        match &requirement {
+            Requirement::Authenticate(owner, records) => info!(
+                server = %candidate.name,
+                tlsa = %owner,
+                records = records.len(),
+                "DANE: TLS is mandatory and the certificate must match the TLSA records"
+            ),
+            Requirement::Encrypt(owner) => info!(
+                server = %candidate.name,
+                tlsa = %owner,
+                "DANE: TLSA records of no usable kind: TLS is mandatory, unauthenticated"
+            ),
+            Requirement::None(why) if !why.is_empty() => {
+                debug!(server = %candidate.name, reason = %why, "DANE does not apply: opportunistic TLS")
+            }
+            Requirement::None(_) => {}
+        }
+        let dane_applies = !matches!(requirement, Requirement::None(_));
         for &addr in &candidate.addrs {
-            let first = attempt(config, dest, &candidate.name, addr, true).await;
+            let first = attempt(config, dest, &candidate.name, addr, true, &requirement).await;
             let result = match first {
                 // RFC 7435: opportunistic security is never worse than
                 // clear text. A server that offers STARTTLS and then fails
@@ -86,13 +148,15 @@ pub async fn establish(
                 Err(NoSession {
                     error: SmtpError::Tls { detail },
                     ..
-                }) if dest.tls == TlsPolicy::Opportunistic => {
+                }) if matches!(dest.tls, TlsPolicy::Opportunistic | TlsPolicy::Dane)
+                    && !dane_applies =>
+                {
                     warn!(
                         server = %remote_name(&candidate.name, addr),
                         error = %detail,
                         "TLS handshake failed: reconnecting to deliver in clear text (opportunistic TLS)"
                     );
-                    attempt(config, dest, &candidate.name, addr, false)
+                    attempt(config, dest, &candidate.name, addr, false, &requirement)
                         .await
                         .map(|mut session| {
                             session.tls_fallback = Some(detail);
@@ -139,6 +203,7 @@ async fn attempt(
     name: &str,
     addr: SocketAddr,
     starttls: bool,
+    requirement: &Requirement,
 ) -> Result<Established, NoSession> {
     let smtp = &config.smtp;
     let remote = remote_name(name, addr);
@@ -158,7 +223,7 @@ async fn attempt(
             .into());
         }
     };
-    session(config, dest, name, tcp, &remote, starttls)
+    session(config, dest, name, tcp, &remote, starttls, requirement)
         .await
         .map_err(|error| NoSession {
             error,
@@ -174,9 +239,19 @@ async fn session(
     tcp: TcpStream,
     remote: &str,
     starttls: bool,
+    requirement: &Requirement,
 ) -> Result<Established, SmtpError> {
     let smtp = &config.smtp;
     let remote = remote.to_owned();
+    // What the session must have: opportunistic policies (and `dane`
+    // without TLSA records) take clear text when TLS is not to be had.
+    let mandatory = dest.tls != TlsPolicy::Opportunistic
+        && !(dest.tls == TlsPolicy::Dane && matches!(requirement, Requirement::None(_)));
+    let policy_name = if matches!(requirement, Requirement::None(_)) {
+        dest.tls.as_str()
+    } else {
+        "dane"
+    };
     // Pipelined groups are written whole and then answered whole: Nagle's
     // algorithm would only hold back the next group behind a delayed ACK.
     tcp.set_nodelay(true).map_err(|source| SmtpError::Local {
@@ -195,7 +270,7 @@ async fn session(
     }
     let ext = conn.hello(&config.hostname, smtp.ehlo_timeout).await?;
     debug!(server = %remote, ?ext, "connected");
-    let wants_tls = starttls && (ext.starttls || dest.tls != TlsPolicy::Opportunistic);
+    let wants_tls = starttls && (ext.starttls || mandatory);
     if !wants_tls {
         return Ok(Established {
             stream: Box::new(conn.stream),
@@ -211,7 +286,7 @@ async fn session(
         // (RFC 5321 §4.1.1.10), so the server logs a clean end.
         conn.quit(smtp.ehlo_timeout).await;
         return Err(SmtpError::TlsUnavailable {
-            policy: dest.tls.as_str(),
+            policy: policy_name,
         });
     }
     let reply = conn
@@ -220,7 +295,7 @@ async fn session(
     if !reply.is_positive() {
         // Opportunistic: carry on in clear text, as the policy allows
         // (unless the server is closing the session anyway).
-        if dest.tls == TlsPolicy::Opportunistic && reply.code != 421 {
+        if !mandatory && reply.code != 421 {
             info!(server = %remote, %reply, "STARTTLS refused: continuing without TLS");
             return Ok(Established {
                 stream: Box::new(conn.stream),
@@ -242,7 +317,17 @@ async fn session(
     // RFC 3207 §6: anything the server sent after its 220 was not
     // protected and must be ignored.
     drop(conn.decoder.take_buffered());
-    let (stream, info) = tls::connect(conn.stream, name, dest.tls, smtp.ehlo_timeout).await?;
+    let (stream, info) = match requirement {
+        Requirement::Authenticate(owner, records) => {
+            tls::connect_dane(conn.stream, name, owner, records.clone(), smtp.ehlo_timeout).await?
+        }
+        Requirement::Encrypt(_) => {
+            tls::connect(conn.stream, name, TlsPolicy::Require, smtp.ehlo_timeout).await?
+        }
+        Requirement::None(_) => {
+            tls::connect(conn.stream, name, dest.tls, smtp.ehlo_timeout).await?
+        }
+    };
     info!(server = %remote, tls = %info, "TLS established");
     let mut conn = LineConn::new(stream);
     let ext = conn.hello(&config.hostname, smtp.ehlo_timeout).await?;

@@ -102,6 +102,8 @@ pub struct Resolver {
     own: Vec<IpAddr>,
     /// `smtp.port`.
     port: u16,
+    /// The validating resolver DANE trusts (policy `dane`).
+    pub secure: crate::dane::SecureDns,
 }
 
 impl Resolver {
@@ -140,7 +142,15 @@ impl Resolver {
             .filter(|a| a.port() == smtp.port && !a.ip().is_unspecified())
             .map(|a| a.ip())
             .collect();
+        let uses_dane = config.smtp.tls == TlsPolicy::Dane
+            || config.route.iter().any(|r| r.tls == Some(TlsPolicy::Dane));
+        let secure = if uses_dane {
+            crate::dane::SecureDns::new(&smtp.nameservers)
+        } else {
+            crate::dane::SecureDns::disabled()
+        };
         Resolver {
+            secure,
             dns,
             explicit,
             hostname: config.hostname.trim_end_matches('.').to_ascii_lowercase(),

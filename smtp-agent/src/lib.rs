@@ -54,6 +54,7 @@
 
 mod agent;
 mod connect;
+mod dane;
 mod dest;
 mod envelope;
 mod error;

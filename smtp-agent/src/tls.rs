@@ -39,7 +39,7 @@ fn client_config(policy: TlsPolicy) -> Result<Arc<ClientConfig>, SmtpError> {
     static VERIFYING: OnceLock<Arc<ClientConfig>> = OnceLock::new();
     let slot = match policy {
         TlsPolicy::Verify => &VERIFYING,
-        TlsPolicy::Opportunistic | TlsPolicy::Require => &UNCHECKED,
+        TlsPolicy::Opportunistic | TlsPolicy::Dane | TlsPolicy::Require => &UNCHECKED,
     };
     if let Some(config) = slot.get() {
         return Ok(config.clone());
@@ -65,7 +65,7 @@ fn client_config(policy: TlsPolicy) -> Result<Arc<ClientConfig>, SmtpError> {
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
-        TlsPolicy::Opportunistic | TlsPolicy::Require => builder
+        TlsPolicy::Opportunistic | TlsPolicy::Dane | TlsPolicy::Require => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
             .with_no_client_auth(),
@@ -83,6 +83,49 @@ pub async fn connect(
     limit: Duration,
 ) -> Result<(TlsStream<TcpStream>, String), SmtpError> {
     let config = client_config(policy)?;
+    let verified = if policy == TlsPolicy::Verify {
+        "verified"
+    } else {
+        "unverified"
+    };
+    handshake(tcp, name, config, policy.as_str(), verified, limit).await
+}
+
+/// [`connect`] with the certificate checked against DANE TLSA records
+/// (`owner`'s usable `records`): the session is described as `dane
+/// (TLSA <owner>)` when they match; a mismatch fails the handshake.
+pub async fn connect_dane(
+    tcp: TcpStream,
+    name: &str,
+    owner: &str,
+    records: Vec<crate::dane::Tlsa>,
+    limit: Duration,
+) -> Result<(TlsStream<TcpStream>, String), SmtpError> {
+    let verifier = crate::dane::DaneVerifier {
+        owner: owner.to_owned(),
+        records,
+        provider: provider(),
+    };
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SmtpError::Tls {
+            detail: format!("TLS setup: {e}"),
+        })?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    let label = format!("dane-verified (TLSA {owner})");
+    handshake(tcp, name, Arc::new(config), "dane", &label, limit).await
+}
+
+async fn handshake(
+    tcp: TcpStream,
+    name: &str,
+    config: Arc<ClientConfig>,
+    policy: &str,
+    verified: &str,
+    limit: Duration,
+) -> Result<(TlsStream<TcpStream>, String), SmtpError> {
     let server_name = ServerName::try_from(name.to_owned()).map_err(|e| SmtpError::Tls {
         detail: format!("{name:?} is not a usable server name: {e}"),
     })?;
@@ -91,7 +134,7 @@ pub async fn connect(
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             return Err(SmtpError::Tls {
-                detail: format!("handshake with {name} ({} policy): {e}", policy.as_str()),
+                detail: format!("handshake with {name} ({policy} policy): {e}"),
             });
         }
         Err(_) => {
@@ -111,11 +154,6 @@ pub async fn connect(
         .negotiated_cipher_suite()
         .map(|s| format!("{:?}", s.suite()))
         .unwrap_or_else(|| "unknown-cipher".to_owned());
-    let verified = if policy == TlsPolicy::Verify {
-        "verified"
-    } else {
-        "unverified"
-    };
     Ok((stream, format!("{version} {cipher} {verified}")))
 }
 

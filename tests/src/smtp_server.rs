@@ -780,9 +780,16 @@ impl Handler {
 /// A server configuration with a fresh self-signed certificate for
 /// `names` (rcgen), as a test server's STARTTLS certificate.
 pub fn tls_config(names: &[&str]) -> Arc<rustls::ServerConfig> {
+    tls_identity(names).0
+}
+
+/// [`tls_config`] and the certificate it presents (DER): for tests that
+/// publish it (DANE's TLSA records).
+pub fn tls_identity(names: &[&str]) -> (Arc<rustls::ServerConfig>, Vec<u8>) {
     let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
     let certified = rcgen::generate_simple_self_signed(names).expect("generate a certificate");
     let cert = certified.cert.der().clone();
+    let der = cert.as_ref().to_vec();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
         certified.signing_key.serialize_der(),
     ));
@@ -794,7 +801,7 @@ pub fn tls_config(names: &[&str]) -> Arc<rustls::ServerConfig> {
     .with_no_client_auth()
     .with_single_cert(vec![cert], key)
     .expect("certificate and key");
-    Arc::new(config)
+    (Arc::new(config), der)
 }
 
 /// A server configuration that offers STARTTLS and fails every handshake:

@@ -230,6 +230,11 @@ pub enum TlsPolicy {
     /// Internet does, since MX certificates are rarely verifiable.
     #[default]
     Opportunistic,
+    /// Opportunistic DANE (RFC 7672): where the destination publishes
+    /// TLSA records that a validating resolver on loopback vouches for
+    /// (the AD bit), STARTTLS is required and the certificate must match
+    /// them; elsewhere, `opportunistic`.
+    Dane,
     /// Insist on STARTTLS (defer if it is missing or fails), without
     /// checking the certificate.
     Require,
@@ -239,10 +244,12 @@ pub enum TlsPolicy {
 }
 
 impl TlsPolicy {
-    /// The configuration spelling: `opportunistic`, `require` or `verify`.
+    /// The configuration spelling: `opportunistic`, `dane`, `require` or
+    /// `verify`.
     pub fn as_str(self) -> &'static str {
         match self {
             TlsPolicy::Opportunistic => "opportunistic",
+            TlsPolicy::Dane => "dane",
             TlsPolicy::Require => "require",
             TlsPolicy::Verify => "verify",
         }
@@ -255,10 +262,11 @@ impl FromStr for TlsPolicy {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
             "opportunistic" => Ok(TlsPolicy::Opportunistic),
+            "dane" => Ok(TlsPolicy::Dane),
             "require" => Ok(TlsPolicy::Require),
             "verify" => Ok(TlsPolicy::Verify),
             _ => Err(ValueError(format!(
-                "invalid TLS policy {text:?} (expected \"opportunistic\", \"require\" or \"verify\")"
+                "invalid TLS policy {text:?} (expected \"opportunistic\", \"dane\", \"require\" or \"verify\")"
             ))),
         }
     }
