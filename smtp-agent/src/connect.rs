@@ -88,6 +88,31 @@ pub async fn establish(
     } else {
         None
     };
+    // MTA-STS (with `smtp.mta_sts`): the policy of an MX-routed domain.
+    let sts_policy = match (&dest.target, &resolver.sts) {
+        (Target::Domain(domain), Some(sts))
+            if !matches!(dest.tls, TlsPolicy::Verify | TlsPolicy::None) =>
+        {
+            let txt_id = match resolver.txt(&format!("_mta-sts.{domain}")).await {
+                Ok(records) => records.iter().find_map(|t| crate::sts::parse_txt(t)),
+                Err(e) => {
+                    debug!(domain = %domain, error = %e, "mta-sts: TXT lookup failed");
+                    None
+                }
+            };
+            let host = format!("mta-sts.{domain}");
+            sts.policy(domain, txt_id.as_deref(), async || {
+                resolver
+                    .host_addresses(&host)
+                    .await
+                    .map(|ips| ips.into_iter().map(|ip| SocketAddr::new(ip, 443)).collect())
+            })
+            .await
+            .filter(|p| p.mode != crate::sts::Mode::None)
+            .map(|p| (domain.clone(), p))
+        }
+        _ => None,
+    };
     let mut last: Option<NoSession> = None;
     for candidate in &candidates {
         let requirement = match dane_base {
@@ -118,6 +143,45 @@ pub async fn establish(
             }
             None => Requirement::None(String::new()),
         };
+        // DANE wins where both exist (RFC 8461 §2).
+        let requirement = match (&sts_policy, requirement) {
+            (Some((domain, policy)), Requirement::None(_)) => {
+                let enforce = policy.mode == crate::sts::Mode::Enforce;
+                if !policy.allows(&candidate.name) {
+                    info!(
+                        domain = %domain,
+                        policy_id = %policy.id,
+                        mode = policy.mode.as_str(),
+                        mx = %candidate.name,
+                        result = "failure",
+                        result_type = "validation-failure",
+                        reason = "the MX is not one of the policy's",
+                        "mta-sts"
+                    );
+                    if enforce {
+                        last = Some(
+                            SmtpError::Tls {
+                                detail: format!(
+                                    "MTA-STS policy of {domain} (enforce) does not list the MX {}",
+                                    candidate.name
+                                ),
+                            }
+                            .into(),
+                        );
+                        continue;
+                    }
+                    Requirement::None(String::new())
+                } else {
+                    Requirement::Sts {
+                        domain: domain.clone(),
+                        id: policy.id.clone(),
+                        enforce,
+                        roots: resolver.sts.as_ref().map(|s| s.roots()).unwrap_or_default(),
+                    }
+                }
+            }
+            (_, requirement) => requirement,
+        };
         match &requirement {
             Requirement::Authenticate(owner, records) => info!(
                 server = %candidate.name,
@@ -133,9 +197,15 @@ pub async fn establish(
             Requirement::None(why) if !why.is_empty() => {
                 debug!(server = %candidate.name, reason = %why, "DANE does not apply: opportunistic TLS")
             }
-            Requirement::None(_) => {}
+            Requirement::None(_) | Requirement::Sts { .. } => {}
         }
-        let dane_applies = !matches!(requirement, Requirement::None(_));
+        // No clear text after a failed handshake where DANE or an
+        // enforced MTA-STS policy applies.
+        let dane_applies = match &requirement {
+            Requirement::None(_) => false,
+            Requirement::Sts { enforce, .. } => *enforce,
+            _ => true,
+        };
         for &addr in &candidate.addrs {
             let first = attempt(config, dest, &candidate.name, addr, true, &requirement).await;
             let result = match first {
@@ -245,13 +315,19 @@ async fn session(
     let remote = remote.to_owned();
     // What the session must have: opportunistic policies (and `dane`
     // without TLSA records) take clear text when TLS is not to be had.
-    let mandatory = dest.tls != TlsPolicy::Opportunistic
-        && !(dest.tls == TlsPolicy::Dane && matches!(requirement, Requirement::None(_)));
-    let policy_name = if matches!(requirement, Requirement::None(_)) {
-        dest.tls.as_str()
-    } else {
-        "dane"
+    let (mandatory, policy_name) = match requirement {
+        Requirement::Authenticate(..) | Requirement::Encrypt(_) => (true, "dane"),
+        Requirement::Sts { enforce: true, .. } => (true, "mta-sts"),
+        Requirement::Sts { enforce: false, .. } | Requirement::None(_) => (
+            !matches!(
+                dest.tls,
+                TlsPolicy::None | TlsPolicy::Opportunistic | TlsPolicy::Dane
+            ),
+            dest.tls.as_str(),
+        ),
     };
+    // `none`: never STARTTLS.
+    let starttls = starttls && dest.tls != TlsPolicy::None;
     // Pipelined groups are written whole and then answered whole: Nagle's
     // algorithm would only hold back the next group behind a delayed ACK.
     tcp.set_nodelay(true).map_err(|source| SmtpError::Local {
@@ -284,6 +360,17 @@ async fn session(
     if !ext.starttls {
         // The policy forbids going on: say goodbye rather than hang up
         // (RFC 5321 §4.1.1.10), so the server logs a clean end.
+        if let Requirement::Sts { domain, id, .. } = requirement {
+            info!(
+                domain = %domain,
+                policy_id = %id,
+                mode = "enforce",
+                mx = %name,
+                result = "failure",
+                result_type = "starttls-not-supported",
+                "mta-sts"
+            );
+        }
         conn.quit(smtp.ehlo_timeout).await;
         return Err(SmtpError::TlsUnavailable {
             policy: policy_name,
@@ -323,6 +410,23 @@ async fn session(
         }
         Requirement::Encrypt(_) => {
             tls::connect(conn.stream, name, TlsPolicy::Require, smtp.ehlo_timeout).await?
+        }
+        Requirement::Sts {
+            domain,
+            id,
+            enforce,
+            roots,
+        } => {
+            tls::connect_sts(
+                conn.stream,
+                name,
+                domain,
+                id,
+                *enforce,
+                roots,
+                smtp.ehlo_timeout,
+            )
+            .await?
         }
         Requirement::None(_) => {
             tls::connect(conn.stream, name, dest.tls, smtp.ehlo_timeout).await?

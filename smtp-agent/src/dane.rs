@@ -106,6 +106,19 @@ pub enum Requirement {
     /// Secure TLSA records exist, none of a usable kind: TLS is mandatory,
     /// unauthenticated.
     Encrypt(String),
+    /// An MTA-STS policy (no DANE for this server): in `enforce` mode TLS
+    /// is mandatory and the certificate must be valid (PKIX) for the
+    /// server's name; in `testing` mode whether it is is only logged.
+    Sts {
+        /// The policy's domain.
+        domain: String,
+        /// The policy's id.
+        id: String,
+        /// `enforce` (else `testing`).
+        enforce: bool,
+        /// The trust anchors.
+        roots: Arc<Vec<CertificateDer<'static>>>,
+    },
 }
 
 /// An answer: its response code, whether the resolver vouched for it, and

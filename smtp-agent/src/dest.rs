@@ -104,6 +104,8 @@ pub struct Resolver {
     port: u16,
     /// The validating resolver DANE trusts (policy `dane`).
     pub secure: crate::dane::SecureDns,
+    /// The MTA-STS policy cache, with `smtp.mta_sts`.
+    pub sts: Option<crate::sts::Sts>,
 }
 
 impl Resolver {
@@ -149,7 +151,15 @@ impl Resolver {
         } else {
             crate::dane::SecureDns::disabled()
         };
+        let sts = smtp.mta_sts.then(|| {
+            crate::sts::Sts::new(
+                &config.spool.dir,
+                smtp.mta_sts_port,
+                smtp.ca_file.as_deref(),
+            )
+        });
         Resolver {
+            sts,
             secure,
             dns,
             explicit,
@@ -225,6 +235,34 @@ impl Resolver {
                 host: host.to_owned(),
                 detail: e.to_string(),
             }),
+        }
+    }
+
+    /// The addresses of `host` (for the MTA-STS policy host).
+    pub async fn host_addresses(&self, host: &str) -> Result<Vec<IpAddr>, String> {
+        self.addresses(host).await.map_err(|e| e.to_string())
+    }
+
+    /// The TXT records of `name`, each its strings joined; none when it
+    /// has none.
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, String> {
+        let dns = self.dns().map_err(|e| e.to_string())?;
+        match dns.txt_lookup(fqdn(name)).await {
+            Ok(found) => Ok(found
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::TXT(txt) => Some(
+                        txt.txt_data
+                            .iter()
+                            .map(|s| String::from_utf8_lossy(s).into_owned())
+                            .collect::<String>(),
+                    ),
+                    _ => None,
+                })
+                .collect()),
+            Err(e) if e.is_no_records_found() || e.is_nx_domain() => Ok(Vec::new()),
+            Err(e) => Err(e.to_string()),
         }
     }
 

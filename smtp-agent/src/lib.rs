@@ -60,6 +60,7 @@ mod envelope;
 mod error;
 mod ledger;
 mod pipeline;
+pub mod sts;
 mod tls;
 
 use std::process::ExitCode;

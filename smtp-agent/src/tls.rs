@@ -22,7 +22,7 @@ use skein_config::TlsPolicy;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::error::SmtpError;
 
@@ -39,7 +39,9 @@ fn client_config(policy: TlsPolicy) -> Result<Arc<ClientConfig>, SmtpError> {
     static VERIFYING: OnceLock<Arc<ClientConfig>> = OnceLock::new();
     let slot = match policy {
         TlsPolicy::Verify => &VERIFYING,
-        TlsPolicy::Opportunistic | TlsPolicy::Dane | TlsPolicy::Require => &UNCHECKED,
+        TlsPolicy::None | TlsPolicy::Opportunistic | TlsPolicy::Dane | TlsPolicy::Require => {
+            &UNCHECKED
+        }
     };
     if let Some(config) = slot.get() {
         return Ok(config.clone());
@@ -65,10 +67,12 @@ fn client_config(policy: TlsPolicy) -> Result<Arc<ClientConfig>, SmtpError> {
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
-        TlsPolicy::Opportunistic | TlsPolicy::Dane | TlsPolicy::Require => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
-            .with_no_client_auth(),
+        TlsPolicy::None | TlsPolicy::Opportunistic | TlsPolicy::Dane | TlsPolicy::Require => {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
+                .with_no_client_auth()
+        }
     };
     Ok(slot.get_or_init(|| Arc::new(config)).clone())
 }
@@ -116,6 +120,155 @@ pub async fn connect_dane(
         .with_no_client_auth();
     let label = format!("dane-verified (TLSA {owner})");
     handshake(tcp, name, Arc::new(config), "dane", &label, limit).await
+}
+
+/// [`connect`] with the certificate checked (PKIX: `roots`, the name) for
+/// an MTA-STS policy. `enforce`: a failure fails the handshake; else it
+/// is only logged (`testing`). Each outcome is one `msg="mta-sts"` line.
+pub async fn connect_sts(
+    tcp: TcpStream,
+    name: &str,
+    domain: &str,
+    id: &str,
+    enforce: bool,
+    roots: &[CertificateDer<'static>],
+    limit: Duration,
+) -> Result<(TlsStream<TcpStream>, String), SmtpError> {
+    let mut store = RootCertStore::empty();
+    store.add_parsable_certificates(roots.iter().cloned());
+    let inner =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider())
+            .build()
+            .map_err(|e| SmtpError::Tls {
+                detail: format!("MTA-STS: no usable trust anchors: {e}"),
+            })?;
+    let verifier = StsVerifier {
+        inner,
+        domain: domain.to_owned(),
+        id: id.to_owned(),
+        enforce,
+    };
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SmtpError::Tls {
+            detail: format!("TLS setup: {e}"),
+        })?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    let mode = if enforce { "enforce" } else { "testing" };
+    let label = format!("mta-sts-{mode} (policy {domain} id {id})");
+    let result = handshake(tcp, name, Arc::new(config), "mta-sts", &label, limit).await;
+    if result.is_ok() && enforce {
+        info!(
+            domain,
+            policy_id = id,
+            mode,
+            mx = name,
+            result = "success",
+            "mta-sts"
+        );
+    }
+    result
+}
+
+/// The TLS-RPT result type of a certificate error.
+fn rpt_type(e: &rustls::Error) -> &'static str {
+    match e {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
+        | rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext {
+            ..
+        }) => "certificate-host-mismatch",
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)
+        | rustls::Error::InvalidCertificate(rustls::CertificateError::ExpiredContext { .. }) => {
+            "certificate-expired"
+        }
+        _ => "certificate-not-trusted",
+    }
+}
+
+/// PKIX verification for an MTA-STS policy, enforcing or reporting.
+#[derive(Debug)]
+struct StsVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    domain: String,
+    id: String,
+    enforce: bool,
+}
+
+impl ServerCertVerifier for StsVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(ok) => {
+                if !self.enforce {
+                    info!(
+                        domain = %self.domain,
+                        policy_id = %self.id,
+                        mode = "testing",
+                        mx = %server_name.to_str(),
+                        result = "success",
+                        "mta-sts"
+                    );
+                }
+                Ok(ok)
+            }
+            Err(e) => {
+                info!(
+                    domain = %self.domain,
+                    policy_id = %self.id,
+                    mode = if self.enforce { "enforce" } else { "testing" },
+                    mx = %server_name.to_str(),
+                    result = "failure",
+                    result_type = rpt_type(&e),
+                    error = %e,
+                    "mta-sts"
+                );
+                if self.enforce {
+                    Err(rustls::Error::General(format!(
+                        "MTA-STS policy of {} (enforce): {e}",
+                        self.domain
+                    )))
+                } else {
+                    Ok(ServerCertVerified::assertion())
+                }
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 async fn handshake(

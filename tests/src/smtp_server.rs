@@ -804,6 +804,154 @@ pub fn tls_identity(names: &[&str]) -> (Arc<rustls::ServerConfig>, Vec<u8>) {
     (Arc::new(config), der)
 }
 
+/// A test certificate authority (rcgen): its certificate (PEM, for
+/// `smtp.ca_file`) and server configurations with chains it signed.
+pub struct TestCa {
+    /// The CA certificate, PEM.
+    pub pem: String,
+    der: rustls::pki_types::CertificateDer<'static>,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    /// A fresh CA.
+    pub fn new() -> TestCa {
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "skein test CA");
+        let cert = params.self_signed(&key).expect("CA certificate");
+        TestCa {
+            pem: cert.pem(),
+            der: cert.der().clone(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A server configuration presenting a certificate for `names` signed
+    /// by this CA (the chain: it, then the CA).
+    pub fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(
+            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+        )
+        .expect("params");
+        let cert = params.signed_by(&key, &self.issuer).expect("signed");
+        let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone(), self.der.clone()], private)
+        .expect("certificate and key");
+        Arc::new(config)
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        TestCa::new()
+    }
+}
+
+/// An HTTPS server on `127.0.0.1:0` answering every `GET` with `status`,
+/// `Content-Type: text/plain` and `body` (an MTA-STS policy host); it
+/// counts the requests. Stopped when dropped.
+pub struct PolicyServer {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<String>>>,
+    answer: Arc<Mutex<(u16, String)>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl PolicyServer {
+    /// Starts it with `tls` and the first answer.
+    pub fn start(tls: Arc<rustls::ServerConfig>, status: u16, body: &str) -> PolicyServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let addr = listener.local_addr().expect("addr");
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let answer = Arc::new(Mutex::new((status, body.to_owned())));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, a, sp) = (
+            Arc::clone(&requests),
+            Arc::clone(&answer),
+            Arc::clone(&stop),
+        );
+        std::thread::spawn(move || {
+            while !sp.load(Ordering::SeqCst) {
+                let Ok((tcp, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let _ = tcp.set_nonblocking(false);
+                let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+                let Ok(session) = ServerConnection::new(Arc::clone(&tls)) else {
+                    continue;
+                };
+                let mut stream = StreamOwned::new(session, tcp);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    match stream.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                let line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                r.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                let (status, body) = a.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes());
+                let _ = stream.flush();
+                stream.conn.send_close_notify();
+                let _ = stream.flush();
+            }
+        });
+        PolicyServer {
+            addr,
+            requests,
+            answer,
+            stop,
+        }
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The request lines received so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes what it answers.
+    pub fn answer(&self, status: u16, body: &str) {
+        *self.answer.lock().unwrap_or_else(|e| e.into_inner()) = (status, body.to_owned());
+    }
+}
+
+impl Drop for PolicyServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
 /// A server configuration that offers STARTTLS and fails every handshake:
 /// it has no certificate to present (a broken key setup, as on a real
 /// server whose key file went missing after it announced STARTTLS).
@@ -972,6 +1120,8 @@ pub enum DnsRecord {
     A(std::net::Ipv4Addr),
     /// `AAAA`.
     Aaaa(std::net::Ipv6Addr),
+    /// `TXT`, one string (at most 255 bytes).
+    Txt(String),
 }
 
 /// A small authoritative DNS server on a loopback UDP port for tests:
@@ -988,6 +1138,7 @@ pub struct DnsResponder {
 const TYPE_A: u16 = 1;
 const TYPE_MX: u16 = 15;
 const TYPE_AAAA: u16 = 28;
+const TYPE_TXT: u16 = 16;
 
 impl DnsResponder {
     /// Serves `records` (owner name, record) on `127.0.0.1:0`.
@@ -1079,6 +1230,7 @@ fn dns_answer(query: &[u8], table: &[(String, DnsRecord)]) -> Option<(String, u1
                     (DnsRecord::Mx(..), TYPE_MX)
                         | (DnsRecord::A(_), TYPE_A)
                         | (DnsRecord::Aaaa(_), TYPE_AAAA)
+                        | (DnsRecord::Txt(_), TYPE_TXT)
                 )
         })
         .map(|(_, r)| r)
@@ -1098,6 +1250,12 @@ fn dns_answer(query: &[u8], table: &[(String, DnsRecord)]) -> Option<(String, u1
         let (rtype, rdata) = match record {
             DnsRecord::A(ip) => (TYPE_A, ip.octets().to_vec()),
             DnsRecord::Aaaa(ip) => (TYPE_AAAA, ip.octets().to_vec()),
+            DnsRecord::Txt(text) => {
+                let bytes = &text.as_bytes()[..text.len().min(255)];
+                let mut d = vec![bytes.len() as u8];
+                d.extend_from_slice(bytes);
+                (TYPE_TXT, d)
+            }
             DnsRecord::Mx(pref, exchange) => {
                 let mut d = pref.to_be_bytes().to_vec();
                 for label in exchange

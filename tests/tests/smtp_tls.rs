@@ -183,3 +183,22 @@ async fn a_route_can_require_tls_where_the_default_does_not() {
     let outcome = deliver_one(&test).await;
     assert_eq!(outcome.enhanced.to_string(), "4.7.4", "{outcome:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn none_never_starts_tls() {
+    let options = ServerOptions {
+        tls: Some(tls_config(&["localhost"])),
+        ..ServerOptions::default()
+    };
+    let test = SmtpTest::new(options, "tls = \"none\"", "");
+    let outcome = deliver_one(&test).await;
+    assert_eq!(outcome.status, Status::Delivered, "{}", test.agent_log());
+    assert_eq!(outcome.tls, None, "{outcome:?}");
+    let connections = test.server.connections();
+    assert!(
+        !connections[0].commands.iter().any(|c| c == "STARTTLS"),
+        "{:?}",
+        connections[0].commands
+    );
+    assert!(!test.server.messages()[0].tls);
+}

@@ -336,6 +336,15 @@ pub struct SmtpConfig {
     /// address lookups. Empty (default): the system's resolver
     /// configuration (`/etc/resolv.conf`).
     pub nameservers: Vec<SocketAddr>,
+    /// `smtp.mta_sts`: honour MTA-STS policies (RFC 8461) for MX-routed
+    /// mail. Default false.
+    pub mta_sts: bool,
+    /// `smtp.mta_sts_port`: the HTTPS port policies are fetched from.
+    /// Default 443 (RFC 8461 §3.3); another port is for tests.
+    pub mta_sts_port: u16,
+    /// `smtp.ca_file`: extra trust anchors (PEM) beside the system's, for
+    /// MTA-STS: policy fetches and the sessions a policy covers.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -435,6 +444,9 @@ impl Config {
                 window: ByteSize(1 << 20),
                 port: 25,
                 nameservers: Vec::new(),
+                mta_sts: false,
+                mta_sts_port: 443,
+                ca_file: None,
             },
             supervisor: SupervisorConfig {
                 restart_delay: Duration::from_secs(1),

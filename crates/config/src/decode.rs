@@ -88,7 +88,7 @@ pub(crate) fn decode(text: &str, file: &str, cwd: &Path) -> Result<(Config, KeyL
         decode_tls(&item, cwd, &mut config.tls)?;
     }
     if let Some(item) = top.get("smtp") {
-        decode_smtp(&item, &mut config.smtp)?;
+        decode_smtp(&item, cwd, &mut config.smtp)?;
     }
     if let Some(item) = top.get("supervisor") {
         decode_supervisor(&item, &mut config.supervisor)?;
@@ -590,7 +590,7 @@ fn decode_tls(item: &Item<'_, '_>, cwd: &Path, out: &mut TlsConfig) -> Result<()
     }
 }
 
-fn decode_smtp(item: &Item<'_, '_>, out: &mut SmtpConfig) -> Result<()> {
+fn decode_smtp(item: &Item<'_, '_>, cwd: &Path, out: &mut SmtpConfig) -> Result<()> {
     let table = item.table(&[
         "tls",
         "connect_timeout",
@@ -606,6 +606,9 @@ fn decode_smtp(item: &Item<'_, '_>, out: &mut SmtpConfig) -> Result<()> {
         "window",
         "port",
         "nameservers",
+        "mta_sts",
+        "mta_sts_port",
+        "ca_file",
     ])?;
     if let Some(v) = table.get("tls") {
         out.tls = v.parsed()?;
@@ -643,6 +646,17 @@ fn decode_smtp(item: &Item<'_, '_>, out: &mut SmtpConfig) -> Result<()> {
     }
     if let Some(v) = table.get("nameservers") {
         out.nameservers = v.list(Item::socket_addr)?;
+    }
+    if let Some(v) = table.get("mta_sts") {
+        out.mta_sts = v.boolean()?;
+    }
+    if let Some(v) = table.get("mta_sts_port") {
+        let port = v.count(1)?;
+        out.mta_sts_port = u16::try_from(port)
+            .map_err(|_| v.invalid(format!("must be a TCP port (1 to 65535), not {port}")))?;
+    }
+    if let Some(v) = table.get("ca_file") {
+        out.ca_file = v.optional_path(cwd)?;
     }
     Ok(())
 }

@@ -166,6 +166,9 @@ fn write(config: &Config) -> Writer {
     out.kv("window", &string(&smtp.window.to_string()));
     out.kv("port", &smtp.port.to_string());
     out.kv("nameservers", &list(&smtp.nameservers));
+    out.kv("mta_sts", &smtp.mta_sts.to_string());
+    out.kv("mta_sts_port", &smtp.mta_sts_port.to_string());
+    out.kv("ca_file", &path(smtp.ca_file.as_deref()));
 
     let supervisor = &config.supervisor;
     out.section("[supervisor]");

@@ -225,6 +225,9 @@ impl fmt::Display for HostPort {
 /// route after they were queued), the agent applies the maximum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 pub enum TlsPolicy {
+    /// Never STARTTLS: clear text even where the server offers TLS (for a
+    /// peer whose TLS is known broken; rarely right).
+    None,
     /// Use STARTTLS when the server offers it, without checking the
     /// certificate; deliver in clear text otherwise. What most of the
     /// Internet does, since MX certificates are rarely verifiable.
@@ -244,10 +247,11 @@ pub enum TlsPolicy {
 }
 
 impl TlsPolicy {
-    /// The configuration spelling: `opportunistic`, `dane`, `require` or
-    /// `verify`.
+    /// The configuration spelling: `none`, `opportunistic`, `dane`,
+    /// `require` or `verify`.
     pub fn as_str(self) -> &'static str {
         match self {
+            TlsPolicy::None => "none",
             TlsPolicy::Opportunistic => "opportunistic",
             TlsPolicy::Dane => "dane",
             TlsPolicy::Require => "require",
@@ -261,12 +265,13 @@ impl FromStr for TlsPolicy {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
+            "none" => Ok(TlsPolicy::None),
             "opportunistic" => Ok(TlsPolicy::Opportunistic),
             "dane" => Ok(TlsPolicy::Dane),
             "require" => Ok(TlsPolicy::Require),
             "verify" => Ok(TlsPolicy::Verify),
             _ => Err(ValueError(format!(
-                "invalid TLS policy {text:?} (expected \"opportunistic\", \"dane\", \"require\" or \"verify\")"
+                "invalid TLS policy {text:?} (expected \"none\", \"opportunistic\", \"dane\", \"require\" or \"verify\")"
             ))),
         }
     }
@@ -422,14 +427,19 @@ mod tests {
     #[test]
     fn tls_policies_parse_and_display() {
         for policy in [
+            TlsPolicy::None,
             TlsPolicy::Opportunistic,
+            TlsPolicy::Dane,
             TlsPolicy::Require,
             TlsPolicy::Verify,
         ] {
             assert_eq!(policy.as_str().parse(), Ok(policy));
             assert_eq!(policy.to_string(), policy.as_str());
         }
-        for text in ["", "Require", "none", "yes"] {
+        // Weakest to strictest: a job's recipients get the maximum.
+        assert!(TlsPolicy::None < TlsPolicy::Opportunistic);
+        assert!(TlsPolicy::Dane < TlsPolicy::Require && TlsPolicy::Require < TlsPolicy::Verify);
+        for text in ["", "Require", "off", "yes"] {
             let err = text.parse::<TlsPolicy>().expect_err(text);
             assert!(err.to_string().contains("invalid TLS policy"), "{err}");
         }

@@ -143,6 +143,9 @@ max_recipients_per_transaction = 50
 window = "256k"
 port = 2525
 nameservers = ["127.0.0.1:5353", "[::1]:53"]
+mta_sts = true
+mta_sts_port = 8443
+ca_file = "etc/extra-ca.pem"
 
 [metrics]
 listen = "127.0.0.1:9465"
@@ -274,6 +277,9 @@ fn full_expected() -> Config {
             window: ByteSize(256 << 10),
             port: 2525,
             nameservers: vec![addr("127.0.0.1:5353"), addr("[::1]:53")],
+            mta_sts: true,
+            mta_sts_port: 8443,
+            ca_file: Some(PathBuf::from(CWD).join("etc/extra-ca.pem")),
         },
         supervisor: SupervisorConfig {
             restart_delay: secs(2),
@@ -532,7 +538,7 @@ fn to_toml_spells_out_every_key() {
     assert_eq!(keys("local"), ["home_mailbox", "maildir_root"]);
     assert_eq!(keys("scheduler").len(), 6, "5 keys and the clause array");
     assert_eq!(keys("tls").len(), 2);
-    assert_eq!(keys("smtp").len(), 14);
+    assert_eq!(keys("smtp").len(), 17);
     assert!(text.contains("dir = \"/srv/skein/var/spool\""), "{text}");
 }
 
