@@ -150,6 +150,7 @@ impl Agent {
                 Err(_) => Destination {
                     target: crate::dest::Target::Domain(String::new()),
                     tls: self.config.smtp.tls,
+                    nexthop_dane: false,
                 },
             },
             job,

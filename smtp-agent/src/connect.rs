@@ -79,6 +79,8 @@ pub async fn establish(
     let dane_base = if dest.tls == TlsPolicy::Dane && resolver.secure.available() {
         let secure = match &dest.target {
             Target::Domain(domain) => resolver.secure.is_secure(domain, RecordType::MX).await,
+            // A static next hop gets DANE only when its route asks for it.
+            Target::Static(_) if !dest.nexthop_dane => Ok(false),
             Target::Static(hop) if hop.host.parse::<std::net::IpAddr>().is_ok() => Ok(false),
             Target::Static(hop) => resolver.secure.is_secure(&hop.host, RecordType::A).await,
         };

@@ -22,6 +22,9 @@ pub struct Destination {
     pub target: Target,
     /// The STARTTLS policy: the matching route's `tls`, else `smtp.tls`.
     pub tls: TlsPolicy,
+    /// Whether a static next hop's route asks for DANE itself: `dane` as
+    /// the default (`smtp.tls`) applies to MX-routed mail only.
+    pub nexthop_dane: bool,
 }
 
 /// The two ways of finding the server.
@@ -72,7 +75,22 @@ impl Destination {
                 Target::Domain(host)
             }
         };
-        Ok(Destination { target, tls })
+        let nexthop_dane = matches!(target, Target::Static(_))
+            && job.recipients.iter().any(|r| {
+                let domain = r
+                    .address
+                    .rsplit_once('@')
+                    .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+                    .unwrap_or_default();
+                config
+                    .route_for(&domain)
+                    .is_some_and(|route| route.tls == Some(TlsPolicy::Dane))
+            });
+        Ok(Destination {
+            target,
+            tls,
+            nexthop_dane,
+        })
     }
 }
 

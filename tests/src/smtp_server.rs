@@ -830,6 +830,11 @@ impl TestCa {
         }
     }
 
+    /// The CA certificate, DER.
+    pub fn der(&self) -> &[u8] {
+        self.der.as_ref()
+    }
+
     /// A server configuration presenting a certificate for `names` signed
     /// by this CA (the chain: it, then the CA).
     pub fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {

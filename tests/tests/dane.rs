@@ -13,13 +13,20 @@
 //! - `bogus.test`: signed, its TLSA record altered after signing: the
 //!   resolver answers SERVFAIL, the record is not trusted and not ignored:
 //!   deferred 4.7.5, nothing sent.
+//! - `ta.test`: signed, TLSA `2 0 1` of a test CA whose chain a second
+//!   server (on 127.0.0.2) presents: delivered, DANE-TA verified.
+//!
+//! `dane` is not set in the configuration: it is the default for
+//! MX-routed mail.
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use skein_integration_tests::smtp_server::{ServerOptions, SmtpTest, shutdown, tls_identity};
+use skein_integration_tests::smtp_server::{
+    ScriptedServer, ServerOptions, SmtpTest, TestCa, shutdown, tls_identity,
+};
 use skein_proto::{Outcome, Status};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -64,10 +71,10 @@ fn run(dir: &Path, program: &str, args: &[&str]) -> String {
 
 /// The zone `name`: an MX to `mx.<name>` at 127.0.0.1 and, when given,
 /// a TLSA record for `_<port>._tcp.mx.<name>`.
-fn zone_text(name: &str, port: u16, tlsa: &str) -> String {
+fn zone_text(name: &str, port: u16, tlsa: &str, mx_address: &str) -> String {
     format!(
         "$ORIGIN {name}.\n$TTL 300\n@ IN SOA ns.{name}. admin.{name}. 1 3600 600 86400 300\n\
-         @ IN NS ns.{name}.\nns IN A 127.0.0.1\n@ IN MX 10 mx.{name}.\nmx IN A 127.0.0.1\n\
+         @ IN NS ns.{name}.\nns IN A 127.0.0.1\n@ IN MX 10 mx.{name}.\nmx IN A {mx_address}\n\
          _{port}._tcp.mx IN TLSA {tlsa}\n"
     )
 }
@@ -101,21 +108,22 @@ impl Dns {
 
 /// nsd serving the four zones (the TLSA data of `dane.test` and
 /// `bogus.test` is `good`), unbound validating three of them.
-fn start_dns(smtp_port: u16, good: &str) -> Dns {
+fn start_dns(smtp_port: u16, good: &str, ta: &str) -> Dns {
     let dir = skein_integration_tests::tempdir();
     let path = dir.path();
     let wrong = format!("3 1 1 {}", "00".repeat(32));
     let mut zones = Vec::new();
     let mut anchors = Vec::new();
-    for (name, tlsa, signed) in [
-        ("dane.test", good.to_owned(), true),
-        ("wrong.test", wrong.clone(), true),
-        ("plain.test", wrong.clone(), false),
-        ("bogus.test", good.to_owned(), true),
+    for (name, tlsa, signed, mx_address) in [
+        ("dane.test", good.to_owned(), true, "127.0.0.1"),
+        ("wrong.test", wrong.clone(), true, "127.0.0.1"),
+        ("plain.test", wrong.clone(), false, "127.0.0.1"),
+        ("bogus.test", good.to_owned(), true, "127.0.0.1"),
+        ("ta.test", ta.to_owned(), true, "127.0.0.2"),
     ] {
         std::fs::write(
             path.join(format!("{name}.zone")),
-            zone_text(name, smtp_port, &tlsa),
+            zone_text(name, smtp_port, &tlsa, mx_address),
         )
         .expect("zone");
         if signed {
@@ -218,7 +226,7 @@ async fn deliver(test: &SmtpTest, domain: &str) -> Outcome {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn dane_is_enforced_where_validated_tlsa_records_exist() {
+async fn dane_is_the_default_for_mx_routed_mail_and_enforced_where_tlsa_validates() {
     let (tls, cert) = tls_identity(&[
         "mx.dane.test",
         "mx.wrong.test",
@@ -230,7 +238,7 @@ async fn dane_is_enforced_where_validated_tlsa_records_exist() {
             tls: Some(tls),
             ..ServerOptions::default()
         },
-        "tls = \"dane\"\nnameservers = [\"@DNS@\"]\nport = @PORT@",
+        "nameservers = [\"@DNS@\"]\nport = @PORT@",
         "",
     );
     let port = test.server.addr().port();
@@ -252,7 +260,32 @@ async fn dane_is_enforced_where_validated_tlsa_records_exist() {
         text.rsplit(' ').next().expect("digest").trim().to_owned()
     };
     assert_eq!(spki_hash.len(), 64, "{spki_hash}");
-    let dns = start_dns(port, &format!("3 1 1 {spki_hash}"));
+    // DANE-TA: a second server on 127.0.0.2 with a chain from a test CA,
+    // published as `2 0 1` (the CA certificate's SHA-256).
+    let ca = TestCa::new();
+    let ca_path = test.dir.path().join("ca.der");
+    std::fs::write(&ca_path, ca.der()).expect("ca");
+    let ca_hash = {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("openssl dgst -sha256 -hex {}", ca_path.display()))
+            .output()
+            .expect("openssl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.rsplit(' ').next().expect("digest").trim().to_owned()
+    };
+    let ta_server = ScriptedServer::start_on(
+        SocketAddr::from(([127, 0, 0, 2], port)),
+        ServerOptions {
+            tls: Some(ca.server_config(&["mx.ta.test"])),
+            ..ServerOptions::default()
+        },
+    );
+    let dns = start_dns(
+        port,
+        &format!("3 1 1 {spki_hash}"),
+        &format!("2 0 1 {ca_hash}"),
+    );
     let text = std::fs::read_to_string(&test.config)
         .expect("config")
         .replace("@DNS@", &dns.resolver.to_string())
@@ -319,4 +352,18 @@ async fn dane_is_enforced_where_validated_tlsa_records_exist() {
         2,
         "nothing delivered for bogus.test"
     );
+
+    // DANE-TA: the chain to the published CA verifies for mx.ta.test.
+    let outcome = deliver(&test, "ta.test").await;
+    assert_eq!(
+        outcome.status,
+        Status::Delivered,
+        "{outcome:?}\n{}",
+        test.agent_log()
+    );
+    assert!(
+        outcome.diagnostic.contains("dane-verified (TLSA _"),
+        "{outcome:?}"
+    );
+    assert_eq!(ta_server.messages().len(), 1);
 }

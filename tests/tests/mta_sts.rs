@@ -13,7 +13,7 @@
 //! - testing, the untrusted certificate: delivered, the failure logged;
 //! - the policy is cached in the spool: a new agent (a restart) uses it
 //!   while the policy host answers 404, and the TXT id unchanged means no
-//!   new fetch.
+//!   new fetch; a new id means a new fetch, and the new policy applies.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -31,7 +31,7 @@ fn policy(mode: &str, mx: &str) -> String {
 
 struct Setup {
     test: SmtpTest,
-    _dns: DnsResponder,
+    dns: DnsResponder,
     https: PolicyServer,
 }
 
@@ -64,11 +64,7 @@ fn setup(ca: &TestCa, tls: std::sync::Arc<rustls::ServerConfig>, body: &str) -> 
         .replace("@DNS@", &dns.addr().to_string())
         .replace("@PORT@", &test.server.addr().port().to_string());
     std::fs::write(&test.config, text).expect("config");
-    Setup {
-        test,
-        _dns: dns,
-        https,
-    }
+    Setup { test, dns, https }
 }
 
 async fn deliver(test: &SmtpTest) -> Outcome {
@@ -139,6 +135,33 @@ async fn enforce_with_a_valid_certificate_delivers_and_the_cache_survives_a_rest
         s.https.requests().len(),
         1,
         "no new fetch while the id is unchanged"
+    );
+    assert_eq!(s.test.server.messages().len(), 2);
+    // A new TXT id: the policy is fetched again, and the new one (which
+    // no longer lists the MX) is in force.
+    s.https.answer(200, &policy("enforce", "other.sts.test"));
+    let dns = DnsResponder::start(vec![
+        ("sts.test", DnsRecord::Mx(10, "mx.sts.test".into())),
+        ("mx.sts.test", DnsRecord::A(Ipv4Addr::LOCALHOST)),
+        ("mta-sts.sts.test", DnsRecord::A(Ipv4Addr::LOCALHOST)),
+        (
+            "_mta-sts.sts.test",
+            DnsRecord::Txt("v=STSv1; id=20261204b;".into()),
+        ),
+    ]);
+    let text = std::fs::read_to_string(&s.test.config)
+        .expect("config")
+        .replace(&s.dns.addr().to_string(), &dns.addr().to_string());
+    std::fs::write(&s.test.config, text).expect("config");
+    let outcome = deliver(&s.test).await;
+    assert_eq!(s.https.requests().len(), 2, "fetched again for the new id");
+    assert!(
+        matches!(outcome.status, Status::Deferred { .. }),
+        "{outcome:?}"
+    );
+    assert!(
+        outcome.diagnostic.contains("does not list the MX"),
+        "{outcome:?}"
     );
     assert_eq!(s.test.server.messages().len(), 2);
 }

@@ -430,7 +430,7 @@ impl Config {
             },
             tls: TlsConfig::default(),
             smtp: SmtpConfig {
-                tls: TlsPolicy::Opportunistic,
+                tls: TlsPolicy::Dane,
                 connect_timeout: Duration::from_secs(30),
                 greeting_timeout: minutes(5),
                 ehlo_timeout: minutes(5),

@@ -393,7 +393,7 @@ fn every_default() {
             key: None
         }
     );
-    assert_eq!(c.smtp.tls, TlsPolicy::Opportunistic);
+    assert_eq!(c.smtp.tls, TlsPolicy::Dane);
     let timeouts = [
         (c.smtp.connect_timeout, 30),
         (c.smtp.greeting_timeout, 300),
