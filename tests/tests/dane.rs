@@ -17,7 +17,8 @@
 //!   server (on 127.0.0.2) presents: delivered, DANE-TA verified.
 //!
 //! `dane` is not set in the configuration: it is the default for
-//! MX-routed mail.
+//! MX-routed mail. `dane.test` also publishes an MTA-STS policy (enforce)
+//! that lists none of its MX hosts: DANE wins, the mail goes.
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
@@ -25,7 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use skein_integration_tests::smtp_server::{
-    ScriptedServer, ServerOptions, SmtpTest, TestCa, shutdown, tls_identity,
+    PolicyServer, ScriptedServer, ServerOptions, SmtpTest, TestCa, shutdown, tls_identity,
 };
 use skein_proto::{Outcome, Status};
 
@@ -71,11 +72,17 @@ fn run(dir: &Path, program: &str, args: &[&str]) -> String {
 
 /// The zone `name`: an MX to `mx.<name>` at 127.0.0.1 and, when given,
 /// a TLSA record for `_<port>._tcp.mx.<name>`.
-fn zone_text(name: &str, port: u16, tlsa: &str, mx_address: &str) -> String {
+/// With `sts`, an MTA-STS policy is announced for the zone too.
+fn zone_text(name: &str, port: u16, tlsa: &str, mx_address: &str, sts: bool) -> String {
+    let sts = if sts {
+        "_mta-sts IN TXT \"v=STSv1; id=1;\"\nmta-sts IN A 127.0.0.1\n"
+    } else {
+        ""
+    };
     format!(
         "$ORIGIN {name}.\n$TTL 300\n@ IN SOA ns.{name}. admin.{name}. 1 3600 600 86400 300\n\
          @ IN NS ns.{name}.\nns IN A 127.0.0.1\n@ IN MX 10 mx.{name}.\nmx IN A {mx_address}\n\
-         _{port}._tcp.mx IN TLSA {tlsa}\n"
+         _{port}._tcp.mx IN TLSA {tlsa}\n{sts}"
     )
 }
 
@@ -123,7 +130,7 @@ fn start_dns(smtp_port: u16, good: &str, ta: &str) -> Dns {
     ] {
         std::fs::write(
             path.join(format!("{name}.zone")),
-            zone_text(name, smtp_port, &tlsa, mx_address),
+            zone_text(name, smtp_port, &tlsa, mx_address, name == "dane.test"),
         )
         .expect("zone");
         if signed {
@@ -238,7 +245,7 @@ async fn dane_is_the_default_for_mx_routed_mail_and_enforced_where_tlsa_validate
             tls: Some(tls),
             ..ServerOptions::default()
         },
-        "nameservers = [\"@DNS@\"]\nport = @PORT@",
+        "nameservers = [\"@DNS@\"]\nport = @PORT@\nmta_sts = true\nmta_sts_port = @HTTPS@\nca_file = \"@CA@\"",
         "",
     );
     let port = test.server.addr().port();
@@ -286,14 +293,28 @@ async fn dane_is_the_default_for_mx_routed_mail_and_enforced_where_tlsa_validate
         &format!("3 1 1 {spki_hash}"),
         &format!("2 0 1 {ca_hash}"),
     );
+    // dane.test also has an MTA-STS policy in enforce mode that lists no
+    // MX of it: DANE wins where both exist (RFC 8461 §2), so the mail
+    // goes all the same, checked against the TLSA records.
+    let https = PolicyServer::start(
+        ca.server_config(&["mta-sts.dane.test"]),
+        200,
+        "version: STSv1\nmode: enforce\nmx: nowhere.dane.test\nmax_age: 600\n",
+    );
+    let ca_pem = test.dir.path().join("ca.pem");
+    std::fs::write(&ca_pem, &ca.pem).expect("ca");
     let text = std::fs::read_to_string(&test.config)
         .expect("config")
         .replace("@DNS@", &dns.resolver.to_string())
-        .replace("@PORT@", &port.to_string());
+        .replace("@PORT@", &port.to_string())
+        .replace("@HTTPS@", &https.port().to_string())
+        .replace("@CA@", &ca_pem.display().to_string());
     std::fs::write(&test.config, text).expect("config");
 
-    // A matching record: delivered, and the session says DANE.
+    // A matching record: delivered, and the session says DANE (and not
+    // the MTA-STS policy, which was fetched but yields to DANE).
     let outcome = deliver(&test, "dane.test").await;
+    assert_eq!(https.requests().len(), 1, "the policy was fetched");
     assert_eq!(
         outcome.status,
         Status::Delivered,
