@@ -1,8 +1,10 @@
 //! skein-milter: the Sendmail milter protocol (version 6, as libmilter and
 //! Postfix speak it), sans-IO — the MTA's side: the commands an MTA sends
 //! a filter ([`Command`], [`Command::encode`]) and the filter's answers
-//! ([`Response`], read by [`Decoder`]). What the smtpd does with them (the
-//! stages, timeouts, default actions, applying modifications) is not here.
+//! ([`Response`], read by [`Decoder`]); and [`client::Connection`], one
+//! negotiated connection to a filter taken through a session's steps with
+//! timeouts. What the smtpd does with the verdicts (default actions,
+//! applying modifications to the message) is not here.
 //!
 //! # The wire
 //!
@@ -23,6 +25,8 @@
 #![warn(missing_docs)]
 
 use std::fmt;
+
+pub mod client;
 
 /// The protocol version spoken (libmilter 8.14+, Postfix 2.6+).
 pub const VERSION: u32 = 6;
