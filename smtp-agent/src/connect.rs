@@ -84,9 +84,13 @@ pub async fn establish(
             Target::Static(hop) if hop.host.parse::<std::net::IpAddr>().is_ok() => Ok(false),
             Target::Static(hop) => resolver.secure.is_secure(&hop.host, RecordType::A).await,
         };
-        Some(secure.map_err(|detail| SmtpError::Tls {
-            detail: format!("DANE: {detail}"),
-        })?)
+        // The resolver just answered the ordinary lookups; if only the
+        // DNSSEC question fails (a resolver that refuses EDNS, say), the
+        // records are not known to be secure: no DANE, not no mail.
+        Some(secure.unwrap_or_else(|detail| {
+            warn!(destination = ?dest.target, error = %detail, "DANE: cannot tell whether the records are DNSSEC-signed; treating them as not signed");
+            false
+        }))
     } else {
         None
     };
