@@ -1,5 +1,6 @@
 #!/bin/sh
-# Filters for the milter tests (tests/tests/milter_codec.rs; issue 15):
+# Filters for the milter tests (tests/tests/milter_codec.rs,
+# milter_opendkim.rs; issue 15):
 # OpenDKIM in milter mode. Each test starts its own opendkim on a loopback
 # port with its own configuration; the package's service is not used.
 set -eu

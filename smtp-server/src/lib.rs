@@ -20,7 +20,9 @@
 //!
 //! **Reads.** TCP connections on `smtpd.listen`; the configuration; for
 //! the recipient check, the aliases file and its `:include:` files, the
-//! user database (`getpwnam`) and the Maildir root.
+//! user database (`getpwnam`) and the Maildir root. With `smtpd.milters`,
+//! it talks to those content filters (docs/milter.md), whose answers are
+//! as hostile as a client's.
 //! **Writes.** `<spool>/tmp/` then `<spool>/incoming/<id>` (envelope with
 //! every DSN parameter, `origin = "smtp [ip] helo=…"`, a `Received:` field
 //! and the message); `run/smtpd.pid`; one datagram to `run/router.wake`
@@ -30,7 +32,9 @@
 //! **Trust and privilege.** Everything a client sends is hostile: command
 //! lines are bounded (`smtpd.max_line_length`) before they are buffered,
 //! parsed by the sans-IO codec (`skein-smtp-codec`, fuzzed), and message
-//! text is streamed to disk, never held whole in memory. Started as root,
+//! text is streamed to disk, never held whole in memory — except with
+//! content filters, which get the whole text at its end (at most
+//! `smtpd.max_message_size` per message being filtered). Started as root,
 //! the server binds its ports and switches to `user` before it accepts
 //! anything; under systemd it runs as that user from the start, with only
 //! `CAP_NET_BIND_SERVICE`. It never opens an open relay: without
@@ -74,6 +78,7 @@ pub mod auth;
 mod conn;
 mod error;
 mod gate;
+pub mod milter;
 pub mod policy;
 mod received;
 pub mod recipients;
@@ -142,6 +147,8 @@ pub struct Server {
     pub gate: Arc<Gate>,
     /// The counters (`run/smtpd.stats`), shared like the gate.
     pub stats: Arc<stats::Stats>,
+    /// The content filters (`smtpd.milters`).
+    pub milters: milter::Milters,
 }
 
 impl Server {
@@ -161,6 +168,7 @@ impl Server {
     ) -> Server {
         let smtpd = &config.smtpd;
         Server {
+            milters: milter::Milters::new(smtpd),
             recipients,
             passwords,
             tls,

@@ -29,6 +29,11 @@ pub struct MessageSink {
     size: u64,
     limit: u64,
     failure: Option<Failure>,
+    /// The text so far (the Received field included), kept for content
+    /// filters when there are any.
+    text: Option<Vec<u8>>,
+    /// The queue id.
+    id: String,
 }
 
 /// What became of a message.
@@ -49,6 +54,7 @@ impl MessageSink {
         envelope: &Envelope,
         max_line: usize,
         limit: u64,
+        keep_text: bool,
         prefix: impl FnOnce(&str) -> String,
     ) -> MessageSink {
         let mut sink = MessageSink {
@@ -57,11 +63,20 @@ impl MessageSink {
             size: 0,
             limit,
             failure: None,
+            text: keep_text.then(Vec::new),
+            id: String::new(),
         };
         let opened = spool.create_incoming(envelope).and_then(|mut writer| {
             let field = prefix(writer.id().as_str());
             writer.write_message(field.as_bytes())?;
-            Ok(writer)
+            Ok((writer, field))
+        });
+        let opened = opened.map(|(writer, field)| {
+            if let Some(text) = &mut sink.text {
+                text.extend_from_slice(field.as_bytes());
+            }
+            sink.id = writer.id().as_str().to_owned();
+            writer
         });
         match opened {
             Ok(writer) => sink.writer = Some(writer),
@@ -108,8 +123,34 @@ impl MessageSink {
         if let Some(v) = self.check.violation() {
             return self.fail(Failure::Content(v));
         }
+        if let Some(kept) = &mut self.text {
+            kept.extend_from_slice(text);
+        }
         if let Some(writer) = &mut self.writer
             && let Err(e) = writer.write_message(text)
+        {
+            self.fail(Failure::Spool(e));
+        }
+    }
+
+    /// The queue id ("" when the spool could not be written).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The whole text, kept for the content filters (when asked to, and
+    /// only while nothing has failed).
+    pub fn take_text(&mut self) -> Option<Vec<u8>> {
+        if self.failure.is_some() {
+            return None;
+        }
+        self.text.take()
+    }
+
+    /// Replaces the message by what the filters made of it.
+    pub fn replace(&mut self, envelope: &Envelope, text: &[u8]) {
+        if let Some(writer) = &mut self.writer
+            && let Err(e) = writer.rewrite(envelope, text)
         {
             self.fail(Failure::Spool(e));
         }

@@ -6,7 +6,7 @@
 //! fields, end of header, body, end of body — is spoken with
 //! `Command::encode` and read with `Decoder`; OpenDKIM's answers parse,
 //! and its end-of-message modification is the header field it promises.
-//! (The smtpd's milter client, which uses this codec, is not written yet.)
+//! (The smtpd through it: `smtpd_milter.rs`, `milter_opendkim.rs`.)
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -153,6 +153,59 @@ pub struct SmtpdConfig {
     /// average, after a first `data_timeout`, for DATA and BDAT to go on.
     /// 0 = no minimum. Default 500.
     pub min_data_rate: u32,
+    /// `smtpd.milters`: content filters (`unix:/path`, `inet:host:port`),
+    /// in order. Default none.
+    pub milters: Vec<String>,
+    /// `smtpd.milter_default_action`: what a message gets when a filter
+    /// fails or times out. Default tempfail.
+    pub milter_default_action: MilterAction,
+    /// `smtpd.milter_connect_timeout`: connecting and negotiating.
+    /// Default 30s.
+    pub milter_connect_timeout: Duration,
+    /// `smtpd.milter_timeout`: each command before the content. Default 30s.
+    pub milter_timeout: Duration,
+    /// `smtpd.milter_content_timeout`: header, body and end of message.
+    /// Default 5m.
+    pub milter_content_timeout: Duration,
+}
+
+/// What a message gets when a content filter fails (Postfix's
+/// `milter_default_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MilterAction {
+    /// Go on without that filter.
+    Accept,
+    /// `451 4.7.1`: the client tries again later.
+    #[default]
+    Tempfail,
+    /// `550 5.7.1`.
+    Reject,
+}
+
+impl MilterAction {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MilterAction::Accept => "accept",
+            MilterAction::Tempfail => "tempfail",
+            MilterAction::Reject => "reject",
+        }
+    }
+}
+
+impl std::str::FromStr for MilterAction {
+    type Err = crate::ValueError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "accept" => Ok(MilterAction::Accept),
+            "tempfail" => Ok(MilterAction::Tempfail),
+            "reject" => Ok(MilterAction::Reject),
+            _ => Err(crate::ValueError(format!(
+                "invalid milter action {text:?} (expected \"accept\", \"tempfail\" or \"reject\")"
+            ))),
+        }
+    }
 }
 
 impl SmtpdConfig {
@@ -406,6 +459,11 @@ impl Config {
                 stress_command_timeout: Duration::from_secs(10),
                 stress_max_errors: 3,
                 min_data_rate: 500,
+                milters: Vec::new(),
+                milter_default_action: MilterAction::Tempfail,
+                milter_connect_timeout: Duration::from_secs(30),
+                milter_timeout: Duration::from_secs(30),
+                milter_content_timeout: Duration::from_secs(300),
             },
             router: RouterConfig {
                 local_domains: vec!["localhost".to_owned()],

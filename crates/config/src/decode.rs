@@ -216,6 +216,11 @@ fn decode_smtpd(item: &Item<'_, '_>, cwd: &Path, out: &mut SmtpdConfig) -> Resul
         "stress_command_timeout",
         "stress_max_errors",
         "min_data_rate",
+        "milters",
+        "milter_default_action",
+        "milter_connect_timeout",
+        "milter_timeout",
+        "milter_content_timeout",
     ])?;
     if let Some(v) = table.get("listen") {
         out.listen = v.list(Item::socket_addr)?;
@@ -292,6 +297,41 @@ fn decode_smtpd(item: &Item<'_, '_>, cwd: &Path, out: &mut SmtpdConfig) -> Resul
     }
     if let Some(v) = table.get("min_data_rate") {
         out.min_data_rate = v.count(0)?;
+    }
+    if let Some(v) = table.get("milters") {
+        out.milters = v.list(|item| {
+            let text = item.string()?;
+            let ok = match (text.strip_prefix("unix:"), text.strip_prefix("inet:")) {
+                (Some(path), _) => path.starts_with('/'),
+                (_, Some(addr)) => {
+                    addr.parse::<std::net::SocketAddr>().is_ok()
+                        || addr
+                            .split_once('@')
+                            .is_some_and(|(port, host)| {
+                                port.parse::<u16>().is_ok() && host.parse::<std::net::IpAddr>().is_ok()
+                            })
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err(item.invalid(format!(
+                    "invalid milter {text:?} (expected \"unix:/path\" or \"inet:ADDRESS:PORT\" with an IP address)"
+                )));
+            }
+            Ok(text.to_owned())
+        })?;
+    }
+    if let Some(v) = table.get("milter_default_action") {
+        out.milter_default_action = v.parsed()?;
+    }
+    if let Some(v) = table.get("milter_connect_timeout") {
+        out.milter_connect_timeout = v.timeout()?;
+    }
+    if let Some(v) = table.get("milter_timeout") {
+        out.milter_timeout = v.timeout()?;
+    }
+    if let Some(v) = table.get("milter_content_timeout") {
+        out.milter_content_timeout = v.timeout()?;
     }
     Ok(())
 }

@@ -80,6 +80,20 @@ fn write(config: &Config) -> Writer {
     );
     out.kv("stress_max_errors", &smtpd.stress_max_errors.to_string());
     out.kv("min_data_rate", &smtpd.min_data_rate.to_string());
+    out.kv("milters", &list(&smtpd.milters));
+    out.kv(
+        "milter_default_action",
+        &string(smtpd.milter_default_action.as_str()),
+    );
+    out.kv(
+        "milter_connect_timeout",
+        &duration(smtpd.milter_connect_timeout),
+    );
+    out.kv("milter_timeout", &duration(smtpd.milter_timeout));
+    out.kv(
+        "milter_content_timeout",
+        &duration(smtpd.milter_content_timeout),
+    );
 
     let router = &config.router;
     out.section("[router]");

@@ -58,6 +58,11 @@ stress_threshold_percent = 90
 stress_command_timeout = "20s"
 stress_max_errors = 1
 min_data_rate = 0
+milters = ["inet:127.0.0.1:11332", "unix:/run/opendkim/opendkim.sock"]
+milter_default_action = "accept"
+milter_connect_timeout = "5s"
+milter_timeout = "10s"
+milter_content_timeout = "1m"
 
 [router]
 local_domains = ["Example.ORG", "localhost"]
@@ -189,6 +194,14 @@ fn full_expected() -> Config {
             stress_command_timeout: secs(20),
             stress_max_errors: 1,
             min_data_rate: 0,
+            milters: vec![
+                "inet:127.0.0.1:11332".into(),
+                "unix:/run/opendkim/opendkim.sock".into(),
+            ],
+            milter_default_action: MilterAction::Accept,
+            milter_connect_timeout: secs(5),
+            milter_timeout: secs(10),
+            milter_content_timeout: secs(60),
         },
         router: RouterConfig {
             local_domains: vec!["example.org".into(), "localhost".into()],
@@ -529,7 +542,7 @@ fn to_toml_spells_out_every_key() {
     };
     assert!(table.contains_key("hostname") && table.contains_key("user"));
     assert_eq!(keys("spool"), ["dir", "drop_group"]);
-    assert_eq!(keys("smtpd").len(), 22);
+    assert_eq!(keys("smtpd").len(), 27);
     assert_eq!(
         keys("supervisor"),
         ["healthy_after", "restart_delay", "restart_delay_max"]
@@ -779,6 +792,9 @@ const ERROR_CASES: &[Case] = &[
     case("[[route]]\ndomain = \"*.x.test\"\nchannel = \"smtp\"\n", Invalid, 2, "route[0].domain", "invalid domain pattern"),
     case("[[route]]\ndomain = \"x.test\"\nchannel = \"smtp\"\nnexthop = \"::1:25\"\n", Invalid, 4, "route[0].nexthop", "in brackets"),
     case("[[route]]\ndomain = \"x.test\"\nchannel = \"smtp\"\ntls = \"always\"\n", Invalid, 4, "route[0].tls", "invalid TLS policy"),
+    case("[smtpd]\nmilters = [\"inet:rspamd:11332\"]\n", Invalid, 2, "smtpd.milters[0]", "invalid milter \"inet:rspamd:11332\""),
+    case("[smtpd]\nmilters = [\"unix:relative.sock\"]\n", Invalid, 2, "smtpd.milters[0]", "invalid milter"),
+    case("[smtpd]\nmilter_default_action = \"ignore\"\n", Invalid, 2, "smtpd.milter_default_action", "invalid milter action"),
     case("[[dkim]]\ndomain = \"x.test\"\nkey = \"k\"\n", Missing, 1, "dkim[0].selector", "needs a selector"),
     case("[[dkim]]\ndomain = \"x.test\"\nselector = \"s\"\n", Missing, 1, "dkim[0].key", "private key file"),
     case("[[dkim]]\ndomain = \"x.test\"\nselector = \"s 1\"\nkey = \"k\"\n", Invalid, 3, "dkim[0].selector", "invalid selector"),

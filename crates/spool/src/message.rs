@@ -218,6 +218,10 @@ pub struct MessageWriter {
     eightbit: bool,
     hasher: crc32fast::Hasher,
     committed: bool,
+    /// When the message arrived (kept by [`rewrite`](Self::rewrite)).
+    arrival: u64,
+    /// Rewritten shorter than before: truncate at the commit.
+    truncate: bool,
     /// The file was taken from this pool: it is synced before the commit.
     recycled_from: Option<Arc<Pool>>,
     /// Group commit for `dest_dir`, shared with the process's other
@@ -265,6 +269,8 @@ impl MessageWriter {
             eightbit: false,
             hasher: crc32fast::Hasher::new(),
             committed: false,
+            arrival,
+            truncate: false,
             recycled_from,
             dest_sync: dest_sync.cloned(),
         };
@@ -295,6 +301,30 @@ impl MessageWriter {
             .map_err(|e| SpoolError::io("write", &self.tmp_path, e))
     }
 
+    /// Replaces everything written so far by `message` under `env` (the
+    /// same id and arrival): what the content filters made of the message.
+    /// Nothing is durable before [`commit`](Self::commit).
+    pub fn rewrite(&mut self, env: &Envelope, message: &[u8]) -> Result<(), SpoolError> {
+        use std::io::Seek;
+        let (header, size_at) = render_header(&self.id, self.arrival, env)?;
+        self.file
+            .flush()
+            .map_err(|e| SpoolError::io("write", &self.tmp_path, e))?;
+        self.file
+            .get_mut()
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| SpoolError::io("seek", &self.tmp_path, e))?;
+        self.size_at = size_at as u64;
+        self.written = 0;
+        self.eightbit = false;
+        self.hasher = crc32fast::Hasher::new();
+        self.truncate = true;
+        self.file
+            .write_all(header.as_bytes())
+            .map_err(|e| SpoolError::io("write", &self.tmp_path, e))?;
+        self.write_message(message)
+    }
+
     /// Fills in size and checksum, fsyncs the file, renames it into the
     /// destination directory without replacing anything, and fsyncs that
     /// directory. Only when this returns `Ok` may the message be
@@ -312,8 +342,8 @@ impl MessageWriter {
         let file = self.file.get_ref();
         file.write_all_at(patch.as_bytes(), self.size_at)
             .map_err(|e| SpoolError::io("write", &self.tmp_path, e))?;
-        if self.recycled_from.is_some() {
-            // A recycled file still has its old content past ours.
+        if self.recycled_from.is_some() || self.truncate {
+            // A recycled or rewritten file still has old content past ours.
             let end = self
                 .file
                 .get_ref()
@@ -715,6 +745,29 @@ mod tests {
         };
         let (_, path) = write(d.path(), &env, b"");
         assert_eq!(read_message(&path).unwrap().0.envelope, env);
+    }
+
+    #[test]
+    fn a_rewritten_message_is_what_is_committed() {
+        let d = tempfile::tempdir().unwrap();
+        let tmp = d.path().join("tmp");
+        let inc = d.path().join("incoming");
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::create_dir_all(&inc).unwrap();
+        let mut w = MessageWriter::create(&tmp, &inc, &sample(), None, None).unwrap();
+        let id = w.id().clone();
+        w.write_message(&vec![b'x'; 10_000]).unwrap();
+        // Shorter, with another envelope: nothing of the first is left.
+        let mut env = sample();
+        env.sender = "changed@example.org".into();
+        env.recipients.truncate(1);
+        w.rewrite(&env, b"X-Filtered: yes\r\n\r\nshort\r\n")
+            .unwrap();
+        let committed = w.commit().unwrap();
+        assert_eq!(committed, id, "the id is kept");
+        let (info, bytes) = read_message(&inc.join(id.as_str())).unwrap();
+        assert_eq!(bytes, b"X-Filtered: yes\r\n\r\nshort\r\n");
+        assert_eq!(info.envelope, env);
     }
 
     #[test]

@@ -64,7 +64,7 @@ impl Session {
                 return (Phase::Ready(client), Flow::Close(end));
             }
         }
-        let flow = self.finish_message(sink, &tx).await;
+        let flow = self.finish_message(sink, &tx, &client).await;
         (Phase::Ready(client), flow)
     }
 
@@ -98,7 +98,7 @@ impl Session {
             return (Phase::Ready(client), self.refuse(r));
         }
         if last {
-            let flow = self.finish_message(sink, &tx).await;
+            let flow = self.finish_message(sink, &tx, &client).await;
             return (Phase::Ready(client), flow);
         }
         self.push(250, Some("2.0.0"), &format!("{size} octets received"));
@@ -165,6 +165,7 @@ impl Session {
             &envelope,
             server.limits.max_line,
             server.limits.max_message_size,
+            !server.milters.is_empty(),
             |id| {
                 Trace {
                     helo: &client.helo,
@@ -183,7 +184,57 @@ impl Session {
 
     /// The end of data: the commit, then `250` with the queue id (only
     /// once the message is on stable storage) or the refusal.
-    async fn finish_message(&mut self, sink: MessageSink, tx: &Transaction) -> Flow {
+    async fn finish_message(
+        &mut self,
+        mut sink: MessageSink,
+        tx: &Transaction,
+        client: &Client,
+    ) -> Flow {
+        // The content filters, on the whole text, before the commit: the
+        // message they produce is the one made durable.
+        if let Some(text) = sink.take_text() {
+            let mut message = crate::milter::Message {
+                sender: tx.sender.clone(),
+                recipients: tx.recipients.clone(),
+                text,
+            };
+            let ctx = crate::milter::Context {
+                peer: self.peer,
+                helo: &client.helo,
+                hostname: &self.server.hostname,
+                queue_id: sink.id(),
+                auth: self.authenticated.as_deref(),
+                tls: self.tls.as_deref(),
+            };
+            let queue_id = sink.id().to_owned();
+            match crate::milter::run(&self.server.milters, &ctx, &mut message).await {
+                crate::milter::Outcome::Accept { changed: false } => {}
+                crate::milter::Outcome::Accept { changed: true } => {
+                    let envelope = Envelope {
+                        sender: message.sender.clone(),
+                        recipients: message.recipients.clone(),
+                        envid: tx.params.envid.clone(),
+                        ret: tx.params.ret,
+                        body: tx.params.body.unwrap_or_default(),
+                        smtputf8: tx.params.smtputf8,
+                        origin: format!("smtp [{}] helo={}", self.peer, client.helo),
+                    };
+                    sink.replace(&envelope, &message.text);
+                }
+                crate::milter::Outcome::Discard => {
+                    // Dropping the sink removes its temporary file.
+                    drop(sink);
+                    tracing::info!(id = queue_id.as_str(), client = %self.peer, "discarded by a content filter");
+                    self.push(250, Some("2.0.0"), &format!("Ok: queued as {queue_id}"));
+                    return Flow::Continue;
+                }
+                crate::milter::Outcome::Refuse(r) => {
+                    drop(sink);
+                    tracing::info!(id = queue_id.as_str(), client = %self.peer, code = r.code, text = r.text.as_str(), "refused by a content filter");
+                    return self.refuse(r);
+                }
+            }
+        }
         let size = sink.size();
         match sink.finish().await {
             Accepted::Queued(id) => {

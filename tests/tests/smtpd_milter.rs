@@ -1,0 +1,314 @@
+//! Content filters in the smtpd (issue 15, the smtpd's milter client):
+//! a scripted milter of our own on a loopback port answers each command
+//! as a test says. Modifications at end of message (headers added,
+//! inserted, changed, deleted; the body replaced; a recipient added and
+//! one deleted; the sender changed) are what lands in `incoming/`; every
+//! reply type reaches the client as it should (a reply text that tries to
+//! inject a line is not passed on); a filter that hangs past its timeout
+//! gets each default action; one that drops the connection mid-message
+//! too; afterwards the smtpd still serves.
+
+mod smtpd_support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use smtpd_support::Smtpd;
+
+fn packet(code: u8, data: &[u8]) -> Vec<u8> {
+    let mut out = ((data.len() + 1) as u32).to_be_bytes().to_vec();
+    out.push(code);
+    out.extend_from_slice(data);
+    out
+}
+
+/// What the scripted milter does about one command.
+#[derive(Clone)]
+enum Act {
+    /// Send these bytes.
+    Send(Vec<u8>),
+    /// Send nothing (a command that gets no reply).
+    Nothing,
+    /// Never answer.
+    Hang,
+    /// Close the connection.
+    Close,
+}
+
+type Script = Arc<dyn Fn(u8, &[u8]) -> Act + Send + Sync>;
+
+/// A milter on 127.0.0.1:0: negotiates (all actions, all steps), then
+/// follows `script` for each command (macros get nothing unless the
+/// script says otherwise).
+fn milter(script: Script) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let script = Arc::clone(&script);
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(120)));
+                loop {
+                    let mut len = [0u8; 4];
+                    if s.read_exact(&mut len).is_err() {
+                        return;
+                    }
+                    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+                    if s.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let (code, data) = (body[0], &body[1..]);
+                    let act = match code {
+                        b'O' => {
+                            let mut d = 6u32.to_be_bytes().to_vec();
+                            d.extend_from_slice(&0x1ffu32.to_be_bytes());
+                            d.extend_from_slice(&0u32.to_be_bytes());
+                            Act::Send(packet(b'O', &d))
+                        }
+                        b'D' | b'A' => Act::Nothing,
+                        b'Q' => return,
+                        _ => script(code, data),
+                    };
+                    match act {
+                        Act::Send(bytes) => {
+                            if s.write_all(&bytes).is_err() {
+                                return;
+                            }
+                        }
+                        Act::Nothing => {}
+                        Act::Hang => std::thread::sleep(Duration::from_secs(30)),
+                        Act::Close => return,
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn cont() -> Act {
+    Act::Send(packet(b'c', b""))
+}
+
+/// Sends one message from joe's client to joe and ann; returns the final
+/// reply's code and text.
+fn send(smtpd: &Smtpd) -> (u16, String) {
+    let mut c = smtpd.client();
+    c.send(b"EHLO client.example\r\n");
+    c.expect(250, "");
+    c.send(b"MAIL FROM:<sender@client.example>\r\nRCPT TO:<joe@localhost>\r\nRCPT TO:<ann@localhost>\r\nDATA\r\n");
+    c.expect(250, "2.1.0");
+    c.expect(250, "2.1.5");
+    c.expect(250, "2.1.5");
+    c.expect(354, "");
+    c.send(b"From: sender@client.example\r\nSubject: original\r\nX-Delete-Me: yes\r\n\r\noriginal body\r\n.\r\n");
+    let reply = c.reply().expect("a reply to the end of data");
+    c.send(b"QUIT\r\n");
+    (reply.code, reply.text)
+}
+
+fn start(port: u16, keys: &str) -> Smtpd {
+    Smtpd::start(
+        &format!(
+            "milters = [\"inet:127.0.0.1:{port}\"]\nmilter_timeout = \"1s\"\nmilter_content_timeout = \"1s\"\n{keys}"
+        ),
+        "",
+    )
+}
+
+#[test]
+fn end_of_message_modifications_are_what_is_queued() {
+    let port = milter(Arc::new(|code, _| match code {
+        b'E' => Act::Send(
+            [
+                packet(b'h', b"X-Spam\0no\0"),
+                packet(
+                    b'i',
+                    b"\0\0\0\0Authentication-Results\0test.example; none\0",
+                ),
+                packet(b'm', b"\0\0\0\x01Subject\0changed\0"),
+                packet(b'm', b"\0\0\0\x01X-Delete-Me\0\0"),
+                packet(b'b', b"replaced body\r\n"),
+                packet(b'+', b"<postmaster@localhost>\0"),
+                packet(b'-', b"<joe@localhost>\0"),
+                packet(b'e', b"<changed@client.example>\0"),
+                packet(b'a', b""),
+            ]
+            .concat(),
+        ),
+        _ => cont(),
+    }));
+    let smtpd = Smtpd::start_with_users(
+        &format!("milters = [\"inet:127.0.0.1:{port}\"]"),
+        "",
+        &["joe", "ann", "postmaster"],
+    );
+    let (code, text) = send(&smtpd);
+    assert_eq!(code, 250, "{text}");
+    let files = smtpd.incoming();
+    assert_eq!(files.len(), 1);
+    let (info, bytes) = skein_spool::read_message(&files[0]).expect("the queued message verifies");
+    assert_eq!(info.envelope.sender, "changed@client.example");
+    let rcpts: Vec<&str> = info
+        .envelope
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    assert_eq!(rcpts, ["ann@localhost", "postmaster@localhost"]);
+    let stored = String::from_utf8_lossy(&bytes).into_owned();
+    assert!(
+        stored.starts_with("Authentication-Results: test.example; none\r\nReceived: from "),
+        "{stored}"
+    );
+    assert!(stored.contains("\r\nSubject: changed\r\n"), "{stored}");
+    assert!(!stored.contains("X-Delete-Me"), "{stored}");
+    assert!(!stored.contains("original"), "{stored}");
+    assert!(
+        stored.ends_with("X-Spam: no\r\n\r\nreplaced body\r\n"),
+        "{stored}"
+    );
+}
+
+#[test]
+fn every_reply_type_reaches_the_client_as_it_should() {
+    let cases: Vec<(&str, Script, u16, &str)> = vec![
+        (
+            "reject at RCPT",
+            Arc::new(|code, _| {
+                if code == b'R' {
+                    Act::Send(packet(b'r', b""))
+                } else {
+                    cont()
+                }
+            }),
+            550,
+            "550 5.7.1",
+        ),
+        (
+            "tempfail at MAIL",
+            Arc::new(|code, _| {
+                if code == b'M' {
+                    Act::Send(packet(b't', b""))
+                } else {
+                    cont()
+                }
+            }),
+            451,
+            "451 4.7.1",
+        ),
+        (
+            "custom reply at end of message",
+            Arc::new(|code, _| {
+                if code == b'E' {
+                    Act::Send(packet(
+                        b'y',
+                        b"554 5.7.1 Spam detected by the scripted milter\0",
+                    ))
+                } else {
+                    cont()
+                }
+            }),
+            554,
+            "554 5.7.1 Spam detected by the scripted milter",
+        ),
+        (
+            "a reply that tries to inject a line",
+            Arc::new(|code, _| {
+                if code == b'E' {
+                    Act::Send(packet(b'y', b"550 5.7.1 no\r\n250 2.0.0 injected\0"))
+                } else {
+                    cont()
+                }
+            }),
+            550,
+            "550 5.7.1 Message content rejected",
+        ),
+        (
+            "accept at connect: nothing more asked",
+            Arc::new(|code, _| {
+                if code == b'C' {
+                    Act::Send(packet(b'a', b""))
+                } else {
+                    Act::Hang
+                }
+            }),
+            250,
+            "250 2.0.0 Ok: queued as",
+        ),
+    ];
+    for (what, script, code, text) in cases {
+        let port = milter(script);
+        let smtpd = start(port, "");
+        let (got, reply) = send(&smtpd);
+        assert_eq!(got, code, "{what}: {reply}");
+        assert!(reply.starts_with(text), "{what}: {reply}");
+        assert!(!reply.contains("injected"), "{what}: {reply}");
+        let queued = smtpd.incoming().len();
+        assert_eq!(queued, usize::from(code == 250), "{what}: queued {queued}");
+        smtpd.assert_serving_after_filters();
+    }
+    // Discard: the client is told it went, nothing is queued.
+    let port = milter(Arc::new(|code, _| {
+        if code == b'E' {
+            Act::Send(packet(b'd', b""))
+        } else {
+            cont()
+        }
+    }));
+    let smtpd = start(port, "");
+    let (code, reply) = send(&smtpd);
+    assert_eq!(code, 250, "{reply}");
+    assert!(smtpd.incoming().is_empty(), "discarded");
+    assert!(
+        smtpd
+            .daemon
+            .log_text()
+            .contains("discarded by a content filter")
+    );
+}
+
+#[test]
+fn a_filter_that_hangs_or_drops_gets_the_default_action_and_the_smtpd_goes_on() {
+    for (action, code) in [("tempfail", 451), ("reject", 550), ("accept", 250)] {
+        let port = milter(Arc::new(
+            |code, _| if code == b'E' { Act::Hang } else { cont() },
+        ));
+        let smtpd = start(port, &format!("milter_default_action = \"{action}\""));
+        let (got, reply) = send(&smtpd);
+        assert_eq!(got, code, "{action}: {reply}");
+        assert_eq!(smtpd.incoming().len(), usize::from(code == 250), "{action}");
+        let log = smtpd.daemon.log_text();
+        assert!(
+            log.contains("milter failed") && log.contains(&format!("inet:127.0.0.1:{port}")),
+            "the log names the filter: {log}"
+        );
+        smtpd.assert_serving_after_filters();
+    }
+    // Dropped mid-message (at the body): the default, tempfail.
+    let port = milter(Arc::new(
+        |code, _| if code == b'B' { Act::Close } else { cont() },
+    ));
+    let smtpd = start(port, "");
+    let (got, reply) = send(&smtpd);
+    assert_eq!(got, 451, "{reply}");
+    assert!(smtpd.incoming().is_empty());
+}
+
+trait Serving {
+    fn assert_serving_after_filters(&self);
+}
+
+impl Serving for Smtpd {
+    /// The smtpd still answers a new client (whatever the filter makes of
+    /// its message).
+    fn assert_serving_after_filters(&self) {
+        let mut c = self.client();
+        c.send(b"EHLO check.example\r\nQUIT\r\n");
+        c.expect(250, "");
+        c.expect(221, "");
+    }
+}
