@@ -1,5 +1,6 @@
 //! The smtpd with a real filter nobody here wrote: Debian's OpenDKIM as a
-//! milter (`smtpd.milters`), signing for `example.org` with a key from
+//! milter (`smtpd.milters`). Second test: verifying inbound mail. First:
+//! signing for `example.org` with a key from
 //! `skein dkim keygen` (its KeyTable and SigningTable are files), started
 //! by the test on a loopback port with its own configuration. A message
 //! from `joe@example.org` goes through the smtpd, the router and the local
@@ -165,4 +166,141 @@ fn opendkim_signs_through_the_smtpd_and_dkimpy_verifies_the_stored_message() {
         dkimpy(tampered.as_bytes(), "sel._domainkey.example.org", &txt),
         "fail"
     );
+}
+
+/// OpenDKIM verifying: a message signed by skein's own signer (the key
+/// from `skein dkim keygen`; OpenDKIM finds the public key in its
+/// `TestDNSData` set, its documented testing hook, instead of the DNS)
+/// arrives through the smtpd and is stored with `dkim=pass`; a copy whose
+/// body changed after signing with `dkim=fail`.
+#[test]
+fn opendkim_verifies_inbound_mail_pass_and_fail() {
+    let port = free_port();
+    let smtpd = Smtpd::start(&format!("milters = [\"inet:127.0.0.1:{port}\"]"), "");
+    let dir = smtpd.env.dir.path();
+    let key = dir.join("example.org.sel.key");
+    let out = smtpd
+        .env
+        .skein()
+        .args(["dkim", "keygen", "example.org", "sel", "--out"])
+        .arg(&key)
+        .output()
+        .expect("keygen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record = String::from_utf8_lossy(&out.stdout).into_owned();
+    let txt: String = record
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .collect::<Vec<_>>()
+        .concat();
+    std::fs::write(
+        dir.join("dnsdata"),
+        format!("sel._domainkey.example.org {txt}\n"),
+    )
+    .expect("dns data");
+    let conf = dir.join("opendkim.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Syslog no\nMode v\nSocket inet:{port}@127.0.0.1\nBackground no\nPidFile {d}/opendkim.pid\n\
+             TestDNSData file:{d}/dnsdata\nAlwaysAddARHeader yes\nAuthservID test.example\n\
+             InternalHosts -\n",
+            d = dir.display()
+        ),
+    )
+    .expect("conf");
+    let _opendkim = Daemon(
+        Command::new("opendkim")
+            .arg("-f")
+            .arg("-x")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("opendkim (bench/ci-deps-milter.sh)"),
+    );
+    assert!(
+        smtpd
+            .env
+            .wait_for(Duration::from_secs(60), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
+        "opendkim does not listen"
+    );
+    // Signed with skein's signer, exactly as the router signs.
+    let signer = skein_dkim::Signer::load(&[skein_config::DkimKey {
+        domain: "example.org".into(),
+        selector: "sel".into(),
+        signing_domain: String::new(),
+        key: key.clone(),
+        algorithm: skein_config::DkimAlgorithm::RsaSha256,
+        headers: vec!["From".into(), "To".into(), "Subject".into(), "Date".into()],
+        canonicalization: (
+            skein_config::Canonicalization::Relaxed,
+            skein_config::Canonicalization::Relaxed,
+        ),
+    }])
+    .expect("the key loads");
+    let message = b"From: Joe <joe@example.org>\r\nTo: ann@localhost\r\nSubject: inbound\r\nDate: Fri, 04 Dec 2026 10:00:00 +0000\r\n\r\nSigned before it was sent.\r\n";
+    let signed = signer.sign(message).expect("no error").expect("signed");
+    let good = [signed.field.as_bytes(), message].concat();
+    let bad = String::from_utf8_lossy(&good)
+        .replace("Signed before", "Changed after")
+        .into_bytes();
+    for body in [&good, &bad] {
+        let mut c = smtpd.client();
+        c.send(b"EHLO client.example\r\n");
+        c.expect(250, "");
+        c.send(b"MAIL FROM:<joe@example.org>\r\nRCPT TO:<ann@localhost>\r\nDATA\r\n");
+        c.expect(250, "2.1.0");
+        c.expect(250, "2.1.5");
+        c.expect(354, "");
+        c.send(body);
+        c.send(b".\r\n");
+        c.expect(250, "2.0.0");
+        c.send(b"QUIT\r\n");
+    }
+    let router = smtpd.env.route_all();
+    let scheduler = smtpd.env.start("skein-scheduler");
+    assert!(
+        smtpd
+            .env
+            .wait_for(Duration::from_secs(120), || smtpd.env.maildir("ann").len()
+                == 2),
+        "{}\n{}",
+        router.log_text(),
+        scheduler.log_text()
+    );
+    let stored: Vec<String> = smtpd
+        .env
+        .maildir("ann")
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .collect();
+    let verdict = |text: &str| -> String {
+        let line = text
+            .lines()
+            .skip_while(|l| !l.starts_with("Authentication-Results: test.example"))
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ");
+        line
+    };
+    let good_copy = stored
+        .iter()
+        .find(|m| m.contains("Signed before"))
+        .expect("the good copy");
+    let bad_copy = stored
+        .iter()
+        .find(|m| m.contains("Changed after"))
+        .expect("the changed copy");
+    assert!(verdict(good_copy).contains("dkim=pass"), "{good_copy}");
+    assert!(verdict(bad_copy).contains("dkim=fail"), "{bad_copy}");
 }
