@@ -285,13 +285,11 @@ fn opendkim_verifies_inbound_mail_pass_and_fail() {
         .map(|m| String::from_utf8_lossy(m).into_owned())
         .collect();
     let verdict = |text: &str| -> String {
-        let line = text
-            .lines()
+        text.lines()
             .skip_while(|l| !l.starts_with("Authentication-Results: test.example"))
             .take(3)
             .collect::<Vec<_>>()
-            .join(" ");
-        line
+            .join(" ")
     };
     let good_copy = stored
         .iter()
