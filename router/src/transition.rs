@@ -304,7 +304,14 @@ fn prepare(
         }
         _ => (info, lock, String::new()),
     };
-    let control = control_file(&info, routed, now_micros());
+    let mut control = control_file(&info, routed, now_micros());
+    // A content filter asked for the message to be held (quarantine):
+    // it is queued held, as `skein queue hold` would leave it, until an
+    // administrator releases or deletes it.
+    if let Some(reason) = &info.quarantine {
+        tracing::info!(queue_id = %info.id, reason = %reason, "held: quarantined by a content filter");
+        control.records.push(Record::Held { at: now_micros() });
+    }
     let mut summary = Summary::new(&control, &facts, false);
     summary.dkim = dkim;
     Ok(Prepared::New {

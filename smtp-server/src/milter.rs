@@ -102,6 +102,9 @@ pub enum Outcome {
     Accept {
         /// Whether `Message` was modified.
         changed: bool,
+        /// A filter asked for it to be held (quarantined), with this
+        /// reason: it is queued held.
+        quarantine: Option<String>,
     },
     /// Refuse it with this reply.
     Refuse(Refusal),
@@ -225,9 +228,15 @@ fn refusal(reply: Option<String>, tempfail: bool) -> Refusal {
 /// Runs every filter on `message`, changing it as they ask.
 pub async fn run(milters: &Milters, ctx: &Context<'_>, message: &mut Message) -> Outcome {
     let mut changed = false;
+    let mut quarantine = None;
     for (name, address) in &milters.filters {
         match one(name, address, milters.timeouts, ctx, message).await {
-            Ok(FilterResult::Go(c)) => changed |= c,
+            Ok(FilterResult::Go(c, q)) => {
+                changed |= c;
+                if q.is_some() {
+                    quarantine = q;
+                }
+            }
             Ok(FilterResult::Stop(outcome)) => {
                 info!(milter = %name, queue_id = ctx.queue_id, outcome = ?outcome, "milter verdict");
                 return outcome;
@@ -260,12 +269,16 @@ pub async fn run(milters: &Milters, ctx: &Context<'_>, message: &mut Message) ->
             }
         }
     }
-    Outcome::Accept { changed }
+    Outcome::Accept {
+        changed,
+        quarantine,
+    }
 }
 
 enum FilterResult {
-    /// Go on to the next filter (whether this one changed the message).
-    Go(bool),
+    /// Go on to the next filter (whether this one changed the message,
+    /// and the quarantine reason it gave).
+    Go(bool, Option<String>),
     /// A verdict that ends the filtering.
     Stop(Outcome),
 }
@@ -274,7 +287,7 @@ enum FilterResult {
 fn stop(verdict: Verdict) -> Option<FilterResult> {
     match verdict {
         Verdict::Continue | Verdict::Skip => None,
-        Verdict::Accept => Some(FilterResult::Go(false)),
+        Verdict::Accept => Some(FilterResult::Go(false, None)),
         Verdict::Discard => Some(FilterResult::Stop(Outcome::Discard)),
         Verdict::Reject(reply) => Some(FilterResult::Stop(Outcome::Refuse(refusal(reply, false)))),
         Verdict::Tempfail(reply) => Some(FilterResult::Stop(Outcome::Refuse(refusal(reply, true)))),
@@ -484,12 +497,13 @@ async fn steps(
     let end = c.end_of_message(macros).await?;
     match &end.verdict {
         Verdict::Discard | Verdict::Reject(_) | Verdict::Tempfail(_) => {
-            return Ok(stop(end.verdict).unwrap_or(FilterResult::Go(false)));
+            return Ok(stop(end.verdict).unwrap_or(FilterResult::Go(false, None)));
         }
         Verdict::Accept | Verdict::Continue | Verdict::Skip => {}
     }
     // The modifications, in the order the filter sent them.
     let mut changed = false;
+    let mut quarantine = None;
     let mut new_body: Option<Vec<u8>> = None;
     for m in end.modifications {
         changed = true;
@@ -550,15 +564,12 @@ async fn steps(
             }
             Response::ChangeFrom(from, _) => message.sender = bare(&from),
             Response::Quarantine(reason) => {
-                // Holding a message at intake is not built yet: refusing it
-                // temporarily keeps it with the sender rather than
-                // delivering what a filter wanted held.
-                warn!(milter = %name, queue_id = ctx.queue_id, reason = %reason, "milter asked for quarantine, which the smtpd cannot do yet: tempfail");
-                return Ok(FilterResult::Stop(Outcome::Refuse(Refusal::new(
-                    451,
-                    "4.7.1",
-                    "Message held by a content filter - try again later",
-                ))));
+                info!(milter = %name, queue_id = ctx.queue_id, reason = %reason, "quarantined by a content filter: queued held");
+                let reason: String = reason
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                quarantine = Some(format!("{name}: {reason}"));
             }
             other => {
                 warn!(milter = %name, response = ?other, "unexpected milter response at end of message: ignored");
@@ -580,7 +591,7 @@ async fn steps(
         }
     }
     info!(milter = %name, queue_id = ctx.queue_id, changed, "milter accepted");
-    Ok(FilterResult::Go(changed))
+    Ok(FilterResult::Go(changed, quarantine))
 }
 
 #[cfg(test)]

@@ -147,10 +147,11 @@ impl MessageSink {
         self.text.take()
     }
 
-    /// Replaces the message by what the filters made of it.
-    pub fn replace(&mut self, envelope: &Envelope, text: &[u8]) {
+    /// Replaces the message by what the filters made of it (`quarantine`:
+    /// held when routed, for this reason).
+    pub fn replace(&mut self, envelope: &Envelope, text: &[u8], quarantine: Option<&str>) {
         if let Some(writer) = &mut self.writer
-            && let Err(e) = writer.rewrite(envelope, text)
+            && let Err(e) = writer.rewrite(envelope, text, quarantine)
         {
             self.fail(Failure::Spool(e));
         }

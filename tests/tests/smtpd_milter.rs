@@ -312,3 +312,35 @@ impl Serving for Smtpd {
         c.expect(221, "");
     }
 }
+
+#[test]
+fn quarantine_queues_the_message_held() {
+    let port = milter(Arc::new(|code, _| match code {
+        b'E' => Act::Send([packet(b'q', b"virus\r\nfound\0"), packet(b'a', b"")].concat()),
+        _ => cont(),
+    }));
+    let smtpd = start(port, "");
+    let (code, reply) = send(&smtpd);
+    assert_eq!(code, 250, "{reply}");
+    let files = smtpd.incoming();
+    assert_eq!(files.len(), 1);
+    let (info, _) = skein_spool::read_message(&files[0]).expect("verifies");
+    let reason = info.quarantine.expect("marked for quarantine");
+    assert!(
+        reason.contains("virus  found"),
+        "control characters blanked: {reason:?}"
+    );
+    // Routed, it is held: the control file says so, and mailq shows it.
+    let router = smtpd.env.route_all();
+    assert!(
+        router
+            .log_text()
+            .contains("held: quarantined by a content filter"),
+        "{}",
+        router.log_text()
+    );
+    let controls = smtpd.env.files("transport");
+    assert_eq!(controls.len(), 1);
+    let control = std::fs::read_to_string(&controls[0]).expect("control file");
+    assert!(control.lines().any(|l| l.starts_with("held ")), "{control}");
+}

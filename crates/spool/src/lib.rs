@@ -245,7 +245,13 @@ impl Spool {
         message: &[u8],
     ) -> Result<(MessageInfo, FileLock), SpoolError> {
         use std::io::Write;
-        let bytes = message::render_file_at(&info.id, info.arrival_micros, envelope, message)?;
+        let bytes = message::render_file_at(
+            &info.id,
+            info.arrival_micros,
+            envelope,
+            message,
+            info.quarantine.as_deref(),
+        )?;
         let tmp = self
             .dir(Area::Tmp)
             .join(format!("{}.{}.new", std::process::id(), info.id));

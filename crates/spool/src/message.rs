@@ -12,6 +12,7 @@
 //! origin sendmail%20uid=1000%20user=joe
 //! rcpt ann@example.net notify=SUCCESS,FAILURE orcpt=rfc822;ann@example.net
 //! rcpt bob@example.net
+//! quarantine virus%20found  (optional: a content filter asked to hold it)
 //! size 00000000000000004096
 //! crc32 1c291ca3
 //! eightbit 0
@@ -108,6 +109,9 @@ pub struct MessageInfo {
     /// The message holds bytes above 127 (it needs 8BITMIME or SMTPUTF8
     /// whatever its declared body type).
     pub eightbit: bool,
+    /// A content filter asked for it to be held (quarantined), with this
+    /// reason: the router queues it held.
+    pub quarantine: Option<String>,
 }
 
 fn check_field(what: &str, value: &str) -> Result<(), SpoolError> {
@@ -178,6 +182,7 @@ fn render_header(
     id: &QueueId,
     arrival: u64,
     env: &Envelope,
+    quarantine: Option<&str>,
 ) -> Result<(String, usize), SpoolError> {
     check_field("sender", &env.sender)?;
     let mut h = String::with_capacity(256 + 64 * env.recipients.len());
@@ -198,6 +203,10 @@ fn render_header(
             h.push_str(&escape(o));
         }
         h.push('\n');
+    }
+    if let Some(reason) = quarantine {
+        check_field("quarantine", reason)?;
+        h.push_str(&format!("quarantine {}\n", escape(reason)));
     }
     let size_at = h.len() + "size ".len();
     h.push_str("size 00000000000000000000\ncrc32 00000000\neightbit 0\n.\n");
@@ -258,7 +267,7 @@ impl MessageWriter {
             }
         };
         let arrival = now_micros();
-        let (header, size_at) = render_header(&id, arrival, env)?;
+        let (header, size_at) = render_header(&id, arrival, env, None)?;
         let mut w = MessageWriter {
             file: io::BufWriter::with_capacity(64 * 1024, file),
             tmp_path,
@@ -304,9 +313,17 @@ impl MessageWriter {
     /// Replaces everything written so far by `message` under `env` (the
     /// same id and arrival): what the content filters made of the message.
     /// Nothing is durable before [`commit`](Self::commit).
-    pub fn rewrite(&mut self, env: &Envelope, message: &[u8]) -> Result<(), SpoolError> {
+    ///
+    /// `quarantine`: the message is to be held when it is routed, with
+    /// this reason (a filter asked for it).
+    pub fn rewrite(
+        &mut self,
+        env: &Envelope,
+        message: &[u8],
+        quarantine: Option<&str>,
+    ) -> Result<(), SpoolError> {
         use std::io::Seek;
-        let (header, size_at) = render_header(&self.id, self.arrival, env)?;
+        let (header, size_at) = render_header(&self.id, self.arrival, env, quarantine)?;
         self.file
             .flush()
             .map_err(|e| SpoolError::io("write", &self.tmp_path, e))?;
@@ -464,6 +481,7 @@ pub fn parse_header(
     let mut size = None;
     let mut crc = None;
     let mut eightbit = None;
+    let mut quarantine = None;
     loop {
         if !next(&mut line)? {
             return Err(bad("header ends before its terminating '.' line".into()));
@@ -529,6 +547,7 @@ pub fn parse_header(
                         .map_err(|_| bad(format!("bad crc32 {line:?}")))?,
                 )
             }
+            "quarantine" => quarantine = Some(one()?),
             "eightbit" => {
                 eightbit = Some(match one()?.as_str() {
                     "0" => false,
@@ -565,6 +584,7 @@ pub fn parse_header(
         size,
         crc32,
         eightbit: eightbit.ok_or_else(|| missing("eightbit"))?,
+        quarantine,
     })
 }
 
@@ -640,7 +660,7 @@ pub fn write_file(path: &Path, env: &Envelope, message: &[u8]) -> Result<Message
 /// [`write_file`] writes, and what `skein sendmail` hands `skein-postdrop`
 /// ([`crate::drop`]).
 pub fn render_file(id: &QueueId, env: &Envelope, message: &[u8]) -> Result<Vec<u8>, SpoolError> {
-    render_file_at(id, now_micros(), env, message)
+    render_file_at(id, now_micros(), env, message, None)
 }
 
 /// A complete message file with queue id `id` and arrival time `arrival`
@@ -651,8 +671,9 @@ pub fn render_file_at(
     arrival: u64,
     env: &Envelope,
     message: &[u8],
+    quarantine: Option<&str>,
 ) -> Result<Vec<u8>, SpoolError> {
-    let (header, size_at) = render_header(id, arrival, env)?;
+    let (header, size_at) = render_header(id, arrival, env, quarantine)?;
     let mut bytes = header.into_bytes();
     let patch = format!(
         "{:020}\ncrc32 {:08x}\neightbit {}",
@@ -761,13 +782,18 @@ mod tests {
         let mut env = sample();
         env.sender = "changed@example.org".into();
         env.recipients.truncate(1);
-        w.rewrite(&env, b"X-Filtered: yes\r\n\r\nshort\r\n")
-            .unwrap();
+        w.rewrite(
+            &env,
+            b"X-Filtered: yes\r\n\r\nshort\r\n",
+            Some("virus: EICAR"),
+        )
+        .unwrap();
         let committed = w.commit().unwrap();
         assert_eq!(committed, id, "the id is kept");
         let (info, bytes) = read_message(&inc.join(id.as_str())).unwrap();
         assert_eq!(bytes, b"X-Filtered: yes\r\n\r\nshort\r\n");
         assert_eq!(info.envelope, env);
+        assert_eq!(info.quarantine.as_deref(), Some("virus: EICAR"));
     }
 
     #[test]

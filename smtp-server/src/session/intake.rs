@@ -208,8 +208,11 @@ impl Session {
             };
             let queue_id = sink.id().to_owned();
             match crate::milter::run(&self.server.milters, &ctx, &mut message).await {
-                crate::milter::Outcome::Accept { changed: false } => {}
-                crate::milter::Outcome::Accept { changed: true } => {
+                crate::milter::Outcome::Accept {
+                    changed: false,
+                    quarantine: None,
+                } => {}
+                crate::milter::Outcome::Accept { quarantine, .. } => {
                     let envelope = Envelope {
                         sender: message.sender.clone(),
                         recipients: message.recipients.clone(),
@@ -219,7 +222,7 @@ impl Session {
                         smtputf8: tx.params.smtputf8,
                         origin: format!("smtp [{}] helo={}", self.peer, client.helo),
                     };
-                    sink.replace(&envelope, &message.text);
+                    sink.replace(&envelope, &message.text, quarantine.as_deref());
                 }
                 crate::milter::Outcome::Discard => {
                     // Dropping the sink removes its temporary file.
