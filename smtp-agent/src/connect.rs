@@ -207,7 +207,7 @@ pub async fn establish(
         }
         // No clear text after a failed handshake where DANE or an
         // enforced MTA-STS policy applies.
-        let dane_applies = match &requirement {
+        let no_clear_text = match &requirement {
             Requirement::None(_) => false,
             Requirement::Sts { enforce, .. } => *enforce,
             _ => true,
@@ -225,7 +225,7 @@ pub async fn establish(
                     error: SmtpError::Tls { detail },
                     ..
                 }) if matches!(dest.tls, TlsPolicy::Opportunistic | TlsPolicy::Dane)
-                    && !dane_applies =>
+                    && !no_clear_text =>
                 {
                     warn!(
                         server = %remote_name(&candidate.name, addr),

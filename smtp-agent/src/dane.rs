@@ -34,7 +34,6 @@ use hickory_resolver::proto::op::{Edns, Message, MessageType, OpCode, Query, Res
 use hickory_resolver::proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -414,8 +413,8 @@ pub struct DaneVerifier {
     pub owner: String,
     /// The usable records.
     pub records: Vec<Tlsa>,
-    /// The crypto provider (signatures).
-    pub provider: Arc<CryptoProvider>,
+    /// The handshake signatures are checked as for any session.
+    pub signatures: crate::tls::AnyCertificate,
 }
 
 impl DaneVerifier {
@@ -462,7 +461,7 @@ impl ServerCertVerifier for DaneVerifier {
             }
             let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
                 Arc::new(roots),
-                self.provider.clone(),
+                self.signatures.0.clone(),
             )
             .build()
             .map_err(|e| self.error(&format!("trust anchor unusable: {e}")))?;
@@ -483,12 +482,7 @@ impl ServerCertVerifier for DaneVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -497,18 +491,11 @@ impl ServerCertVerifier for DaneVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.supported_verify_schemes()
     }
 }
 

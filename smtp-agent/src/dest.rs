@@ -47,7 +47,7 @@ impl Destination {
         // threads, so they agree; if a reload changed a route since they
         // were queued they may not, and the strictest policy among them
         // applies (never a weaker one than some recipient's route asks).
-        let tls = job
+        let routes: Vec<Option<&skein_config::Route>> = job
             .recipients
             .iter()
             .map(|r| {
@@ -56,8 +56,12 @@ impl Destination {
                     .rsplit_once('@')
                     .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
                     .unwrap_or_else(|| job.thread.host.clone());
-                config.tls_policy(config.route_for(&domain))
+                config.route_for(&domain)
             })
+            .collect();
+        let tls = routes
+            .iter()
+            .map(|route| config.tls_policy(*route))
             .max()
             .unwrap_or_else(|| config.tls_policy(None));
         let target = match &job.nexthop {
@@ -76,16 +80,9 @@ impl Destination {
             }
         };
         let nexthop_dane = matches!(target, Target::Static(_))
-            && job.recipients.iter().any(|r| {
-                let domain = r
-                    .address
-                    .rsplit_once('@')
-                    .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
-                    .unwrap_or_default();
-                config
-                    .route_for(&domain)
-                    .is_some_and(|route| route.tls == Some(TlsPolicy::Dane))
-            });
+            && routes
+                .iter()
+                .any(|route| route.is_some_and(|r| r.tls == Some(TlsPolicy::Dane)));
         Ok(Destination {
             target,
             tls,

@@ -108,7 +108,7 @@ pub async fn connect_dane(
     let verifier = crate::dane::DaneVerifier {
         owner: owner.to_owned(),
         records,
-        provider: provider(),
+        signatures: AnyCertificate(provider()),
     };
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -313,7 +313,7 @@ async fn handshake(
 /// Accepts any certificate chain, but still checks the handshake
 /// signatures against the key presented.
 #[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
+pub(crate) struct AnyCertificate(pub(crate) Arc<CryptoProvider>);
 
 impl ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(

@@ -468,3 +468,103 @@ impl TestEnv {
         }
     }
 }
+
+/// A child process killed (SIGKILL) and reaped when dropped: the filters,
+/// resolvers and servers a test starts.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// dkimpy's verdict on `message` with `records` (TXT name → text) as
+/// the DNS: "pass" or "fail".
+pub fn dkimpy(message: &[u8], records: &[(String, String)]) -> String {
+    use std::io::Write;
+    const SCRIPT: &str = r#"
+import sys, dkim
+records = {}
+for arg in sys.argv[1:]:
+    name, text = arg.split("=", 1)
+    records[name.lower().rstrip(".")] = text.encode()
+def dns(name, timeout=5):
+    return records.get(name.decode().lower().rstrip("."))
+message = sys.stdin.buffer.read()
+print("pass" if dkim.verify(message, dnsfunc=dns) else "fail")
+"#;
+    let mut python = std::process::Command::new("/usr/bin/python3");
+    python.arg("-c").arg(SCRIPT);
+    for (name, text) in records {
+        python.arg(format!("{name}={text}"));
+    }
+    let mut child = python
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3 (apt install python3-dkim: bench/ci-deps-dkim.sh)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(message)
+        .expect("write");
+    let out = child.wait_with_output().expect("python");
+    assert!(
+        out.status.success(),
+        "dkimpy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `skein dkim keygen` in `env` (`--out <dir>/<domain>.<selector>.key`):
+/// the key file and the (name, TXT text) it printed; checks that the key
+/// is the owner's alone and the record is one.
+pub fn dkim_keygen(
+    env: &TestEnv,
+    domain: &str,
+    selector: &str,
+    algorithm: &str,
+) -> (String, (String, String)) {
+    let key = env.dir.path().join(format!("{domain}.{selector}.key"));
+    let out = env
+        .skein()
+        .args([
+            "dkim",
+            "keygen",
+            domain,
+            selector,
+            "--algorithm",
+            algorithm,
+            "--out",
+        ])
+        .arg(&key)
+        .output()
+        .expect("skein dkim keygen");
+    assert!(
+        out.status.success(),
+        "keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record = String::from_utf8_lossy(&out.stdout).into_owned();
+    // `s._domainkey.d. IN TXT ( "part" "part" )`: the name and the joined
+    // strings.
+    let name = record.split_whitespace().next().expect("name").to_owned();
+    assert_eq!(name, format!("{selector}._domainkey.{domain}."));
+    let text: String = record
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .collect::<Vec<_>>()
+        .concat();
+    assert!(text.starts_with("v=DKIM1; k="), "{record}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key).expect("key written").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the key is the owner's alone");
+    (key.display().to_string(), (name, text))
+}

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ServerConnection, StreamOwned};
 use skein_agent::testing::{FakeScheduler, spawn_with_fd3};
-use skein_proto::{BodyType, Job, JobId, JobRecipient, Notify, ThreadKey};
+use skein_proto::{BodyType, Job, JobId, JobRecipient, Notify, Outcome, ThreadKey};
 use skein_smtp_codec::{Command, DataDecoder, Extensions};
 
 /// What the client just did, as a script sees it.
@@ -1087,6 +1087,30 @@ impl SmtpTest {
             .await
             .expect("handshake with skein-smtp");
         (child, scheduler)
+    }
+
+    /// Delivers `message` to `rcpt` by MX (no next hop: the thread's host
+    /// is the recipient's domain) with a fresh agent, which is then shut
+    /// down; returns the recipient's outcome. Panics (with the agent's
+    /// log) if none comes within a minute or the agent does not stop.
+    pub async fn deliver_by_mx(&self, rcpt: &str, message: &[u8]) -> Outcome {
+        let limit = Duration::from_secs(60);
+        let (mut child, mut scheduler) = self.agent().await;
+        let file = self.message("m", message);
+        let mut job = self.job(1, &file, &[rcpt]);
+        let domain = rcpt.rsplit_once('@').expect("address").1;
+        job.nexthop = None;
+        job.thread = ThreadKey::new("smtp", domain);
+        let mut outcomes = tokio::time::timeout(limit, scheduler.deliver(job))
+            .await
+            .unwrap_or_else(|_| panic!("no outcome:\n{}", self.agent_log()))
+            .expect("job done");
+        assert!(
+            shutdown(&mut child, &mut scheduler, limit).await,
+            "agent did not stop cleanly:\n{}",
+            self.agent_log()
+        );
+        outcomes.remove(0)
     }
 
     /// The agent's log so far.

@@ -22,11 +22,12 @@
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use skein_integration_tests::KillOnDrop;
 use skein_integration_tests::smtp_server::{
-    PolicyServer, ScriptedServer, ServerOptions, SmtpTest, TestCa, shutdown, tls_identity,
+    PolicyServer, ScriptedServer, ServerOptions, SmtpTest, TestCa, tls_identity,
 };
 use skein_proto::{Outcome, Status};
 
@@ -42,16 +43,6 @@ fn free_port() -> u16 {
         }
     }
     panic!("no free port")
-}
-
-/// A child killed when dropped.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn run(dir: &Path, program: &str, args: &[&str]) -> String {
@@ -97,8 +88,8 @@ fn sign(dir: &Path, name: &str) -> (String, String) {
 
 struct Dns {
     resolver: SocketAddr,
-    _nsd: Daemon,
-    _unbound: Daemon,
+    _nsd: KillOnDrop,
+    _unbound: KillOnDrop,
     dir: tempfile::TempDir,
 }
 
@@ -169,7 +160,7 @@ fn start_dns(smtp_port: u16, good: &str, ta: &str) -> Dns {
         .stderr(Stdio::null())
         .spawn()
         .expect("nsd (apt install nsd: bench/ci-deps-dane.sh)");
-    let nsd = Daemon(nsd);
+    let nsd = KillOnDrop(nsd);
 
     let unbound_port = free_port();
     let mut conf = format!(
@@ -192,7 +183,7 @@ fn start_dns(smtp_port: u16, good: &str, ta: &str) -> Dns {
         .stderr(Stdio::null())
         .spawn()
         .expect("unbound (apt install unbound: bench/ci-deps-dane.sh)");
-    let unbound = Daemon(unbound);
+    let unbound = KillOnDrop(unbound);
     let resolver: SocketAddr = format!("127.0.0.1:{unbound_port}").parse().expect("addr");
     // Both answer once they listen (a guard against hanging, not a timing
     // assertion).
@@ -215,21 +206,8 @@ fn start_dns(smtp_port: u16, good: &str, ta: &str) -> Dns {
 }
 
 async fn deliver(test: &SmtpTest, domain: &str) -> Outcome {
-    let (mut child, mut scheduler) = test.agent().await;
-    let file = test.message("m", b"Subject: dane\r\n\r\nbody\r\n");
-    let mut job = test.job(1, &file, &[&format!("r@{domain}")]);
-    job.thread.host = domain.to_owned();
-    job.nexthop = None;
-    let mut outcomes = tokio::time::timeout(LIMIT, scheduler.deliver(job))
+    test.deliver_by_mx(&format!("r@{domain}"), b"Subject: dane\r\n\r\nbody\r\n")
         .await
-        .unwrap_or_else(|_| panic!("no outcome:\n{}", test.agent_log()))
-        .expect("job done");
-    assert!(
-        shutdown(&mut child, &mut scheduler, LIMIT).await,
-        "{}",
-        test.agent_log()
-    );
-    outcomes.remove(0)
 }
 
 #[tokio::test(flavor = "multi_thread")]

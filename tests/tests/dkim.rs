@@ -11,100 +11,13 @@
 //! signed. A key that does not load stops `config check`
 //! and the router with file, line and key.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use skein_integration_tests::smtp_server::{Ctx, Response, ScriptedServer, ServerOptions, Step};
-use skein_integration_tests::{TestEnv, bin};
-
-/// dkimpy's verdict on `message` with `records` (TXT name → text) as
-/// the DNS: "pass" or "fail".
-fn dkimpy(message: &[u8], records: &[(String, String)]) -> String {
-    const SCRIPT: &str = r#"
-import sys, dkim
-records = {}
-for arg in sys.argv[1:]:
-    name, text = arg.split("=", 1)
-    records[name.lower().rstrip(".")] = text.encode()
-def dns(name, timeout=5):
-    return records.get(name.decode().lower().rstrip("."))
-message = sys.stdin.buffer.read()
-print("pass" if dkim.verify(message, dnsfunc=dns) else "fail")
-"#;
-    let mut python = Command::new("/usr/bin/python3");
-    python.arg("-c").arg(SCRIPT);
-    for (name, text) in records {
-        python.arg(format!("{name}={text}"));
-    }
-    let mut child = python
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("/usr/bin/python3 (apt install python3-dkim: bench/ci-deps-dkim.sh)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(message)
-        .expect("write");
-    let out = child.wait_with_output().expect("python");
-    assert!(
-        out.status.success(),
-        "dkimpy failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// `skein dkim keygen`: the key file and the (name, TXT text) it printed.
-fn keygen(
-    env: &TestEnv,
-    domain: &str,
-    selector: &str,
-    algorithm: &str,
-) -> (String, (String, String)) {
-    let key = env.dir.path().join(format!("{domain}.{selector}.key"));
-    let out = env
-        .skein()
-        .args([
-            "dkim",
-            "keygen",
-            domain,
-            selector,
-            "--algorithm",
-            algorithm,
-            "--out",
-        ])
-        .arg(&key)
-        .output()
-        .expect("skein dkim keygen");
-    assert!(
-        out.status.success(),
-        "keygen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let record = String::from_utf8_lossy(&out.stdout).into_owned();
-    // `s._domainkey.d. IN TXT ( "part" "part" )`: the name and the joined
-    // strings.
-    let name = record.split_whitespace().next().expect("name").to_owned();
-    assert_eq!(name, format!("{selector}._domainkey.{domain}."));
-    let text: String = record
-        .split('"')
-        .skip(1)
-        .step_by(2)
-        .collect::<Vec<_>>()
-        .concat();
-    assert!(text.starts_with("v=DKIM1; k="), "{record}");
-    let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(&key).expect("key written").permissions(),
-    );
-    assert_eq!(mode & 0o777, 0o600, "the key is the owner's alone");
-    (key.display().to_string(), (name, text))
-}
+use skein_integration_tests::{TestEnv, bin, dkim_keygen as keygen, dkimpy};
 
 fn header_field<'a>(message: &'a str, name: &str) -> Option<&'a str> {
     let start = message

@@ -10,19 +10,11 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command as Process, Stdio};
+use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
+use skein_integration_tests::KillOnDrop;
 use skein_milter::{Command, Decoder, Family, Response, Stage, VERSION, action, protocol};
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -73,7 +65,7 @@ fn a_whole_session_with_opendkim() {
         .stderr(Stdio::null())
         .spawn()
         .expect("opendkim (apt install opendkim: bench/ci-deps-milter.sh)");
-    let _daemon = Daemon(child);
+    let _daemon = KillOnDrop(child);
     let end = Instant::now() + Duration::from_secs(60);
     let mut stream = loop {
         match TcpStream::connect(("127.0.0.1", port)) {

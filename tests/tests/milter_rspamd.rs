@@ -8,19 +8,11 @@
 
 mod smtpd_support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use skein_integration_tests::KillOnDrop;
 use smtpd_support::{Smtpd, free_port};
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
 
@@ -85,7 +77,7 @@ fn rspamd_rejects_gtube_and_tags_a_clean_message() {
         "use = [\"x-spamd-result\"];\nskip_local = false;\nskip_authenticated = false;\n".into(),
     );
     let var = |name: &str| format!("--var={name}={}", dir.display());
-    let _rspamd = Daemon(
+    let _rspamd = KillOnDrop(
         Command::new("rspamd")
             .args(["-f", "-c", "/etc/rspamd/rspamd.conf"])
             .args([

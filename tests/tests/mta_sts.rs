@@ -16,14 +16,11 @@
 //!   new fetch; a new id means a new fetch, and the new policy applies.
 
 use std::net::Ipv4Addr;
-use std::time::Duration;
 
 use skein_integration_tests::smtp_server::{
-    DnsRecord, DnsResponder, PolicyServer, ServerOptions, SmtpTest, TestCa, shutdown, tls_config,
+    DnsRecord, DnsResponder, PolicyServer, ServerOptions, SmtpTest, TestCa, tls_config,
 };
 use skein_proto::{Outcome, Status};
-
-const LIMIT: Duration = Duration::from_secs(60);
 
 fn policy(mode: &str, mx: &str) -> String {
     format!("version: STSv1\nmode: {mode}\nmx: {mx}\nmax_age: 86400\n")
@@ -68,21 +65,8 @@ fn setup(ca: &TestCa, tls: std::sync::Arc<rustls::ServerConfig>, body: &str) -> 
 }
 
 async fn deliver(test: &SmtpTest) -> Outcome {
-    let (mut child, mut scheduler) = test.agent().await;
-    let file = test.message("m", b"Subject: sts\r\n\r\nbody\r\n");
-    let mut job = test.job(1, &file, &["r@sts.test"]);
-    job.thread.host = "sts.test".into();
-    job.nexthop = None;
-    let mut outcomes = tokio::time::timeout(LIMIT, scheduler.deliver(job))
+    test.deliver_by_mx("r@sts.test", b"Subject: sts\r\n\r\nbody\r\n")
         .await
-        .unwrap_or_else(|_| panic!("no outcome:\n{}", test.agent_log()))
-        .expect("job done");
-    assert!(
-        shutdown(&mut child, &mut scheduler, LIMIT).await,
-        "{}",
-        test.agent_log()
-    );
-    outcomes.remove(0)
 }
 
 fn sts_lines(log: &str) -> Vec<&str> {

@@ -6,14 +6,11 @@
 //! that does not exist (5.1.2), and never relaying to ourselves (5.4.6).
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
 
 use skein_integration_tests::smtp_server::{
-    DnsRecord, DnsResponder, Response, ScriptedServer, ServerOptions, SmtpTest, Step, shutdown,
+    DnsRecord, DnsResponder, Response, ScriptedServer, ServerOptions, SmtpTest, Step,
 };
 use skein_proto::{Outcome, Status};
-
-const LIMIT: Duration = Duration::from_secs(60);
 
 fn a(ip: [u8; 4]) -> DnsRecord {
     DnsRecord::A(Ipv4Addr::from(ip))
@@ -44,22 +41,8 @@ fn mx_test(options: ServerOptions, dns: &DnsResponder) -> SmtpTest {
 /// Delivers one message to `rcpt` by MX (no next hop) and returns its
 /// outcome.
 async fn deliver_by_mx(test: &SmtpTest, rcpt: &str) -> Outcome {
-    let (mut child, mut scheduler) = test.agent().await;
-    let file = test.message("m", b"Subject: mx\r\n\r\nby MX\r\n");
-    let mut job = test.job(1, &file, &[rcpt]);
-    let domain = rcpt.rsplit_once('@').expect("address").1;
-    job.nexthop = None;
-    job.thread = skein_proto::ThreadKey::new("smtp", domain);
-    let mut outcomes = tokio::time::timeout(LIMIT, scheduler.deliver(job))
+    test.deliver_by_mx(rcpt, b"Subject: mx\r\n\r\nby MX\r\n")
         .await
-        .unwrap_or_else(|_| panic!("no outcome:\n{}", test.agent_log()))
-        .expect("job done");
-    assert!(
-        shutdown(&mut child, &mut scheduler, LIMIT).await,
-        "agent did not stop cleanly:\n{}",
-        test.agent_log()
-    );
-    outcomes.remove(0)
 }
 
 #[tokio::test(flavor = "multi_thread")]
