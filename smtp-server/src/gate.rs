@@ -25,7 +25,13 @@
 //! slots back quickly. Sessions learn of it through [`Gate::subscribe`]
 //! while they wait, not only at their next read: a slow client that was
 //! given 5 minutes before the flood began is held to the stress timeout
-//! from the moment stress begins.
+//! from the moment stress begins. A wait during which stress began keeps
+//! the stress limits until it ends, even if the load has fallen by the
+//! time the session runs: the sessions that stress drops are what make it
+//! fall, and every one of them was over the stress limit when it began.
+//! The watch therefore carries a count of onsets ([`Stress::onsets`]) as
+//! well as the state, so that a session cannot miss a stress that began
+//! and ended between two of its polls.
 //!
 //! **Cost.** One mutex per connect and per disconnect, and a map entry per
 //! client with a connection open and per client seen in the current rate
@@ -97,12 +103,29 @@ impl GateLimits {
 }
 
 /// Counts open sessions; a [`Ticket`] is one of them.
+/// The stress state the gate broadcasts to the sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stress {
+    /// Whether the server is under stress now.
+    pub on: bool,
+    /// How many times stress has begun since the server started.
+    pub onsets: u64,
+}
+
+impl Stress {
+    /// Whether a wait that began when the count was `onsets_then` is held
+    /// to the stress limits: stress is on, or began during the wait.
+    pub fn applies_since(self, onsets_then: u64) -> bool {
+        self.on || self.onsets != onsets_then
+    }
+}
+
 #[derive(Debug)]
 pub struct Gate {
     /// The counters and the limits they are held to, under one lock: a
     /// reload ([`Gate::set_limits`]) changes the limits, never the counts.
     open: Mutex<Open>,
-    stress: watch::Sender<bool>,
+    stress: watch::Sender<Stress>,
     /// Whether a task is waiting to give free memory back.
     trim_scheduled: std::sync::atomic::AtomicBool,
 }
@@ -175,7 +198,7 @@ impl Gate {
                 rate: HashMap::new(),
                 next_sweep: None,
             }),
-            stress: watch::Sender::new(false),
+            stress: watch::Sender::new(Stress::default()),
             trim_scheduled: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -251,8 +274,11 @@ impl Gate {
     fn note_load(&self, total: usize, stress_at: usize) {
         let stressed = total >= stress_at;
         let changed = self.stress.send_if_modified(|now| {
-            let changed = *now != stressed;
-            *now = stressed;
+            let changed = now.on != stressed;
+            if changed && stressed {
+                now.onsets += 1;
+            }
+            now.on = stressed;
             changed
         });
         if changed && stressed {
@@ -297,11 +323,11 @@ impl Gate {
 
     /// Whether the server is under stress now.
     pub fn stressed(&self) -> bool {
-        *self.stress.borrow()
+        self.stress.borrow().on
     }
 
     /// A watch on the stress state, for sessions that wait.
-    pub fn subscribe(&self) -> watch::Receiver<bool> {
+    pub fn subscribe(&self) -> watch::Receiver<Stress> {
         self.stress.subscribe()
     }
 
@@ -529,11 +555,36 @@ mod tests {
         let t3 = gate.enter(a, now).expect("3");
         assert!(gate.stressed());
         assert!(watch.has_changed().expect("sender alive"));
-        assert!(*watch.borrow_and_update());
+        let first = *watch.borrow_and_update();
+        assert_eq!(
+            first,
+            Stress {
+                on: true,
+                onsets: 1
+            }
+        );
         drop(t3);
         drop(t1);
         assert!(!gate.stressed());
-        assert!(!*watch.borrow_and_update());
+        let over = *watch.borrow_and_update();
+        assert_eq!(
+            over,
+            Stress {
+                on: false,
+                onsets: 1
+            }
+        );
+        // A wait that began before the onset is still held to the stress
+        // limits after the load fell; one that began after is not.
+        assert!(over.applies_since(0));
+        assert!(!over.applies_since(1));
+        // Stress that begins and ends between two looks is still seen.
+        let t1 = gate.enter(a, now).expect("1 again");
+        let t3 = gate.enter(a, now).expect("3 again");
+        drop((t1, t3));
+        let missed = *watch.borrow_and_update();
+        assert!(!missed.on);
+        assert!(missed.applies_since(1), "{missed:?}");
     }
 
     #[tokio::test]

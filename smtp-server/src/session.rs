@@ -215,16 +215,17 @@ pub struct Session {
     errors: u32,
     messages: u32,
     shutdown: Shutdown,
-    /// When the session began to wait for the command it is reading;
-    /// `None` once a line is complete.
-    command_since: Option<tokio::time::Instant>,
-    /// When the message text (or BDAT chunk) being read began, and the
-    /// byte count read by then; `None` outside text.
-    text_since: Option<(tokio::time::Instant, u64)>,
+    /// When the session began to wait for the command it is reading, and
+    /// the count of stress onsets then; `None` once a line is complete.
+    command_since: Option<(tokio::time::Instant, u64)>,
+    /// When the message text (or BDAT chunk) being read began, the byte
+    /// count read by then, and the count of stress onsets then; `None`
+    /// outside text.
+    text_since: Option<(tokio::time::Instant, u64, u64)>,
     /// Bytes read from the client in all.
     received: u64,
     /// The server's stress state, watched while the session waits.
-    stress: tokio::sync::watch::Receiver<bool>,
+    stress: tokio::sync::watch::Receiver<crate::gate::Stress>,
 }
 
 impl Session {
@@ -686,7 +687,9 @@ impl Session {
 
     /// Reads more input, within the wait's deadline
     /// ([`SessionLimits::deadline`]). Should stress begin while it waits,
-    /// the deadline is shortened at once.
+    /// the deadline is shortened at once, and stays short until the wait
+    /// ends even if the load has fallen by the time the session looks
+    /// (see the gate's module header).
     async fn fill(&mut self, wait: Wait) -> Result<(), SessionEnd> {
         if self.pos > 0 {
             self.input.drain(..self.pos);
@@ -696,17 +699,21 @@ impl Session {
             self.input.reserve(READ_CHUNK);
         }
         let now = tokio::time::Instant::now();
-        let since = match wait {
+        let onsets = self.stress.borrow().onsets;
+        let (since, onsets_then) = match wait {
             Wait::Command => {
                 self.text_since = None;
-                *self.command_since.get_or_insert(now)
+                *self.command_since.get_or_insert((now, onsets))
             }
-            Wait::Text => self.text_since.get_or_insert((now, self.received)).0,
+            Wait::Text => {
+                let (at, _, then) = *self.text_since.get_or_insert((now, self.received, onsets));
+                (at, then)
+            }
         };
-        let text_start = self.text_since.map_or(self.received, |(_, at)| at);
+        let text_start = self.text_since.map_or(self.received, |(_, at, _)| at);
         let mut watching = true;
         let read = loop {
-            let stressed = *self.stress.borrow_and_update();
+            let stressed = self.stress.borrow_and_update().applies_since(onsets_then);
             let (deadline, by_rate) =
                 self.server
                     .limits
