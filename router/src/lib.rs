@@ -40,13 +40,15 @@
 //! **Configuration.** `spool.dir`, `hostname` (a local domain too),
 //! `user`, `router.local_domains`, `router.aliases`,
 //! `router.allow_pipe_targets`, `router.allow_file_targets`, `[[route]]`,
-//! `local.maildir_root`. The rescan interval is `router.scan_interval` (default [`SCAN_INTERVAL`]). Aliases
+//! `local.maildir_root`, `router.milters` (content filters for local
+//! submissions: [`filter`]). The rescan interval is `router.scan_interval` (default [`SCAN_INTERVAL`]). Aliases
 //! are reloaded when one of their files changes. SIGHUP re-reads the
 //! whole file (`Engine::reload`): everything but `spool.dir`
 //! and `user` applies from the next message, and a file that fails the
 //! start's checks is refused, the old configuration staying in force.
 
 mod error;
+pub mod filter;
 pub mod header;
 mod notify;
 pub mod pickup;

@@ -8,12 +8,14 @@
 //! batch at once. A stop request is looked at between batches, so the
 //! batch in hand is always finished first.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use skein_config::{Config, Loaded};
 use skein_daemon::{Context, PidFile, ServiceError};
 use skein_dkim::Signer;
+use skein_milter::filter::Reply;
 use skein_routing::aliases::WatchedAliases;
 use skein_routing::route::Router;
 use skein_routing::users::SystemUsers;
@@ -21,6 +23,7 @@ use skein_spool::{Area, Daemon, QueueId, Spool, Wakeable};
 use tracing::{debug, error, info, warn};
 
 use crate::error::RouterError;
+use crate::filter::{self, Filtering};
 use crate::notify::SchedulerLink;
 use crate::transition::{self, Outcome, Summary};
 use crate::wake::WakeSocket;
@@ -45,6 +48,8 @@ pub struct Engine {
     force_reload: bool,
     /// The `[[dkim]]` keys in force (`None`: nothing is signed).
     signer: Option<Arc<Signer>>,
+    /// The content filters for local submissions (`router.milters`).
+    filtering: Filtering,
 }
 
 impl Engine {
@@ -64,8 +69,10 @@ impl Engine {
         }
         let aliases = WatchedAliases::load(config.router.aliases.clone())?;
         let users = SystemUsers::new(config.local.maildir_root.clone());
+        let filtering = Filtering::new(&config.router.milters, &config.smtpd);
         Ok(Engine {
             aliases,
+            filtering,
             config,
             spool,
             users,
@@ -116,6 +123,7 @@ impl Engine {
         }
         self.users = SystemUsers::new(config.local.maildir_root.clone());
         self.signer.clone_from(&reloaded.checked.dkim);
+        self.filtering.set(&config.router.milters, &config.smtpd);
         self.config = config.clone();
         self.force_reload = false;
         skein_daemon::log_reloaded(&reloaded.loaded, &reloaded.applied, &reloaded.need_restart);
@@ -169,12 +177,21 @@ impl Engine {
     }
 
     /// Routes a batch of messages as one group commit (transition T2 for
-    /// each; see [`transition::route_batch`]).
-    pub fn route_batch(&mut self, ids: &[QueueId]) -> Vec<(QueueId, Result<Outcome, RouterError>)> {
+    /// each; see [`transition::route_batch`]). The recipients of a message
+    /// in `rejected` all fail with the content filter's reply.
+    pub fn route_batch(
+        &mut self,
+        ids: &[QueueId],
+        rejected: &HashMap<QueueId, Reply>,
+    ) -> Vec<(QueueId, Result<Outcome, RouterError>)> {
         self.aliases.refresh(std::mem::take(&mut self.force_reload));
         let router = Router::new(&self.config, self.aliases.table(), &self.users);
         transition::route_batch(&self.spool, ids, self.signer.as_deref(), |info, facts| {
-            router.route(&info.envelope, facts.received, facts.is_looping())
+            let routed = router.route(&info.envelope, facts.received, facts.is_looping())?;
+            Ok(match rejected.get(&info.id) {
+                Some(reply) => filter::fail_all(routed, reply),
+                None => routed,
+            })
         })
     }
 }
@@ -191,6 +208,43 @@ async fn blocking<T: Send + 'static>(
     })
     .await
     .map_err(|e| RouterError::Bug(format!("routing task failed: {e}")))
+}
+
+/// Runs the local submissions of `batch` through `router.milters`
+/// ([`filter`]); returns the messages to route now and those whose
+/// recipients fail.
+async fn filter_batch(
+    engine: Engine,
+    batch: Vec<QueueId>,
+) -> Result<(Engine, (Vec<QueueId>, HashMap<QueueId, Reply>)), RouterError> {
+    if !engine.filtering.is_active() {
+        return Ok((engine, (batch, HashMap::new())));
+    }
+    let (mut engine, (batch, candidates)) = blocking(engine, move |e| {
+        let candidates = filter::candidates(&e.spool, &batch);
+        (batch, candidates)
+    })
+    .await?;
+    if candidates.is_empty() {
+        return Ok((engine, (batch, HashMap::new())));
+    }
+    let milters = engine.filtering.milters();
+    let decided = filter::decide(&milters, &engine.config.hostname, candidates).await;
+    let now = Instant::now();
+    for id in &decided.deferred {
+        engine.filtering.defer(id.clone(), now);
+    }
+    let (engine, decided) = blocking(engine, move |e| {
+        let mut decided = decided;
+        filter::apply(&e.spool, &mut decided);
+        decided
+    })
+    .await?;
+    let batch = batch
+        .into_iter()
+        .filter(|id| !decided.skip.contains(id))
+        .collect();
+    Ok((engine, (batch, decided.rejected)))
 }
 
 /// The router service, for [`skein_daemon::run`].
@@ -333,12 +387,14 @@ async fn route_pending(
     };
     let shutdown = ctx.shutdown();
     let mut routed = 0;
+    let waiting = engine.filtering.waiting(&ids, Instant::now());
+    let ids: Vec<QueueId> = ids.into_iter().filter(|id| !waiting.contains(id)).collect();
     for batch in ids.chunks(BATCH) {
         if shutdown.is_triggered() {
             break;
         }
-        let batch = batch.to_vec();
-        let (back, outcomes) = blocking(engine, move |e| e.route_batch(&batch)).await?;
+        let (back, (batch, rejected)) = filter_batch(engine, batch.to_vec()).await?;
+        let (back, outcomes) = blocking(back, move |e| e.route_batch(&batch, &rejected)).await?;
         engine = back;
         let mut queued = Vec::new();
         for (id, outcome) in outcomes {

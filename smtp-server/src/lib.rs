@@ -147,8 +147,9 @@ pub struct Server {
     pub gate: Arc<Gate>,
     /// The counters (`run/smtpd.stats`), shared like the gate.
     pub stats: Arc<stats::Stats>,
-    /// The content filters (`smtpd.milters`).
-    pub milters: milter::Milters,
+    /// The content filters of each listener (`smtpd.milters`,
+    /// `smtpd.submission_milters`).
+    pub milters: milter::Filters,
 }
 
 impl Server {
@@ -168,7 +169,7 @@ impl Server {
     ) -> Server {
         let smtpd = &config.smtpd;
         Server {
-            milters: milter::Milters::new(smtpd),
+            milters: milter::Filters::new(smtpd),
             recipients,
             passwords,
             tls,

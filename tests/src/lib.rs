@@ -7,6 +7,7 @@
 //! that skein runs as in the quick start; `tests/privileges.rs` is the one
 //! that stays root, to show what skein does when root starts it.
 
+pub mod scripted_milter;
 pub mod smtp_server;
 
 use std::path::{Path, PathBuf};

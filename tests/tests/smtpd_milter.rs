@@ -10,88 +10,10 @@
 
 mod smtpd_support;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
 
+use skein_integration_tests::scripted_milter::{Act, Script, cont, milter, packet};
 use smtpd_support::Smtpd;
-
-fn packet(code: u8, data: &[u8]) -> Vec<u8> {
-    let mut out = ((data.len() + 1) as u32).to_be_bytes().to_vec();
-    out.push(code);
-    out.extend_from_slice(data);
-    out
-}
-
-/// What the scripted milter does about one command.
-#[derive(Clone)]
-enum Act {
-    /// Send these bytes.
-    Send(Vec<u8>),
-    /// Send nothing (a command that gets no reply).
-    Nothing,
-    /// Never answer.
-    Hang,
-    /// Close the connection.
-    Close,
-}
-
-type Script = Arc<dyn Fn(u8, &[u8]) -> Act + Send + Sync>;
-
-/// A milter on 127.0.0.1:0: negotiates (all actions, all steps), then
-/// follows `script` for each command (macros get nothing unless the
-/// script says otherwise).
-fn milter(script: Script) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let script = Arc::clone(&script);
-            std::thread::spawn(move || {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(120)));
-                loop {
-                    let mut len = [0u8; 4];
-                    if s.read_exact(&mut len).is_err() {
-                        return;
-                    }
-                    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-                    if s.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let (code, data) = (body[0], &body[1..]);
-                    let act = match code {
-                        b'O' => {
-                            let mut d = 6u32.to_be_bytes().to_vec();
-                            d.extend_from_slice(&0x1ffu32.to_be_bytes());
-                            d.extend_from_slice(&0u32.to_be_bytes());
-                            Act::Send(packet(b'O', &d))
-                        }
-                        b'D' | b'A' => Act::Nothing,
-                        b'Q' => return,
-                        _ => script(code, data),
-                    };
-                    match act {
-                        Act::Send(bytes) => {
-                            if s.write_all(&bytes).is_err() {
-                                return;
-                            }
-                        }
-                        Act::Nothing => {}
-                        Act::Hang => std::thread::sleep(Duration::from_secs(30)),
-                        Act::Close => return,
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
-fn cont() -> Act {
-    Act::Send(packet(b'c', b""))
-}
 
 /// Sends one message from joe's client to joe and ann; returns the final
 /// reply's code and text.
@@ -343,4 +265,53 @@ fn quarantine_queues_the_message_held() {
     assert_eq!(controls.len(), 1);
     let control = std::fs::read_to_string(&controls[0]).expect("control file");
     assert!(control.lines().any(|l| l.starts_with("held ")), "{control}");
+}
+
+/// Each listener has its filters: `smtpd.milters` on the SMTP port and
+/// `smtpd.submission_milters` on submission (here none, so a filter that
+/// rejects everything on port 25 does not see authenticated submissions).
+#[test]
+fn each_listener_runs_its_own_filters() {
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let port = milter(Arc::new({
+        let seen = Arc::clone(&seen);
+        move |code, _| match code {
+            b'E' => {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Act::Send(packet(b'r', b""))
+            }
+            _ => cont(),
+        }
+    }));
+    let files = skein_integration_tests::tempdir();
+    let (smtpd, submission, der) = smtpd_support::submission_server_with(
+        files.path(),
+        &format!("milters = [\"inet:127.0.0.1:{port}\"]\nsubmission_milters = []"),
+    );
+    let (code, reply) = send(&smtpd);
+    assert_eq!(code, 550, "port 25 goes through the filter: {reply}");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let mut c = smtpd_support::Client::connect(submission);
+    c.expect(220, "");
+    c.send(b"EHLO client.example\r\nSTARTTLS\r\n");
+    c.expect(250, "");
+    c.expect(220, "2.0.0");
+    c.start_tls(der);
+    // AUTH PLAIN of alice's password in the support module's file.
+    c.send(b"EHLO client.example\r\nAUTH PLAIN AGFsaWNlAHMzY3JldCBwYXNz\r\n");
+    c.expect(250, "");
+    c.expect(235, "2.7.0");
+    c.send(b"MAIL FROM:<alice@client.example>\r\nRCPT TO:<joe@localhost>\r\nDATA\r\n");
+    c.expect(250, "2.1.0");
+    c.expect(250, "2.1.5");
+    c.expect(354, "");
+    c.send(b"Subject: submitted\r\n\r\nbody\r\n.\r\n");
+    c.expect(250, "2.0.0");
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the submission listener has no filters"
+    );
+    assert_eq!(smtpd.incoming().len(), 1);
 }

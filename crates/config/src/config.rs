@@ -156,6 +156,10 @@ pub struct SmtpdConfig {
     /// `smtpd.milters`: content filters (`unix:/path`, `inet:host:port`),
     /// in order. Default none.
     pub milters: Vec<String>,
+    /// `smtpd.submission_milters`: the filters for mail on the
+    /// submission listener. `None` (the default, or `""`): the same as
+    /// `smtpd.milters`; `[]`: none there.
+    pub submission_milters: Option<Vec<String>>,
     /// `smtpd.milter_default_action`: what a message gets when a filter
     /// fails or times out. Default tempfail.
     pub milter_default_action: MilterAction,
@@ -257,6 +261,11 @@ pub struct RouterConfig {
     /// `router.scan_interval`: how often the router rescans `incoming/`
     /// in case a wake-up was lost. Default 30s.
     pub scan_interval: Duration,
+    /// `router.milters`: content filters for local submissions
+    /// (`sendmail`, and through `maildrop/`), Postfix's
+    /// `non_smtpd_milters`; the `smtpd.milter_*` timeouts and default
+    /// action apply. Default none.
+    pub milters: Vec<String>,
 }
 
 impl RouterConfig {
@@ -460,6 +469,7 @@ impl Config {
                 stress_max_errors: 3,
                 min_data_rate: 500,
                 milters: Vec::new(),
+                submission_milters: None,
                 milter_default_action: MilterAction::Tempfail,
                 milter_connect_timeout: Duration::from_secs(30),
                 milter_timeout: Duration::from_secs(30),
@@ -471,6 +481,7 @@ impl Config {
                 allow_pipe_targets: false,
                 allow_file_targets: false,
                 scan_interval: Duration::from_secs(30),
+                milters: Vec::new(),
             },
             route: Vec::new(),
             dkim: Vec::new(),

@@ -217,6 +217,7 @@ fn decode_smtpd(item: &Item<'_, '_>, cwd: &Path, out: &mut SmtpdConfig) -> Resul
         "stress_max_errors",
         "min_data_rate",
         "milters",
+        "submission_milters",
         "milter_default_action",
         "milter_connect_timeout",
         "milter_timeout",
@@ -299,27 +300,15 @@ fn decode_smtpd(item: &Item<'_, '_>, cwd: &Path, out: &mut SmtpdConfig) -> Resul
         out.min_data_rate = v.count(0)?;
     }
     if let Some(v) = table.get("milters") {
-        out.milters = v.list(|item| {
-            let text = item.string()?;
-            let ok = match (text.strip_prefix("unix:"), text.strip_prefix("inet:")) {
-                (Some(path), _) => path.starts_with('/'),
-                (_, Some(addr)) => {
-                    addr.parse::<std::net::SocketAddr>().is_ok()
-                        || addr
-                            .split_once('@')
-                            .is_some_and(|(port, host)| {
-                                port.parse::<u16>().is_ok() && host.parse::<std::net::IpAddr>().is_ok()
-                            })
-                }
-                _ => false,
-            };
-            if !ok {
-                return Err(item.invalid(format!(
-                    "invalid milter {text:?} (expected \"unix:/path\" or \"inet:ADDRESS:PORT\" with an IP address)"
-                )));
-            }
-            Ok(text.to_owned())
-        })?;
+        out.milters = milter_list(&v)?;
+    }
+    if let Some(v) = table.get("submission_milters") {
+        out.submission_milters = match v.value.get_ref() {
+            DeValue::String(_) => v.optional_string()?.map_or(Ok(None), |_| {
+                Err(v.wrong_type("an array of milters (or \"\" for the smtpd.milters)"))
+            })?,
+            _ => Some(milter_list(&v)?),
+        };
     }
     if let Some(v) = table.get("milter_default_action") {
         out.milter_default_action = v.parsed()?;
@@ -368,6 +357,7 @@ fn decode_router(item: &Item<'_, '_>, cwd: &Path, out: &mut RouterConfig) -> Res
         "allow_pipe_targets",
         "allow_file_targets",
         "scan_interval",
+        "milters",
     ])?;
     if let Some(v) = table.get("local_domains") {
         out.local_domains = v.list(Item::domain)?;
@@ -384,7 +374,34 @@ fn decode_router(item: &Item<'_, '_>, cwd: &Path, out: &mut RouterConfig) -> Res
     if let Some(v) = table.get("scan_interval") {
         out.scan_interval = v.timeout()?;
     }
+    if let Some(v) = table.get("milters") {
+        out.milters = milter_list(&v)?;
+    }
     Ok(())
+}
+
+/// A list of content filters: `unix:/path` or `inet:ADDRESS:PORT` (and
+/// sendmail's `inet:PORT@ADDRESS`), the address an IP address.
+fn milter_list(v: &Item<'_, '_>) -> Result<Vec<String>> {
+    v.list(|item| {
+        let text = item.string()?;
+        let ok = match (text.strip_prefix("unix:"), text.strip_prefix("inet:")) {
+            (Some(path), _) => path.starts_with('/'),
+            (_, Some(addr)) => {
+                addr.parse::<std::net::SocketAddr>().is_ok()
+                    || addr.split_once('@').is_some_and(|(port, host)| {
+                        port.parse::<u16>().is_ok() && host.parse::<std::net::IpAddr>().is_ok()
+                    })
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(item.invalid(format!(
+                "invalid milter {text:?} (expected \"unix:/path\" or \"inet:ADDRESS:PORT\" with an IP address)"
+            )));
+        }
+        Ok(text.to_owned())
+    })
 }
 
 fn decode_route(table: &Table<'_, '_>) -> Result<Route> {

@@ -82,6 +82,13 @@ fn write(config: &Config) -> Writer {
     out.kv("min_data_rate", &smtpd.min_data_rate.to_string());
     out.kv("milters", &list(&smtpd.milters));
     out.kv(
+        "submission_milters",
+        &smtpd
+            .submission_milters
+            .as_ref()
+            .map_or_else(|| string(""), |l| list(l)),
+    );
+    out.kv(
         "milter_default_action",
         &string(smtpd.milter_default_action.as_str()),
     );
@@ -102,6 +109,7 @@ fn write(config: &Config) -> Writer {
     out.kv("allow_pipe_targets", &router.allow_pipe_targets.to_string());
     out.kv("allow_file_targets", &router.allow_file_targets.to_string());
     out.kv("scan_interval", &duration(router.scan_interval));
+    out.kv("milters", &list(&router.milters));
 
     for route in &config.route {
         out.section("[[route]]");

@@ -59,6 +59,7 @@ stress_command_timeout = "20s"
 stress_max_errors = 1
 min_data_rate = 0
 milters = ["inet:127.0.0.1:11332", "unix:/run/opendkim/opendkim.sock"]
+submission_milters = ["unix:/run/opendkim/opendkim.sock"]
 milter_default_action = "accept"
 milter_connect_timeout = "5s"
 milter_timeout = "10s"
@@ -69,6 +70,7 @@ local_domains = ["Example.ORG", "localhost"]
 aliases = "etc/aliases"
 allow_pipe_targets = true
 allow_file_targets = true
+milters = ["inet:[::1]:11332"]
 
 [[route]]
 domain = "example.test"
@@ -198,6 +200,7 @@ fn full_expected() -> Config {
                 "inet:127.0.0.1:11332".into(),
                 "unix:/run/opendkim/opendkim.sock".into(),
             ],
+            submission_milters: Some(vec!["unix:/run/opendkim/opendkim.sock".into()]),
             milter_default_action: MilterAction::Accept,
             milter_connect_timeout: secs(5),
             milter_timeout: secs(10),
@@ -209,6 +212,7 @@ fn full_expected() -> Config {
             allow_pipe_targets: true,
             allow_file_targets: true,
             scan_interval: secs(30),
+            milters: vec!["inet:[::1]:11332".into()],
         },
         route: vec![
             Route {
@@ -542,12 +546,12 @@ fn to_toml_spells_out_every_key() {
     };
     assert!(table.contains_key("hostname") && table.contains_key("user"));
     assert_eq!(keys("spool"), ["dir", "drop_group"]);
-    assert_eq!(keys("smtpd").len(), 27);
+    assert_eq!(keys("smtpd").len(), 28);
     assert_eq!(
         keys("supervisor"),
         ["healthy_after", "restart_delay", "restart_delay_max"]
     );
-    assert_eq!(keys("router").len(), 5);
+    assert_eq!(keys("router").len(), 6);
     assert_eq!(keys("local"), ["home_mailbox", "maildir_root"]);
     assert_eq!(keys("scheduler").len(), 6, "5 keys and the clause array");
     assert_eq!(keys("tls").len(), 2);
@@ -794,6 +798,9 @@ const ERROR_CASES: &[Case] = &[
     case("[[route]]\ndomain = \"x.test\"\nchannel = \"smtp\"\ntls = \"always\"\n", Invalid, 4, "route[0].tls", "invalid TLS policy"),
     case("[smtpd]\nmilters = [\"inet:rspamd:11332\"]\n", Invalid, 2, "smtpd.milters[0]", "invalid milter \"inet:rspamd:11332\""),
     case("[smtpd]\nmilters = [\"unix:relative.sock\"]\n", Invalid, 2, "smtpd.milters[0]", "invalid milter"),
+    case("[smtpd]\nsubmission_milters = [\"tcp:1\"]\n", Invalid, 2, "smtpd.submission_milters[0]", "invalid milter"),
+    case("[smtpd]\nsubmission_milters = \"inet:127.0.0.1:1\"\n", WrongType, 2, "smtpd.submission_milters", "expected an array of milters"),
+    case("[router]\nmilters = [\"inet:localhost:11332\"]\n", Invalid, 2, "router.milters[0]", "invalid milter"),
     case("[smtpd]\nmilter_default_action = \"ignore\"\n", Invalid, 2, "smtpd.milter_default_action", "invalid milter action"),
     case("[[dkim]]\ndomain = \"x.test\"\nkey = \"k\"\n", Missing, 1, "dkim[0].selector", "needs a selector"),
     case("[[dkim]]\ndomain = \"x.test\"\nselector = \"s\"\n", Missing, 1, "dkim[0].key", "private key file"),

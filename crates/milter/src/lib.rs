@@ -3,8 +3,9 @@
 //! a filter ([`Command`], [`Command::encode`]) and the filter's answers
 //! ([`Response`], read by [`Decoder`]); and [`client::Connection`], one
 //! negotiated connection to a filter taken through a session's steps with
-//! timeouts. What the smtpd does with the verdicts (default actions,
-//! applying modifications to the message) is not here.
+//! timeouts; and [`filter`], a message taken through a list of filters
+//! with their verdicts and modifications applied (default actions, header
+//! and recipient changes), for the smtpd and the router alike.
 //!
 //! # The wire
 //!
@@ -27,6 +28,7 @@
 use std::fmt;
 
 pub mod client;
+pub mod filter;
 
 /// The protocol version spoken (libmilter 8.14+, Postfix 2.6+).
 pub const VERSION: u32 = 6;

@@ -48,7 +48,7 @@ pub use durable::FileLock;
 pub use error::SpoolError;
 pub use message::{
     Envelope, MAX_HEADER, MessageInfo, MessageWriter, Recipient, open_verified, parse_header,
-    read_header, read_message, render_file, verify_body, write_file,
+    read_header, read_message, render_file, render_file_at, verify_body, write_file,
 };
 pub use pool::{Kind as FileKind, POOL_MAX};
 pub use queue_id::{InvalidQueueId, QUEUE_ID_LEN, QueueId};
@@ -231,7 +231,9 @@ impl Spool {
 
     /// Replaces the message file `incoming/<id>` of `info` by one with
     /// the same id and arrival, `envelope` (the old one, or its body type
-    /// changed) and the message `message` (the router's signed copy). The new file is written in `tmp/`, fsynced,
+    /// changed) and the message `message` (the router's signed copy, or
+    /// what its content filters made), with `info`'s marks (`quarantine`,
+    /// `filtered`). The new file is written in `tmp/`, fsynced,
     /// locked, and renamed over the old name; the returned lock is on the
     /// new file, taken before anyone could see it. The rename is not yet
     /// durable: the caller fsyncs `incoming/` ([`fsync_dir`]) before it
@@ -251,6 +253,7 @@ impl Spool {
             envelope,
             message,
             info.quarantine.as_deref(),
+            info.filtered,
         )?;
         let tmp = self
             .dir(Area::Tmp)

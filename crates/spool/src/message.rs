@@ -13,6 +13,7 @@
 //! rcpt ann@example.net notify=SUCCESS,FAILURE orcpt=rfc822;ann@example.net
 //! rcpt bob@example.net
 //! quarantine virus%20found  (optional: a content filter asked to hold it)
+//! filtered 1                (optional: the router's filters ran and changed it)
 //! size 00000000000000004096
 //! crc32 1c291ca3
 //! eightbit 0
@@ -69,6 +70,22 @@ impl Recipient {
             orcpt: None,
         }
     }
+
+    /// The recipients a content filter left, `addresses` in its order:
+    /// those of `original` still there keep their DSN parameters, the
+    /// ones it added have none.
+    pub fn after_filter(original: &[Recipient], addresses: &[String]) -> Vec<Recipient> {
+        addresses
+            .iter()
+            .map(|a| {
+                original
+                    .iter()
+                    .find(|r| r.address.eq_ignore_ascii_case(a))
+                    .cloned()
+                    .unwrap_or_else(|| Recipient::new(a.clone()))
+            })
+            .collect()
+    }
 }
 
 /// Everything about a message except its bytes.
@@ -112,6 +129,10 @@ pub struct MessageInfo {
     /// A content filter asked for it to be held (quarantined), with this
     /// reason: the router queues it held.
     pub quarantine: Option<String>,
+    /// The router's content filters (`router.milters`) have run on it and
+    /// this is what they made of it: a router that crashed before routing
+    /// it does not filter it again.
+    pub filtered: bool,
 }
 
 fn check_field(what: &str, value: &str) -> Result<(), SpoolError> {
@@ -183,6 +204,7 @@ fn render_header(
     arrival: u64,
     env: &Envelope,
     quarantine: Option<&str>,
+    filtered: bool,
 ) -> Result<(String, usize), SpoolError> {
     check_field("sender", &env.sender)?;
     let mut h = String::with_capacity(256 + 64 * env.recipients.len());
@@ -207,6 +229,9 @@ fn render_header(
     if let Some(reason) = quarantine {
         check_field("quarantine", reason)?;
         h.push_str(&format!("quarantine {}\n", escape(reason)));
+    }
+    if filtered {
+        h.push_str("filtered 1\n");
     }
     let size_at = h.len() + "size ".len();
     h.push_str("size 00000000000000000000\ncrc32 00000000\neightbit 0\n.\n");
@@ -267,7 +292,7 @@ impl MessageWriter {
             }
         };
         let arrival = now_micros();
-        let (header, size_at) = render_header(&id, arrival, env, None)?;
+        let (header, size_at) = render_header(&id, arrival, env, None, false)?;
         let mut w = MessageWriter {
             file: io::BufWriter::with_capacity(64 * 1024, file),
             tmp_path,
@@ -323,7 +348,7 @@ impl MessageWriter {
         quarantine: Option<&str>,
     ) -> Result<(), SpoolError> {
         use std::io::Seek;
-        let (header, size_at) = render_header(&self.id, self.arrival, env, quarantine)?;
+        let (header, size_at) = render_header(&self.id, self.arrival, env, quarantine, false)?;
         self.file
             .flush()
             .map_err(|e| SpoolError::io("write", &self.tmp_path, e))?;
@@ -482,6 +507,7 @@ pub fn parse_header(
     let mut crc = None;
     let mut eightbit = None;
     let mut quarantine = None;
+    let mut filtered = false;
     loop {
         if !next(&mut line)? {
             return Err(bad("header ends before its terminating '.' line".into()));
@@ -548,6 +574,12 @@ pub fn parse_header(
                 )
             }
             "quarantine" => quarantine = Some(one()?),
+            "filtered" => {
+                filtered = match one()?.as_str() {
+                    "1" => true,
+                    _ => return Err(bad(format!("bad filtered {line:?}"))),
+                }
+            }
             "eightbit" => {
                 eightbit = Some(match one()?.as_str() {
                     "0" => false,
@@ -585,6 +617,7 @@ pub fn parse_header(
         crc32,
         eightbit: eightbit.ok_or_else(|| missing("eightbit"))?,
         quarantine,
+        filtered,
     })
 }
 
@@ -660,7 +693,7 @@ pub fn write_file(path: &Path, env: &Envelope, message: &[u8]) -> Result<Message
 /// [`write_file`] writes, and what `skein sendmail` hands `skein-postdrop`
 /// ([`crate::drop`]).
 pub fn render_file(id: &QueueId, env: &Envelope, message: &[u8]) -> Result<Vec<u8>, SpoolError> {
-    render_file_at(id, now_micros(), env, message, None)
+    render_file_at(id, now_micros(), env, message, None, false)
 }
 
 /// A complete message file with queue id `id` and arrival time `arrival`
@@ -672,8 +705,9 @@ pub fn render_file_at(
     env: &Envelope,
     message: &[u8],
     quarantine: Option<&str>,
+    filtered: bool,
 ) -> Result<Vec<u8>, SpoolError> {
-    let (header, size_at) = render_header(id, arrival, env, quarantine)?;
+    let (header, size_at) = render_header(id, arrival, env, quarantine, filtered)?;
     let mut bytes = header.into_bytes();
     let patch = format!(
         "{:020}\ncrc32 {:08x}\neightbit {}",
@@ -794,6 +828,18 @@ mod tests {
         assert_eq!(bytes, b"X-Filtered: yes\r\n\r\nshort\r\n");
         assert_eq!(info.envelope, env);
         assert_eq!(info.quarantine.as_deref(), Some("virus: EICAR"));
+        assert!(!info.filtered);
+        // The router's mark reads back; a bad value is corruption.
+        let file = render_file_at(&id, 1, &env, b"x\r\n", None, true).unwrap();
+        let marked = inc.join("marked");
+        std::fs::write(&marked, &file).unwrap();
+        assert!(read_message(&marked).unwrap().0.filtered);
+        let text = String::from_utf8(file)
+            .unwrap()
+            .replace("filtered 1", "filtered 2");
+        std::fs::write(&marked, text).unwrap();
+        let err = read_message(&marked).unwrap_err().to_string();
+        assert!(err.contains("bad filtered"), "{err}");
     }
 
     #[test]

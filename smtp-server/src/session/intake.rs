@@ -165,7 +165,7 @@ impl Session {
             &envelope,
             server.limits.max_line,
             server.limits.max_message_size,
-            !server.milters.is_empty(),
+            !server.milters.on(self.port).is_empty(),
             |id| {
                 Trace {
                     helo: &client.helo,
@@ -193,13 +193,16 @@ impl Session {
         // The content filters, on the whole text, before the commit: the
         // message they produce is the one made durable.
         if let Some(text) = sink.take_text() {
-            let mut message = crate::milter::Message {
+            use skein_milter::filter::{self, Outcome};
+            let mut message = filter::Message {
                 sender: tx.sender.clone(),
-                recipients: tx.recipients.clone(),
+                recipients: tx.recipients.iter().map(|r| r.address.clone()).collect(),
                 text,
             };
-            let ctx = crate::milter::Context {
+            let client_name = format!("[{}]", self.peer);
+            let ctx = filter::Context {
                 peer: self.peer,
+                client_name: &client_name,
                 helo: &client.helo,
                 hostname: &self.server.hostname,
                 queue_id: sink.id(),
@@ -207,15 +210,18 @@ impl Session {
                 tls: self.tls.as_deref(),
             };
             let queue_id = sink.id().to_owned();
-            match crate::milter::run(&self.server.milters, &ctx, &mut message).await {
-                crate::milter::Outcome::Accept {
+            match filter::run(self.server.milters.on(self.port), &ctx, &mut message).await {
+                Outcome::Accept {
                     changed: false,
                     quarantine: None,
                 } => {}
-                crate::milter::Outcome::Accept { quarantine, .. } => {
+                Outcome::Accept { quarantine, .. } => {
                     let envelope = Envelope {
                         sender: message.sender.clone(),
-                        recipients: message.recipients.clone(),
+                        recipients: skein_spool::Recipient::after_filter(
+                            &tx.recipients,
+                            &message.recipients,
+                        ),
                         envid: tx.params.envid.clone(),
                         ret: tx.params.ret,
                         body: tx.params.body.unwrap_or_default(),
@@ -224,15 +230,16 @@ impl Session {
                     };
                     sink.replace(&envelope, &message.text, quarantine.as_deref());
                 }
-                crate::milter::Outcome::Discard => {
+                Outcome::Discard => {
                     // Dropping the sink removes its temporary file.
                     drop(sink);
                     tracing::info!(id = queue_id.as_str(), client = %self.peer, "discarded by a content filter");
                     self.push(250, Some("2.0.0"), &format!("Ok: queued as {queue_id}"));
                     return Flow::Continue;
                 }
-                crate::milter::Outcome::Refuse(r) => {
+                Outcome::Refuse(reply) => {
                     drop(sink);
+                    let r = crate::milter::refusal(reply);
                     tracing::info!(id = queue_id.as_str(), client = %self.peer, code = r.code, text = r.text.as_str(), "refused by a content filter");
                     return self.refuse(r);
                 }

@@ -357,13 +357,21 @@ pub const PASSWORDS: &str = "# test users\nalice:$argon2id$v=19$m=19456,t=2,p=1$
 pub fn submission_server(
     dir: &std::path::Path,
 ) -> (Smtpd, u16, rustls::pki_types::CertificateDer<'static>) {
+    submission_server_with(dir, "")
+}
+
+/// [`submission_server`] with more `[smtpd]` keys.
+pub fn submission_server_with(
+    dir: &std::path::Path,
+    smtpd_keys: &str,
+) -> (Smtpd, u16, rustls::pki_types::CertificateDer<'static>) {
     let (tls, der) = certificate(dir);
     let passwd = dir.join("passwd");
     std::fs::write(&passwd, PASSWORDS).expect("password file");
     let submission = free_port();
     let smtpd = Smtpd::start(
         &format!(
-            "relay_networks = []\nsubmission = [\"127.0.0.1:{submission}\"]\npassword_file = \"{}\"",
+            "relay_networks = []\nsubmission = [\"127.0.0.1:{submission}\"]\npassword_file = \"{}\"\n{smtpd_keys}",
             passwd.display()
         ),
         &tls,

@@ -1,0 +1,701 @@
+//! Running a message through a list of filters and applying what they
+//! decide: the MTA's policy on top of [`crate::client::Connection`],
+//! shared by the smtpd (`smtpd.milters`, at the end of the text, before
+//! the commit) and the router (`router.milters`, for local submissions).
+//!
+//! Each filter in order gets the whole conversation over a connection of
+//! its own — connect, HELO, MAIL, each RCPT, DATA, the header fields, end
+//! of header, the body, end of message — with the macros Postfix sends,
+//! and its verdict and modifications are applied to the [`Message`]. The
+//! steps are sent together once the text is complete, as Postfix does for
+//! its `non_smtpd_milters`: a filter's reject at any step rejects the
+//! message, never a single recipient. Filters that decide at end of
+//! message (rspamd, OpenDKIM, ClamAV) see no difference.
+//!
+//! A filter that cannot be reached, hangs past its timeout, closes, or
+//! breaks the protocol gets the list's default action (`milter_default_action`) for this message
+//! only, logged with the filter's name; the next message opens a new
+//! connection. A filter's own reply text is checked
+//! ([`crate::checked_reply`]) before it becomes a [`Reply`].
+
+use std::net::IpAddr;
+
+use skein_config::{MilterAction, SmtpdConfig};
+
+use crate::client::{Address, Connection, MilterError, Timeouts, Verdict};
+use crate::{Command, Family, Response, Stage, protocol};
+
+/// A list of filters, in order, with what a failing one means.
+#[derive(Debug, Clone, Default)]
+pub struct Milters {
+    filters: Vec<(String, Address)>,
+    default_action: MilterAction,
+    timeouts: Timeouts,
+}
+
+impl Milters {
+    /// The filters named in `list` (`unix:/path`, `inet:ADDRESS:PORT`);
+    /// one that does not parse is left out with a warning (the
+    /// configuration has validated them already).
+    pub fn new(list: &[String], default_action: MilterAction, timeouts: Timeouts) -> Milters {
+        let filters = list
+            .iter()
+            .filter_map(|text| match text.parse::<Address>() {
+                Ok(address) => Some((text.clone(), address)),
+                Err(e) => {
+                    tracing::warn!(milter = %text, error = %e, "milter ignored");
+                    None
+                }
+            })
+            .collect();
+        Milters {
+            filters,
+            default_action,
+            timeouts,
+        }
+    }
+
+    /// The filters in `list` with the `smtpd.milter_*` timeouts and
+    /// default action (which the router's list shares, as Postfix's
+    /// `milter_*` settings apply to both of its lists).
+    pub fn configured(list: &[String], smtpd: &SmtpdConfig) -> Milters {
+        Milters::new(
+            list,
+            smtpd.milter_default_action,
+            Timeouts {
+                connect: smtpd.milter_connect_timeout,
+                command: smtpd.milter_timeout,
+                content: smtpd.milter_content_timeout,
+            },
+        )
+    }
+
+    /// Whether there are none (then nothing here runs).
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.filters.len()
+    }
+}
+
+/// Who sent the message, for the connect, HELO and MAIL steps' macros.
+#[derive(Debug)]
+pub struct Context<'a> {
+    /// The client's address (a local submission: 127.0.0.1).
+    pub peer: IpAddr,
+    /// The client's name (`{client_name}`, the connect step's host name):
+    /// `[address]` for an SMTP client, `localhost` for a local submission.
+    pub client_name: &'a str,
+    /// Its HELO/EHLO argument.
+    pub helo: &'a str,
+    /// Our host name (`j`).
+    pub hostname: &'a str,
+    /// The message's queue id (`i`).
+    pub queue_id: &'a str,
+    /// The AUTH identity, if any (`{auth_authen}`).
+    pub auth: Option<&'a str>,
+    /// The TLS session, if any (`{tls_version}`, `{cipher}`).
+    pub tls: Option<&'a str>,
+}
+
+/// The message as the filters see and change it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The envelope sender (`""`: the null sender).
+    pub sender: String,
+    /// The envelope recipients' addresses. A filter may add and delete
+    /// them; the caller keeps the DSN parameters of those that remain.
+    pub recipients: Vec<String>,
+    /// The message text, CRLF line ends.
+    pub text: Vec<u8>,
+}
+
+/// A refusal to give the client (or to put in a bounce): a reply code, its
+/// enhanced status code and the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// 4xx or 5xx.
+    pub code: u16,
+    /// `x.y.z`, its class that of the code.
+    pub enhanced: String,
+    /// One line, checked: no control characters.
+    pub text: String,
+}
+
+impl Reply {
+    fn new(code: u16, enhanced: &str, text: &str) -> Reply {
+        Reply {
+            code,
+            enhanced: enhanced.to_owned(),
+            text: text.to_owned(),
+        }
+    }
+}
+
+/// What the filters decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Accept it; `changed` when a filter changed the message.
+    Accept {
+        /// Whether `Message` was modified.
+        changed: bool,
+        /// A filter asked for it to be held (quarantined), with this
+        /// reason: it is queued held.
+        quarantine: Option<String>,
+    },
+    /// Refuse it with this reply.
+    Refuse(Reply),
+    /// Report success and drop it.
+    Discard,
+}
+
+/// One header field: its name and its value as received (after the colon,
+/// folding kept, without the final CRLF).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Field {
+    name: String,
+    value: String,
+}
+
+/// Splits a message into its header fields and its body.
+fn split(text: &[u8]) -> (Vec<Field>, Vec<u8>) {
+    let mut fields: Vec<Field> = Vec::new();
+    let mut pos = 0;
+    while pos < text.len() {
+        let end = text[pos..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map_or(text.len(), |i| pos + i + 2);
+        let line = &text[pos..end];
+        if line == b"\r\n" {
+            return (fields, text[end..].to_vec());
+        }
+        let content = line.strip_suffix(b"\r\n").unwrap_or(line);
+        match (content.first(), fields.last_mut()) {
+            (Some(b' ' | b'\t'), Some(last)) => {
+                last.value.push_str("\r\n");
+                last.value.push_str(&String::from_utf8_lossy(content));
+            }
+            _ => {
+                let text = String::from_utf8_lossy(content);
+                let (name, value) = text.split_once(':').unwrap_or((&text, ""));
+                fields.push(Field {
+                    name: name.trim().to_owned(),
+                    value: value.to_owned(),
+                });
+            }
+        }
+        pos = end;
+    }
+    (fields, Vec::new())
+}
+
+fn join(fields: &[Field], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 64 * fields.len());
+    for f in fields {
+        out.extend_from_slice(f.name.as_bytes());
+        out.push(b':');
+        out.extend_from_slice(f.value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// A value from a filter: with `HEADER_LEADING_SPACE` negotiated it is
+/// written as given, else after one space.
+fn value_from_filter(value: &str, leading_space: bool) -> String {
+    let value = value.replace("\r\n", "\n").replace('\n', "\r\n");
+    if leading_space || value.starts_with([' ', '\t']) {
+        value
+    } else {
+        format!(" {value}")
+    }
+}
+
+fn bare(address: &str) -> String {
+    address
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_owned()
+}
+
+/// A filter's reply as a refusal: its code, enhanced code and text (the
+/// lines of a multi-line reply joined).
+fn refusal(reply: Option<String>, tempfail: bool) -> Reply {
+    let Some(reply) = reply else {
+        return if tempfail {
+            Reply::new(451, "4.7.1", "Service unavailable - try again later")
+        } else {
+            Reply::new(550, "5.7.1", "Message content rejected")
+        };
+    };
+    let code: u16 = reply
+        .get(..3)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(if tempfail { 451 } else { 550 });
+    let mut enhanced = None;
+    let mut texts = Vec::new();
+    for line in reply.split("\r\n") {
+        let rest = line.get(4..).unwrap_or("");
+        let (first, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+        let is_enhanced = first.split('.').count() == 3
+            && first
+                .split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            && first.starts_with(char::from(b'0' + (code / 100) as u8));
+        if is_enhanced {
+            enhanced.get_or_insert_with(|| first.to_owned());
+            texts.push(tail.to_owned());
+        } else {
+            texts.push(rest.to_owned());
+        }
+    }
+    let enhanced =
+        enhanced.unwrap_or_else(|| if code / 100 == 4 { "4.7.1" } else { "5.7.1" }.to_owned());
+    Reply {
+        code,
+        enhanced,
+        text: texts.join(" ").trim().to_owned(),
+    }
+}
+
+/// Runs every filter on `message`, changing it as they ask.
+pub async fn run(milters: &Milters, ctx: &Context<'_>, message: &mut Message) -> Outcome {
+    let mut changed = false;
+    let mut quarantine = None;
+    for (name, address) in &milters.filters {
+        match one(name, address, milters.timeouts, ctx, message).await {
+            Ok(FilterResult::Go(c, q)) => {
+                changed |= c;
+                if q.is_some() {
+                    quarantine = q;
+                }
+            }
+            Ok(FilterResult::Stop(outcome)) => {
+                tracing::info!(milter = %name, queue_id = ctx.queue_id, outcome = ?outcome, "milter verdict");
+                return outcome;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    milter = %name,
+                    queue_id = ctx.queue_id,
+                    error = %e,
+                    default_action = milters.default_action.as_str(),
+                    "milter failed: its default action applies to this message"
+                );
+                match milters.default_action {
+                    MilterAction::Accept => {}
+                    MilterAction::Tempfail => {
+                        return Outcome::Refuse(Reply::new(
+                            451,
+                            "4.7.1",
+                            "Content filter unavailable - try again later",
+                        ));
+                    }
+                    MilterAction::Reject => {
+                        return Outcome::Refuse(Reply::new(
+                            550,
+                            "5.7.1",
+                            "Content filter unavailable - message rejected",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Outcome::Accept {
+        changed,
+        quarantine,
+    }
+}
+
+enum FilterResult {
+    /// Go on to the next filter (whether this one changed the message,
+    /// and the quarantine reason it gave).
+    Go(bool, Option<String>),
+    /// A verdict that ends the filtering.
+    Stop(Outcome),
+}
+
+/// What a step's verdict means here: `None` to go on with this filter.
+fn stop(verdict: Verdict) -> Option<FilterResult> {
+    match verdict {
+        Verdict::Continue | Verdict::Skip => None,
+        Verdict::Accept => Some(FilterResult::Go(false, None)),
+        Verdict::Discard => Some(FilterResult::Stop(Outcome::Discard)),
+        Verdict::Reject(reply) => Some(FilterResult::Stop(Outcome::Refuse(refusal(reply, false)))),
+        Verdict::Tempfail(reply) => Some(FilterResult::Stop(Outcome::Refuse(refusal(reply, true)))),
+    }
+}
+
+async fn one(
+    name: &str,
+    address: &Address,
+    timeouts: Timeouts,
+    ctx: &Context<'_>,
+    message: &mut Message,
+) -> Result<FilterResult, MilterError> {
+    let mut c = Connection::open(address, timeouts).await?;
+    let result = steps(&mut c, name, ctx, message).await;
+    c.quit().await;
+    result
+}
+
+async fn steps(
+    c: &mut Connection,
+    name: &str,
+    ctx: &Context<'_>,
+    message: &mut Message,
+) -> Result<FilterResult, MilterError> {
+    let client_addr = ctx.peer.to_string();
+    let client_name = ctx.client_name.to_owned();
+    let macro_value = |rcpt: Option<&str>| {
+        let sender = message.sender.clone();
+        let rcpt = rcpt.map(str::to_owned);
+        let ctx_auth = ctx.auth.map(str::to_owned);
+        let tls = ctx.tls.map(str::to_owned);
+        let client_addr = client_addr.clone();
+        let client_name = client_name.clone();
+        move |m: &str| -> Option<String> {
+            Some(match m {
+                "j" => ctx.hostname.to_owned(),
+                "{daemon_name}" => "skein".to_owned(),
+                "v" => format!("skein {}", env!("CARGO_PKG_VERSION")),
+                "_" => format!("{client_name} [{client_addr}]"),
+                "{client_addr}" => client_addr.clone(),
+                "{client_name}" => client_name.clone(),
+                "{client_ptr}" => client_name.clone(),
+                "i" => ctx.queue_id.to_owned(),
+                "{mail_addr}" => sender.clone(),
+                "{rcpt_addr}" => rcpt.clone()?,
+                "{auth_authen}" => ctx_auth.clone()?,
+                "{auth_type}" => ctx_auth.as_ref().map(|_| "PLAIN".to_owned())?,
+                "{tls_version}" => tls.as_ref()?.split_whitespace().next()?.to_owned(),
+                "{cipher}" => tls.as_ref()?.split_whitespace().nth(1)?.to_owned(),
+                _ => return None,
+            })
+        }
+    };
+    let v = macro_value(None);
+    let family = match ctx.peer {
+        IpAddr::V4(ip) => Family::Inet(ip, 0),
+        IpAddr::V6(ip) => Family::Inet6(ip, 0),
+    };
+    let macros = c.macros_for(
+        Stage::Connect,
+        &[
+            "j",
+            "{daemon_name}",
+            "v",
+            "_",
+            "{client_addr}",
+            "{client_name}",
+        ],
+        &v,
+    );
+    let command = Command::Connect {
+        hostname: client_name.clone(),
+        family,
+    };
+    let verdict = c
+        .step(
+            Some(Stage::Connect),
+            macros,
+            command,
+            protocol::NO_CONNECT,
+            protocol::NR_CONNECT,
+            false,
+        )
+        .await?;
+    if let Some(r) = stop(verdict) {
+        return Ok(r);
+    }
+    let macros = c.macros_for(Stage::Helo, &["{tls_version}", "{cipher}"], &v);
+    let verdict = c
+        .step(
+            Some(Stage::Helo),
+            macros,
+            Command::Helo(ctx.helo.to_owned()),
+            protocol::NO_HELO,
+            protocol::NR_HELO,
+            false,
+        )
+        .await?;
+    if let Some(r) = stop(verdict) {
+        return Ok(r);
+    }
+    let macros = c.macros_for(
+        Stage::Mail,
+        &["i", "{mail_addr}", "{auth_authen}", "{auth_type}"],
+        &v,
+    );
+    let mail = Command::Mail(vec![format!("<{}>", message.sender)]);
+    let verdict = c
+        .step(
+            Some(Stage::Mail),
+            macros,
+            mail,
+            protocol::NO_MAIL,
+            protocol::NR_MAIL,
+            false,
+        )
+        .await?;
+    if let Some(r) = stop(verdict) {
+        return Ok(r);
+    }
+    for rcpt in message.recipients.clone() {
+        let v = macro_value(Some(&rcpt));
+        let macros = c.macros_for(Stage::Rcpt, &["{rcpt_addr}"], &v);
+        let command = Command::Rcpt(vec![format!("<{rcpt}>")]);
+        let verdict = c
+            .step(
+                Some(Stage::Rcpt),
+                macros,
+                command,
+                protocol::NO_RCPT,
+                protocol::NR_RCPT,
+                false,
+            )
+            .await?;
+        if let Some(r) = stop(verdict) {
+            return Ok(r);
+        }
+    }
+    let verdict = c
+        .step(
+            Some(Stage::Data),
+            vec![],
+            Command::Data,
+            protocol::NO_DATA,
+            protocol::NR_DATA,
+            false,
+        )
+        .await?;
+    if let Some(r) = stop(verdict) {
+        return Ok(r);
+    }
+    let (mut fields, mut body) = split(&message.text);
+    let leading_space = c.protocol & protocol::HEADER_LEADING_SPACE != 0;
+    for f in &fields {
+        let value = if leading_space {
+            f.value.clone()
+        } else {
+            f.value.strip_prefix(' ').unwrap_or(&f.value).to_owned()
+        };
+        let verdict = c
+            .step(
+                None,
+                vec![],
+                Command::Header(f.name.clone(), value),
+                protocol::NO_HEADERS,
+                protocol::NR_HEADER,
+                true,
+            )
+            .await?;
+        if let Some(r) = stop(verdict) {
+            return Ok(r);
+        }
+    }
+    let verdict = c
+        .step(
+            Some(Stage::EndOfHeader),
+            vec![],
+            Command::EndOfHeader,
+            protocol::NO_EOH,
+            protocol::NR_EOH,
+            true,
+        )
+        .await?;
+    if let Some(r) = stop(verdict) {
+        return Ok(r);
+    }
+    for chunk in body.chunks(crate::CHUNK) {
+        let verdict = c
+            .step(
+                None,
+                vec![],
+                Command::Body(chunk.to_vec()),
+                protocol::NO_BODY,
+                protocol::NR_BODY,
+                true,
+            )
+            .await?;
+        if verdict == Verdict::Skip {
+            break;
+        }
+        if let Some(r) = stop(verdict) {
+            return Ok(r);
+        }
+    }
+    let macros = c.macros_for(Stage::EndOfMessage, &["i"], &v);
+    let end = c.end_of_message(macros).await?;
+    match &end.verdict {
+        Verdict::Discard | Verdict::Reject(_) | Verdict::Tempfail(_) => {
+            return Ok(stop(end.verdict).unwrap_or(FilterResult::Go(false, None)));
+        }
+        Verdict::Accept | Verdict::Continue | Verdict::Skip => {}
+    }
+    // The modifications, in the order the filter sent them.
+    let mut changed = false;
+    let mut quarantine = None;
+    let mut new_body: Option<Vec<u8>> = None;
+    for m in end.modifications {
+        changed = true;
+        match m {
+            Response::AddHeader(n, value) => fields.push(Field {
+                name: n,
+                value: value_from_filter(&value, leading_space),
+            }),
+            Response::InsertHeader(index, n, value) => {
+                let at = (index as usize).min(fields.len());
+                fields.insert(
+                    at,
+                    Field {
+                        name: n,
+                        value: value_from_filter(&value, leading_space),
+                    },
+                );
+            }
+            Response::ChangeHeader(index, n, value) => {
+                // The index-th (1-based; 0 counts as 1) field of that name.
+                let nth = (index as usize).max(1);
+                let position = fields
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| f.name.eq_ignore_ascii_case(&n))
+                    .nth(nth - 1)
+                    .map(|(i, _)| i);
+                match (position, value.is_empty()) {
+                    (Some(i), true) => {
+                        fields.remove(i);
+                    }
+                    (Some(i), false) => fields[i].value = value_from_filter(&value, leading_space),
+                    (None, false) => fields.push(Field {
+                        name: n,
+                        value: value_from_filter(&value, leading_space),
+                    }),
+                    (None, true) => {}
+                }
+            }
+            Response::ReplaceBody(chunk) => new_body
+                .get_or_insert_with(Vec::new)
+                .extend_from_slice(&chunk),
+            Response::AddRcpt(r) | Response::AddRcptPar(r, _) => {
+                let address = bare(&r);
+                if !message
+                    .recipients
+                    .iter()
+                    .any(|x| x.eq_ignore_ascii_case(&address))
+                {
+                    message.recipients.push(address);
+                }
+            }
+            Response::DeleteRcpt(r) => {
+                let address = bare(&r);
+                message
+                    .recipients
+                    .retain(|x| !x.eq_ignore_ascii_case(&address));
+            }
+            Response::ChangeFrom(from, _) => message.sender = bare(&from),
+            Response::Quarantine(reason) => {
+                tracing::info!(milter = %name, queue_id = ctx.queue_id, reason = %reason, "quarantined by a content filter: queued held");
+                let reason: String = reason
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                quarantine = Some(format!("{name}: {reason}"));
+            }
+            other => {
+                tracing::warn!(milter = %name, response = ?other, "unexpected milter response at end of message: ignored");
+                changed = false;
+            }
+        }
+    }
+    if let Some(b) = new_body {
+        // A replacement body gets CRLF line ends, as the spool keeps them.
+        let text = String::from_utf8_lossy(&b)
+            .replace("\r\n", "\n")
+            .replace('\n', "\r\n");
+        body = if b.is_ascii() { text.into_bytes() } else { b };
+    }
+    if changed {
+        message.text = join(&fields, &body);
+        if message.recipients.is_empty() {
+            return Ok(FilterResult::Stop(Outcome::Discard));
+        }
+    }
+    tracing::info!(milter = %name, queue_id = ctx.queue_id, changed, "milter accepted");
+    Ok(FilterResult::Go(changed, quarantine))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_split_and_join_back_unchanged() {
+        let text =
+            b"Received: from x\r\n\tby y\r\nSubject: hi\r\nX-Empty:\r\n\r\nbody\r\n\r\nmore\r\n";
+        let (fields, body) = split(text);
+        assert_eq!(fields.len(), 3);
+        assert_eq!(fields[0].name, "Received");
+        assert_eq!(fields[0].value, " from x\r\n\tby y");
+        assert_eq!(fields[2].value, "");
+        assert_eq!(body, b"body\r\n\r\nmore\r\n");
+        assert_eq!(join(&fields, &body), text);
+    }
+
+    #[test]
+    fn filter_replies_become_refusals() {
+        let cases = [
+            (
+                Some("550 5.7.1 Spam detected".to_owned()),
+                false,
+                (550, "5.7.1", "Spam detected"),
+            ),
+            (
+                Some("451 4.7.1 Greylisted".to_owned()),
+                true,
+                (451, "4.7.1", "Greylisted"),
+            ),
+            (
+                Some("554 no enhanced code".to_owned()),
+                false,
+                (554, "5.7.1", "no enhanced code"),
+            ),
+            (
+                Some("550-5.7.1 line one\r\n550 5.7.1 line two".to_owned()),
+                false,
+                (550, "5.7.1", "line one line two"),
+            ),
+            (None, false, (550, "5.7.1", "Message content rejected")),
+            (
+                None,
+                true,
+                (451, "4.7.1", "Service unavailable - try again later"),
+            ),
+        ];
+        for (reply, tempfail, (code, enhanced, text)) in cases {
+            let r = refusal(reply.clone(), tempfail);
+            assert_eq!(
+                (r.code, &*r.enhanced, r.text.as_str()),
+                (code, enhanced, text),
+                "{reply:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_from_filters_get_their_space_and_crlf() {
+        assert_eq!(value_from_filter("yes", false), " yes");
+        assert_eq!(value_from_filter(" yes", false), " yes");
+        assert_eq!(value_from_filter("yes", true), "yes");
+        assert_eq!(value_from_filter("a\n\tb", false), " a\r\n\tb");
+    }
+}
