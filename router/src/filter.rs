@@ -280,7 +280,10 @@ mod tests {
         f.defer(a.clone(), now);
         let pending = [a.clone(), b.clone()];
         assert_eq!(f.waiting(&pending, now), std::slice::from_ref(&a));
-        assert_eq!(f.waiting(&pending, now + RETRY / 2), std::slice::from_ref(&a));
+        assert_eq!(
+            f.waiting(&pending, now + RETRY / 2),
+            std::slice::from_ref(&a)
+        );
         assert!(
             f.waiting(&pending, now + RETRY).is_empty(),
             "its wait is over"
