@@ -10,7 +10,15 @@
 # Environment: N (5000), SIZE (message length for smtp-source -l, 4096),
 # SESSIONS (20), ROUNDS (3), TIMEOUT (seconds allowed per round, 900),
 # KEEP (set: keep the temporary directory with the logs, e.g. Postfix's
-# maillog, instead of removing it).
+# maillog, instead of removing it), MILTER (set to "rspamd": both MTAs pass
+# every message through one rspamd, Debian's, started here in its proxy
+# worker's milter mode on a loopback port: skein's smtpd.milters and
+# Postfix's smtpd_milters name it, milter_default_action tempfail on both,
+# so a failing filter stops the round rather than letting mail through
+# unscanned. rspamd's own CPU is in neither MTA's figure; it is printed
+# per round on a line of its own).
+#
+#   MILTER=rspamd sudo bench/e2e/run.sh
 #
 # What is measured, per round and per MTA:
 #   wall      from the start of smtp-source until the sink's counter
@@ -68,6 +76,8 @@ SIZE=${SIZE:-4096}
 SESSIONS=${SESSIONS:-20}
 ROUNDS=${ROUNDS:-3}
 TIMEOUT=${TIMEOUT:-900}
+MILTER=${MILTER:-}
+case "$MILTER" in "" | rspamd) ;; *) echo "e2e: MILTER must be unset or rspamd" >&2; exit 1 ;; esac
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE=$ROOT/bench/e2e
@@ -200,12 +210,63 @@ sink_count() {
     echo "${last:-0}"
 }
 
+# --- the filter (MILTER=rspamd) --------------------------------------------
+
+MILTER_PORT=
+RSPAMD=
+if [ "$MILTER" = rspamd ]; then
+    command -v rspamd >/dev/null || die "rspamd missing: install Debian's rspamd (bench/ci-deps-milter.sh)"
+    MILTER_PORT=$(free_port)
+    RS=$WORK/rspamd
+    mkdir -p "$RS/override.d"
+    # The proxy worker in milter mode, scanning by itself; one process per
+    # worker; no network (its DNS is a closed loopback port); the
+    # X-Spamd-Result field added, as tests/tests/milter_rspamd.rs has it.
+    printf 'bind_socket = "127.0.0.1:%s";\nmilter = yes;\ntimeout = 120s;\nupstream "local" { default = yes; self_scan = yes; }\ncount = 1;\n' \
+        "$MILTER_PORT" >"$RS/override.d/worker-proxy.inc"
+    printf 'bind_socket = "127.0.0.1:%s";\ncount = 1;\n' "$(free_port)" >"$RS/override.d/worker-normal.inc"
+    printf 'bind_socket = "127.0.0.1:%s";\ncount = 1;\n' "$(free_port)" >"$RS/override.d/worker-controller.inc"
+    printf 'type = "file";\nfilename = "%s/rspamd.log";\nlevel = "warning";\n' "$RS" >"$RS/override.d/logging.inc"
+    # rspamd's DNS: an unbound on loopback that answers every question at
+    # once from local data (NXDOMAIN), no network. A closed port instead
+    # costs a 1 s timeout on the questions rspamd asks about some clients
+    # (Postfix's "localhost") and not others, which would measure DNS.
+    command -v unbound >/dev/null || die "unbound missing (bench/ci-deps-dane.sh)"
+    DNS_PORT=$(free_port)
+    printf 'server:\n  interface: 127.0.0.1\n  port: %s\n  do-daemonize: no\n  username: ""\n  chroot: ""\n  directory: "%s"\n  pidfile: "%s/unbound.pid"\n  use-syslog: no\n  logfile: "%s/unbound.log"\n  access-control: 127.0.0.0/8 allow\n  local-zone: "." static\n' \
+        "$DNS_PORT" "$RS" "$RS" "$RS" >"$RS/unbound.conf"
+    unbound -d -c "$RS/unbound.conf" >"$RS/unbound.out" 2>&1 &
+    PIDS+=($!)
+    printf 'dns { nameserver = ["127.0.0.1:%s"]; timeout = 1s; retransmits = 1; }\n' "$DNS_PORT" >"$RS/override.d/options.inc"
+    printf 'use = ["x-spamd-result"];\nskip_local = false;\nskip_authenticated = false;\n' \
+        >"$RS/override.d/milter_headers.conf"
+    chown -R _rspamd "$RS"
+    rspamd -f -u _rspamd -g _rspamd -c /etc/rspamd/rspamd.conf --var="LOCAL_CONFDIR=$RS" \
+        --var="RUNDIR=$RS" --var="DBDIR=$RS" --var="LOGDIR=$RS" >"$RS/stdout" 2>&1 &
+    RSPAMD=$!
+    PIDS+=("$RSPAMD")
+    wait_listening "$MILTER_PORT" "rspamd's milter"
+fi
+
 # --- skein -----------------------------------------------------------------
 
 SKEIN_PORT=$(free_port)
 mkdir -p "$WORK/skein"
 sed -e "s|@WORK@|$WORK/skein|g" -e "s|@PORT@|$SKEIN_PORT|g" -e "s|@SINK@|127.0.0.1:$SINK_PORT|g" \
     "$HERE/skein.toml.in" >"$WORK/skein/skein.toml"
+if [ -n "$MILTER_PORT" ]; then
+    sed -i "s|^\[smtpd\]\$|[smtpd]\nmilters = [\"inet:127.0.0.1:$MILTER_PORT\"]\nmilter_default_action = \"tempfail\"|" \
+        "$WORK/skein/skein.toml"
+    grep -q '^milters = ' "$WORK/skein/skein.toml" || die "no milters line in skein.toml"
+fi
+# Started as root, the daemons become the account `user` names ("skein")
+# when it exists, as `skein start` has them: the spool and the Maildir root
+# are then that account's, as `skein start` would create them.
+if id skein >/dev/null 2>&1; then
+    mkdir -p "$WORK/skein/spool" "$WORK/skein/mail"
+    chown skein: "$WORK/skein/spool" "$WORK/skein/mail"
+    chmod 750 "$WORK/skein/spool" "$WORK/skein/mail"
+fi
 SKEIN_ROOTS=()
 for daemon in skein-smtpd skein-router skein-scheduler; do
     "$R/$daemon" -c "$WORK/skein/skein.toml" 2>"$WORK/skein/$daemon.log" &
@@ -226,6 +287,9 @@ PF=$WORK/postfix
 mkdir -p "$PF/etc" "$PF/queue" "$PF/data"
 cp /etc/postfix/master.cf "$PF/etc/"
 sed -e "s|@PF@|$PF|g" -e "s|@SINKPORT@|$SINK_PORT|g" "$HERE/postfix-main.cf.in" >"$PF/etc/main.cf"
+if [ -n "$MILTER_PORT" ]; then
+    printf 'smtpd_milters = inet:127.0.0.1:%s\nmilter_default_action = tempfail\n' "$MILTER_PORT" >>"$PF/etc/main.cf"
+fi
 # The stock smtp listener (port 25) off, ours on the free port; no chroot:
 # the private queue directory holds no copy of /etc.
 awk -v port="$PF_PORT" '
@@ -267,11 +331,12 @@ RESULTS=$WORK/results
 round() { # name round-number port queue-left-function root-pid...
     local name=$1 number=$2 port=$3 left_fn=$4
     shift 4
-    local base target t0 t1 ti= ticks0 ticks1 count deadline wall rate cpu hwm pss inj
+    local base target t0 t1 ti= ticks0 ticks1 count deadline wall rate cpu hwm pss inj rs0=0 rs1=0
     echo "$number" >"$WORK/round"
     base=$(sink_count)
     target=$((base + N))
     ticks0=$(tree_ticks "$@")
+    [ -n "$RSPAMD" ] && rs0=$(tree_ticks "$RSPAMD")
     t0=$(now)
     deadline=$(($(date +%s) + TIMEOUT))
     smtp-source -s "$SESSIONS" -m "$N" -l "$SIZE" -f sender@source.test -t rcpt@sink.test \
@@ -297,6 +362,7 @@ round() { # name round-number port queue-left-function root-pid...
     done
     [ "$($left_fn)" -eq 0 ] || die "$name: the queue is not empty after the sink counted $N"
     ticks1=$(tree_ticks "$@")
+    [ -n "$RSPAMD" ] && rs1=$(tree_ticks "$RSPAMD")
     sample_mem "$name" "$@"
     count=$(sink_count)
     [ "$count" -eq "$target" ] || die "$name: the sink counted $((count - base)) messages, expected $N"
@@ -309,9 +375,35 @@ round() { # name round-number port queue-left-function root-pid...
     echo "$name $wall $rate $cpu $hwm $pss" >>"$RESULTS"
     printf '  %-8s %7s s %5s msg/s (injected in %6s s) %6s CPU s/1000 msgs %7s HWM MB %6s PSS MB\n' \
         "$name" "$wall" "$rate" "$inj" "$cpu" "$hwm" "$pss"
+    if [ -n "$RSPAMD" ]; then
+        printf '  %-8s rspamd for these messages: %s CPU s/1000 msgs\n' "" \
+            "$(awk -v t="$((rs1 - rs0))" -v hz="$HZ" -v n="$N" 'BEGIN { printf "%.2f", t / hz * 1000 / n }')"
+    fi
 }
 
-echo "e2e: $N messages of $SIZE bytes, smtp-source -s $SESSIONS, $ROUNDS round(s); $(nproc) CPUs; $(date -u '+%Y-%m-%d %H:%M UTC')"
+# rspamd compiles its regular expressions before it scans, and tempfails
+# until then: one message at a time through skein until one reaches the
+# sink (bounded: 120 tries), then the queue drained.
+if [ -n "$RSPAMD" ]; then
+    warmed=
+    for _ in $(seq 120); do
+        before=$(sink_count)
+        smtp-source -m 1 -f sender@source.test -t rcpt@sink.test "127.0.0.1:$SKEIN_PORT" >/dev/null 2>&1 || true
+        for _ in $(seq 20); do
+            [ "$(sink_count)" -gt "$before" ] && warmed=1 && break
+            sleep 0.1
+        done
+        [ -n "$warmed" ] && break
+        sleep 0.5
+    done
+    [ -n "$warmed" ] || die "rspamd never passed a message: $(tail -n 5 "$WORK/rspamd/rspamd.log")"
+    for _ in $(seq 600); do
+        [ "$(skein_queue_left)" -eq 0 ] && break
+        sleep 0.1
+    done
+fi
+
+echo "e2e: $N messages of $SIZE bytes, smtp-source -s $SESSIONS, $ROUNDS round(s); $(nproc) CPUs; $(date -u '+%Y-%m-%d %H:%M UTC')${MILTER:+; every message through $MILTER (smtpd_milters)}"
 echo "e2e: load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$ROUNDS"); do
     echo "round $r:"

@@ -16,6 +16,7 @@
 //! | accept, changed | `incoming/<id>` is replaced by the changed message, marked `filtered` (so a router that crashes before routing it does not filter it twice), then routed |
 //! | quarantine | as changed, marked to be queued held |
 //! | reject (5xx) | every recipient fails with the filter's reply: the sender gets a bounce, since `sendmail` has already said "queued" |
+//! | a recipient refused at RCPT | that recipient fails with the reply (a bounce for it); the others go on |
 //! | tempfail (4xx), or a failed filter under `tempfail` | left in `incoming/` and filtered again [`RETRY`] later |
 //! | discard | removed, logged |
 //!
@@ -60,6 +61,15 @@ pub struct Candidate {
     text: Vec<u8>,
 }
 
+/// The recipients of one message that the filters refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rejected {
+    /// Every recipient fails with this reply (the message was refused).
+    pub all: Option<Reply>,
+    /// These recipients fail (refused at RCPT), each with its reply.
+    pub some: Vec<(String, Reply)>,
+}
+
 /// What the filters decided about a batch.
 #[derive(Debug, Default)]
 pub struct Decided {
@@ -68,8 +78,8 @@ pub struct Decided {
     pub skip: Vec<QueueId>,
     /// Messages a filter deferred: filtered again [`RETRY`] later.
     pub deferred: Vec<QueueId>,
-    /// Messages whose recipients all fail, with the filter's reply.
-    pub rejected: HashMap<QueueId, Reply>,
+    /// Messages with recipients that fail, and the filter's replies.
+    pub rejected: HashMap<QueueId, Rejected>,
     /// Messages to replace in `incoming/` before they are routed.
     pub replace: Vec<(MessageInfo, skein_spool::Envelope, Vec<u8>)>,
     /// Messages to remove.
@@ -161,7 +171,14 @@ pub async fn decide(milters: &Milters, hostname: &str, candidates: Vec<Candidate
             auth: None,
             tls: None,
         };
-        match filter::run(milters, &ctx, &mut message).await {
+        let (outcome, refused) = filter::run(milters, &ctx, &mut message).await;
+        for (rcpt, reply) in &refused {
+            info!(queue_id = %id, rcpt = rcpt.as_str(), code = reply.code, text = reply.text.as_str(), "recipient refused by a content filter: it fails");
+        }
+        if !refused.is_empty() {
+            decided.rejected.entry(id.clone()).or_default().some = refused.clone();
+        }
+        match outcome {
             Outcome::Accept {
                 changed: false,
                 quarantine: None,
@@ -169,8 +186,11 @@ pub async fn decide(milters: &Milters, hostname: &str, candidates: Vec<Candidate
             Outcome::Accept { quarantine, .. } => {
                 let mut envelope = info.envelope.clone();
                 envelope.sender = message.sender;
-                envelope.recipients =
-                    Recipient::after_filter(&info.envelope.recipients, &message.recipients);
+                // The refused recipients stay in the envelope: they fail
+                // when routed, so that the sender hears of them.
+                let mut kept = message.recipients;
+                kept.extend(refused.into_iter().map(|(rcpt, _)| rcpt));
+                envelope.recipients = Recipient::after_filter(&info.envelope.recipients, &kept);
                 let mut info = info;
                 info.filtered = true;
                 if quarantine.is_some() {
@@ -185,7 +205,7 @@ pub async fn decide(milters: &Milters, hostname: &str, candidates: Vec<Candidate
             }
             Outcome::Refuse(reply) if reply.code / 100 == 5 => {
                 info!(queue_id = %id, code = reply.code, text = reply.text.as_str(), "refused by a content filter: its recipients fail");
-                decided.rejected.insert(id, reply);
+                decided.rejected.entry(id).or_default().all = Some(reply);
             }
             Outcome::Refuse(reply) => {
                 info!(
@@ -228,25 +248,47 @@ pub fn apply(spool: &Spool, decided: &mut Decided) {
     }
 }
 
-/// `routed` with every recipient failed by the filter's `reply`.
-pub fn fail_all(routed: Vec<Routed>, reply: &Reply) -> Vec<Routed> {
+/// The failure a filter's `reply` makes of a recipient.
+fn failure(reply: &Reply) -> Failure {
     let status = reply
         .enhanced
         .parse::<EnhancedCode>()
         .ok()
         .filter(|c| c.class == 5)
         .unwrap_or(EnhancedCode::NOT_AUTHORIZED);
-    let diagnostic = format!(
-        "refused by a content filter: {} {} {}",
-        reply.code, reply.enhanced, reply.text
-    );
+    Failure {
+        status,
+        diagnostic: format!(
+            "refused by a content filter: {} {} {}",
+            reply.code, reply.enhanced, reply.text
+        ),
+    }
+}
+
+/// `routed` with the recipients the filters refused failed: every one
+/// for a refused message, else those refused at RCPT (matched by the
+/// envelope recipient each routed address came from: its ORCPT, or the
+/// address itself).
+pub fn fail_refused(routed: Vec<Routed>, rejected: &Rejected) -> Vec<Routed> {
     routed
         .into_iter()
         .map(|mut r| {
-            r.failure = Some(Failure {
-                status,
-                diagnostic: diagnostic.clone(),
+            let reply = rejected.all.as_ref().or_else(|| {
+                rejected
+                    .some
+                    .iter()
+                    .find(|(rcpt, _)| {
+                        r.address.eq_ignore_ascii_case(rcpt)
+                            || r.orcpt.as_deref().is_some_and(|o| {
+                                o.strip_prefix("rfc822;")
+                                    .is_some_and(|o| o.eq_ignore_ascii_case(rcpt))
+                            })
+                    })
+                    .map(|(_, reply)| reply)
             });
+            if let Some(reply) = reply {
+                r.failure = Some(failure(reply));
+            }
             r
         })
         .collect()
@@ -294,6 +336,41 @@ mod tests {
     }
 
     #[test]
+    fn a_recipient_refused_at_rcpt_fails_alone() {
+        let routed = |address: &str, orcpt: Option<&str>| Routed {
+            channel: "local".into(),
+            host: "localhost".into(),
+            address: address.into(),
+            nexthop: None,
+            notify: None,
+            orcpt: orcpt.map(str::to_owned),
+            failure: None,
+        };
+        let rejected = Rejected {
+            all: None,
+            some: vec![(
+                "list@localhost".into(),
+                Reply {
+                    code: 550,
+                    enhanced: "5.7.1".into(),
+                    text: "not for you".into(),
+                },
+            )],
+        };
+        let out = fail_refused(
+            vec![
+                routed("ann@localhost", None),
+                // An alias expansion of the refused recipient.
+                routed("joe@localhost", Some("rfc822;list@localhost")),
+                routed("LIST@localhost", None),
+            ],
+            &rejected,
+        );
+        let failed: Vec<bool> = out.iter().map(|r| r.failure.is_some()).collect();
+        assert_eq!(failed, [false, true, true]);
+    }
+
+    #[test]
     fn a_reject_fails_every_recipient_with_the_filters_reply() {
         let routed = |address: &str| Routed {
             channel: "smtp".into(),
@@ -317,9 +394,13 @@ mod tests {
                 enhanced: given.into(),
                 text: "Infected: Eicar-Test".into(),
             };
-            let failed = fail_all(
+            let rejected = Rejected {
+                all: Some(reply),
+                some: Vec::new(),
+            };
+            let failed = fail_refused(
                 vec![routed("a@example.net"), routed("b@example.net")],
-                &reply,
+                &rejected,
             );
             assert_eq!(failed.len(), 2);
             for r in failed {

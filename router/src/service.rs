@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use skein_config::{Config, Loaded};
 use skein_daemon::{Context, PidFile, ServiceError};
 use skein_dkim::Signer;
-use skein_milter::filter::Reply;
 use skein_routing::aliases::WatchedAliases;
 use skein_routing::route::Router;
 use skein_routing::users::SystemUsers;
@@ -23,7 +22,7 @@ use skein_spool::{Area, Daemon, QueueId, Spool, Wakeable};
 use tracing::{debug, error, info, warn};
 
 use crate::error::RouterError;
-use crate::filter::{self, Filtering};
+use crate::filter::{self, Filtering, Rejected};
 use crate::notify::SchedulerLink;
 use crate::transition::{self, Outcome, Summary};
 use crate::wake::WakeSocket;
@@ -178,18 +177,19 @@ impl Engine {
 
     /// Routes a batch of messages as one group commit (transition T2 for
     /// each; see [`transition::route_batch`]). The recipients of a message
-    /// in `rejected` all fail with the content filter's reply.
+    /// in `rejected` that the content filters refused fail with their
+    /// reply.
     pub fn route_batch(
         &mut self,
         ids: &[QueueId],
-        rejected: &HashMap<QueueId, Reply>,
+        rejected: &HashMap<QueueId, Rejected>,
     ) -> Vec<(QueueId, Result<Outcome, RouterError>)> {
         self.aliases.refresh(std::mem::take(&mut self.force_reload));
         let router = Router::new(&self.config, self.aliases.table(), &self.users);
         transition::route_batch(&self.spool, ids, self.signer.as_deref(), |info, facts| {
             let routed = router.route(&info.envelope, facts.received, facts.is_looping())?;
             Ok(match rejected.get(&info.id) {
-                Some(reply) => filter::fail_all(routed, reply),
+                Some(rejected) => filter::fail_refused(routed, rejected),
                 None => routed,
             })
         })
@@ -216,7 +216,7 @@ async fn blocking<T: Send + 'static>(
 async fn filter_batch(
     engine: Engine,
     batch: Vec<QueueId>,
-) -> Result<(Engine, (Vec<QueueId>, HashMap<QueueId, Reply>)), RouterError> {
+) -> Result<(Engine, (Vec<QueueId>, HashMap<QueueId, Rejected>)), RouterError> {
     if !engine.filtering.is_active() {
         return Ok((engine, (batch, HashMap::new())));
     }

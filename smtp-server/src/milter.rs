@@ -1,8 +1,10 @@
 //! Content filters in the smtpd (`smtpd.milters`, and
 //! `smtpd.submission_milters` for the submission listener): each listener
-//! has its list, run on the whole text at the end of DATA and before the
-//! commit ([`skein_milter::filter`] does the filtering). The 250 comes only
-//! after the message the filters produced is on stable storage.
+//! has its list. A session talks to them through one
+//! [`skein_milter::filter::Session`]: MAIL and RCPT as they come (a
+//! refusal is that command's reply), the content at the end of DATA,
+//! before the commit. The 250 comes only after the message the filters
+//! produced is on stable storage.
 
 use skein_config::SmtpdConfig;
 use skein_milter::filter::Milters;

@@ -207,6 +207,9 @@ pub struct Session {
     port: Port,
     /// The user, once AUTH succeeded.
     authenticated: Option<String>,
+    /// The conversation with this listener's content filters, from the
+    /// first MAIL on (`None` without filters, or before it).
+    filters: Option<skein_milter::filter::Session>,
     peer: IpAddr,
     input: Vec<u8>,
     pos: usize,
@@ -245,6 +248,7 @@ impl Session {
             tls: None,
             port,
             authenticated: None,
+            filters: None,
             peer,
             input: Vec::with_capacity(READ_CHUNK),
             pos: 0,
@@ -359,7 +363,7 @@ impl Session {
             ServerCommand::Core(Command::Mail {
                 reverse_path,
                 params,
-            }) => self.mail(phase, reverse_path, params),
+            }) => self.mail(phase, reverse_path, params).await,
             ServerCommand::Core(Command::Rcpt {
                 forward_path,
                 params,
@@ -367,6 +371,9 @@ impl Session {
             ServerCommand::Core(Command::Data) => self.data(phase).await,
             ServerCommand::Core(Command::Bdat { size, last }) => self.bdat(phase, size, last).await,
             ServerCommand::Core(Command::Rset) => {
+                if let Some(filters) = self.filters.as_mut() {
+                    filters.abort().await;
+                }
                 self.push(250, Some("2.0.0"), "Ok");
                 (phase.reset(), Flow::Continue)
             }
@@ -481,7 +488,12 @@ impl Session {
         }
     }
 
-    fn mail(&mut self, phase: Phase, reverse_path: String, params: MailParams) -> (Phase, Flow) {
+    async fn mail(
+        &mut self,
+        phase: Phase,
+        reverse_path: String,
+        params: MailParams,
+    ) -> (Phase, Flow) {
         let client = match phase {
             Phase::Fresh => {
                 let r = Refusal::new(503, "5.5.1", "Send EHLO or HELO first");
@@ -532,6 +544,9 @@ impl Session {
             }
         };
         if let Some(r) = refusal {
+            return (Phase::Ready(client), self.refuse(r));
+        }
+        if let Some(r) = self.filter_mail(&client.helo, &reverse_path).await {
             return (Phase::Ready(client), self.refuse(r));
         }
         self.push(250, Some("2.1.0"), "Ok");
@@ -619,6 +634,9 @@ impl Session {
                         }
                     }
                 }
+                if let Some(r) = self.filter_rcpt(&client.helo, &tx.sender, &address).await {
+                    return (Phase::Mail(client, tx), self.refuse(r));
+                }
                 tx.recipients.push(Recipient {
                     address,
                     notify: params.notify,
@@ -626,6 +644,67 @@ impl Session {
                 });
                 self.push(250, Some("2.1.5"), "Ok");
                 (Phase::Mail(client, tx), Flow::Continue)
+            }
+        }
+    }
+
+    /// The client's name for the filters: its address in brackets (skein
+    /// does not look clients up in the reverse DNS).
+    fn client_name(&self) -> String {
+        format!("[{}]", self.peer)
+    }
+
+    /// What the content filters learn of this session.
+    fn filter_context<'a>(
+        &'a self,
+        client_name: &'a str,
+        helo: &'a str,
+        queue_id: &'a str,
+    ) -> skein_milter::filter::Context<'a> {
+        skein_milter::filter::Context {
+            peer: self.peer,
+            client_name,
+            helo,
+            hostname: &self.server.hostname,
+            queue_id,
+            auth: self.authenticated.as_deref(),
+            tls: self.tls.as_deref(),
+        }
+    }
+
+    /// MAIL for this listener's content filters (connecting them at the
+    /// session's first): their refusal, if one refused.
+    async fn filter_mail(&mut self, helo: &str, sender: &str) -> Option<Refusal> {
+        let milters = self.server.milters.on(self.port);
+        if milters.is_empty() {
+            return None;
+        }
+        let mut filters = self
+            .filters
+            .take()
+            .unwrap_or_else(|| skein_milter::filter::Session::new(milters));
+        let client_name = self.client_name();
+        let ctx = self.filter_context(&client_name, helo, "");
+        let step = filters.mail(&ctx, sender).await;
+        self.filters = Some(filters);
+        match step {
+            skein_milter::filter::Step::Go => None,
+            skein_milter::filter::Step::Refuse(reply) => Some(crate::milter::refusal(reply)),
+        }
+    }
+
+    /// RCPT for the content filters: their refusal of this recipient.
+    async fn filter_rcpt(&mut self, helo: &str, sender: &str, rcpt: &str) -> Option<Refusal> {
+        let mut filters = self.filters.take()?;
+        let client_name = self.client_name();
+        let ctx = self.filter_context(&client_name, helo, "");
+        let step = filters.rcpt(&ctx, sender, rcpt).await;
+        self.filters = Some(filters);
+        match step {
+            skein_milter::filter::Step::Go => None,
+            skein_milter::filter::Step::Refuse(reply) => {
+                tracing::info!(client = %self.peer, rcpt, code = reply.code, text = reply.text.as_str(), "recipient refused by a content filter");
+                Some(crate::milter::refusal(reply))
             }
         }
     }

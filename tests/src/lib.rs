@@ -470,12 +470,23 @@ impl TestEnv {
     }
 }
 
-/// A child process killed (SIGKILL) and reaped when dropped: the filters,
+/// A child process stopped (SIGTERM, then SIGKILL) and reaped when dropped: the filters,
 /// resolvers and servers a test starts.
 pub struct KillOnDrop(pub std::process::Child);
 
 impl Drop for KillOnDrop {
+    /// SIGTERM first, so that a program with workers of its own (rspamd,
+    /// clamd) stops them rather than leaving them behind, orphaned; then,
+    /// if it has not exited within 5 s, SIGKILL.
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..100 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

@@ -26,6 +26,8 @@ pub enum Act {
     Hang,
     /// Close the connection.
     Close,
+    /// Send these bytes, then close the connection.
+    SendThenClose(Vec<u8>),
 }
 
 /// The script: the command byte and its data in, what to do out.
@@ -73,6 +75,10 @@ pub fn milter(script: Script) -> u16 {
                         Act::Nothing => {}
                         Act::Hang => std::thread::sleep(Duration::from_secs(30)),
                         Act::Close => return,
+                        Act::SendThenClose(bytes) => {
+                            let _ = s.write_all(&bytes);
+                            return;
+                        }
                     }
                 }
             });

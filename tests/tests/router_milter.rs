@@ -40,6 +40,10 @@ fn filter(seen: &Arc<Seen>) -> u16 {
                 .push(String::from_utf8_lossy(name).into_owned());
             cont()
         }
+        b'R' if data.starts_with(b"<ann@localhost>") => Act::Send(packet(
+            b'y',
+            b"550 5.7.1 ann takes no mail from filters today\0",
+        )),
         b'L' => match data {
             b"Subject\0reject\0" => {
                 Act::Send(packet(b'y', b"550 5.7.1 Infected: Eicar-Test-Signature\0"))
@@ -73,8 +77,14 @@ fn env(port: u16) -> TestEnv {
 }
 
 fn submit(env: &TestEnv, subject: &str) {
+    submit_to(env, subject, &["joe@localhost"]);
+}
+
+fn submit_to(env: &TestEnv, subject: &str, to: &[&str]) {
+    let mut args = vec!["-i", "-f", "ann@localhost"];
+    args.extend_from_slice(to);
     env.submit(
-        &["-i", "-f", "ann@localhost", "joe@localhost"],
+        &args,
         format!(
             "From: ann@localhost\nTo: joe@localhost\nSubject: {subject}\n\nbody of {subject}\n"
         )
@@ -90,11 +100,13 @@ fn submissions_are_filtered_and_delivered_as_the_filter_left_them() {
     submit(&env, "reject");
     submit(&env, "later");
     submit(&env, "discard");
+    // Refused for one recipient (at RCPT): delivered to the other.
+    submit_to(&env, "split", &["joe@localhost", "ann@localhost"]);
     let router = env.start("skein-router");
     let scheduler = env.start("skein-scheduler");
     let done = env.wait_for(GUARD, || {
-        env.maildir("joe").len() == 1
-            && env.maildir("ann").len() == 1
+        env.maildir("joe").len() == 2
+            && env.maildir("ann").len() == 2
             && router.logged("discarded by a content filter") == 1
             && router.logged("deferred by a content filter") == 1
             && env.files("queue").is_empty()
@@ -105,8 +117,20 @@ fn submissions_are_filtered_and_delivered_as_the_filter_left_them() {
         router.log_text(),
         scheduler.log_text()
     );
-    // Accepted: delivered as changed.
-    let joe = String::from_utf8(env.maildir("joe").remove(0)).expect("utf-8");
+    // Accepted: delivered as changed (both to joe; split to joe only).
+    let joe_all: Vec<String> = env
+        .maildir("joe")
+        .into_iter()
+        .map(|m| String::from_utf8(m).expect("utf-8"))
+        .collect();
+    assert!(
+        joe_all.iter().any(|m| m.contains("body of split")),
+        "{joe_all:?}"
+    );
+    let joe = joe_all
+        .into_iter()
+        .find(|m| m.contains("body of hello"))
+        .expect("hello delivered");
     let has = |line: &str| joe.lines().any(|l| l.trim_end() == line);
     assert!(has("X-Local-Filter: seen"), "{joe}");
     assert!(
@@ -114,14 +138,40 @@ fn submissions_are_filtered_and_delivered_as_the_filter_left_them() {
         "{joe}"
     );
     assert!(joe.contains("body of hello"), "{joe}");
-    // Rejected: the sender's bounce carries the filter's reply.
-    let bounce = String::from_utf8_lossy(&env.maildir("ann").remove(0)).into_owned();
-    // (Lines of the notice are wrapped: compare with the wrapping undone.)
-    let bounce = bounce.split_whitespace().collect::<Vec<_>>().join(" ");
-    assert!(bounce.contains("Status: 5.7.1"), "{bounce}");
+    // Rejected, and refused for ann: the sender's bounces carry the
+    // filter's replies. (Lines of a notice are wrapped: compared with the
+    // wrapping undone.)
+    let bounces: Vec<String> = env
+        .maildir("ann")
+        .iter()
+        .map(|m| {
+            String::from_utf8_lossy(m)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
     assert!(
-        bounce.contains("Infected: Eicar-Test-Signature"),
-        "{bounce}"
+        bounces.iter().all(|b| b.contains("Status: 5.7.1")),
+        "{bounces:?}"
+    );
+    assert!(
+        bounces
+            .iter()
+            .any(|b| b.contains("Infected: Eicar-Test-Signature")),
+        "{bounces:?}"
+    );
+    let split = bounces
+        .iter()
+        .find(|b| b.contains("ann takes no mail from filters today"))
+        .unwrap_or_else(|| panic!("no bounce for the refused recipient: {bounces:?}"));
+    assert!(
+        split.contains("Final-Recipient: rfc822;ann@localhost"),
+        "{split}"
+    );
+    assert!(
+        !split.contains("Final-Recipient: rfc822;joe@localhost"),
+        "{split}"
     );
     // Deferred: still in incoming/, the only message there.
     let incoming = env.files("incoming");
@@ -130,7 +180,7 @@ fn submissions_are_filtered_and_delivered_as_the_filter_left_them() {
     assert!(String::from_utf8_lossy(&text).contains("Subject: later"));
     // Local submissions show up as a connection from localhost.
     let names = seen.connect_names.lock().unwrap().clone();
-    assert_eq!(names.len(), 4, "one connection per message: {names:?}");
+    assert_eq!(names.len(), 5, "one connection per message: {names:?}");
     assert!(names.iter().all(|n| n == "localhost"), "{names:?}");
 }
 

@@ -97,31 +97,8 @@ fn end_of_message_modifications_are_what_is_queued() {
 
 #[test]
 fn every_reply_type_reaches_the_client_as_it_should() {
+    // (Refusals at MAIL and RCPT: the next test.)
     let cases: Vec<(&str, Script, u16, &str)> = vec![
-        (
-            "reject at RCPT",
-            Arc::new(|code, _| {
-                if code == b'R' {
-                    Act::Send(packet(b'r', b""))
-                } else {
-                    cont()
-                }
-            }),
-            550,
-            "550 5.7.1",
-        ),
-        (
-            "tempfail at MAIL",
-            Arc::new(|code, _| {
-                if code == b'M' {
-                    Act::Send(packet(b't', b""))
-                } else {
-                    cont()
-                }
-            }),
-            451,
-            "451 4.7.1",
-        ),
         (
             "custom reply at end of message",
             Arc::new(|code, _| {
@@ -314,4 +291,100 @@ fn each_listener_runs_its_own_filters() {
         "the submission listener has no filters"
     );
     assert_eq!(smtpd.incoming().len(), 1);
+}
+
+/// MAIL and RCPT go to the filter when the client sends them, and its
+/// answer is the command's: a tempfail at MAIL refuses that transaction
+/// only, a reject at RCPT that recipient only. The filter's connection is
+/// opened once for the session and kept over its transactions.
+#[test]
+fn mail_and_rcpt_are_answered_as_they_come_and_one_recipient_can_be_refused() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let connects = Arc::new(AtomicUsize::new(0));
+    let port = milter(Arc::new({
+        let connects = Arc::clone(&connects);
+        move |code, data| {
+            let has = |needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
+            match code {
+                b'C' => {
+                    connects.fetch_add(1, Ordering::SeqCst);
+                    cont()
+                }
+                b'M' if has(b"tempfail@") => Act::Send(packet(b't', b"")),
+                b'R' if has(b"<ann@localhost>") => {
+                    Act::Send(packet(b'y', b"550 5.7.1 ann takes no mail today\0"))
+                }
+                b'E' => Act::Send(packet(b'a', b"")),
+                _ => cont(),
+            }
+        }
+    }));
+    let smtpd = start(port, "");
+    let mut c = smtpd.client();
+    c.send(b"EHLO client.example\r\n");
+    c.expect(250, "");
+    c.send(b"MAIL FROM:<tempfail@client.example>\r\n");
+    c.expect(451, "4.7.1");
+    for n in 0..2 {
+        c.send(b"MAIL FROM:<sender@client.example>\r\nRCPT TO:<joe@localhost>\r\nRCPT TO:<ann@localhost>\r\nDATA\r\n");
+        c.expect(250, "2.1.0");
+        c.expect(250, "2.1.5");
+        let refused = c.expect(550, "5.7.1");
+        assert!(refused.contains("ann takes no mail today"), "{refused}");
+        c.expect(354, "");
+        c.send(format!("Subject: message {n}\r\n\r\nbody\r\n.\r\n").as_bytes());
+        c.expect(250, "2.0.0");
+    }
+    c.send(b"QUIT\r\n");
+    c.expect(221, "");
+    let files = smtpd.incoming();
+    assert_eq!(files.len(), 2);
+    for file in files {
+        let (info, _) = skein_spool::read_message(&file).expect("verifies");
+        let rcpts: Vec<&str> = info
+            .envelope
+            .recipients
+            .iter()
+            .map(|r| r.address.as_str())
+            .collect();
+        assert_eq!(rcpts, ["joe@localhost"]);
+    }
+    assert_eq!(
+        connects.load(Ordering::SeqCst),
+        1,
+        "one filter connection for the session's three transactions"
+    );
+}
+
+/// A filter that closes its connection between messages (when it is idle)
+/// costs no message a tempfail: the next MAIL connects again.
+#[test]
+fn a_kept_connection_the_filter_closed_is_opened_again() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let connects = Arc::new(AtomicUsize::new(0));
+    let port = milter(Arc::new({
+        let connects = Arc::clone(&connects);
+        move |code, _| match code {
+            b'C' => {
+                connects.fetch_add(1, Ordering::SeqCst);
+                cont()
+            }
+            b'E' => Act::SendThenClose(packet(b'a', b"")),
+            _ => cont(),
+        }
+    }));
+    let smtpd = start(port, "");
+    let mut c = smtpd.client();
+    c.send(b"EHLO client.example\r\n");
+    c.expect(250, "");
+    for n in 0..3 {
+        c.send(b"MAIL FROM:<sender@client.example>\r\nRCPT TO:<joe@localhost>\r\nDATA\r\n");
+        c.expect(250, "2.1.0");
+        c.expect(250, "2.1.5");
+        c.expect(354, "");
+        c.send(format!("Subject: message {n}\r\n\r\nbody\r\n.\r\n").as_bytes());
+        c.expect(250, "2.0.0");
+    }
+    assert_eq!(smtpd.incoming().len(), 3);
+    assert_eq!(connects.load(Ordering::SeqCst), 3);
 }

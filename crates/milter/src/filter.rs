@@ -1,16 +1,23 @@
-//! Running a message through a list of filters and applying what they
+//! Taking messages through a list of filters and applying what they
 //! decide: the MTA's policy on top of [`crate::client::Connection`],
-//! shared by the smtpd (`smtpd.milters`, at the end of the text, before
-//! the commit) and the router (`router.milters`, for local submissions).
+//! shared by the smtpd (`smtpd.milters`: a [`Session`] per SMTP session)
+//! and the router (`router.milters`, for local submissions: [`run`]).
 //!
-//! Each filter in order gets the whole conversation over a connection of
-//! its own — connect, HELO, MAIL, each RCPT, DATA, the header fields, end
-//! of header, the body, end of message — with the macros Postfix sends,
-//! and its verdict and modifications are applied to the [`Message`]. The
-//! steps are sent together once the text is complete, as Postfix does for
-//! its `non_smtpd_milters`: a filter's reject at any step rejects the
-//! message, never a single recipient. Filters that decide at end of
-//! message (rspamd, OpenDKIM, ClamAV) see no difference.
+//! Each filter in order gets the conversation over a connection of its
+//! own, opened at the session's first MAIL and kept for its later
+//! messages, as libmilter and Postfix do: connect and HELO once (HELO
+//! again if the client's changes), then per message MAIL and each RCPT as
+//! the client sends them — so a filter can refuse a transaction or a
+//! single recipient at once — and, once the text is complete, DATA, the
+//! header fields, end of header, the body and end of message, with the
+//! macros Postfix sends. Its verdict and modifications are applied to the
+//! [`Message`]. A transaction that ends otherwise is aborted for the
+//! filters (SMFIC_ABORT); the connection stays.
+//!
+//! **Cost.** Per message and filter: one round trip per step the filter
+//! did not negotiate away (MAIL, each RCPT, DATA, each header field, end
+//! of header, each 64 KiB of body, end of message); per session, the
+//! connection and its negotiation, connect and HELO once.
 //!
 //! A filter that cannot be reached, hangs past its timeout, closes, or
 //! breaks the protocol gets the list's default action (`milter_default_action`) for this message
@@ -265,54 +272,480 @@ fn refusal(reply: Option<String>, tempfail: bool) -> Reply {
     }
 }
 
-/// Runs every filter on `message`, changing it as they ask.
-pub async fn run(milters: &Milters, ctx: &Context<'_>, message: &mut Message) -> Outcome {
-    let mut changed = false;
-    let mut quarantine = None;
-    for (name, address) in &milters.filters {
-        match one(name, address, milters.timeouts, ctx, message).await {
-            Ok(FilterResult::Go(c, q)) => {
-                changed |= c;
-                if q.is_some() {
-                    quarantine = q;
+/// What a step before the message content came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Go on.
+    Go,
+    /// Refuse this command: at MAIL the transaction, at RCPT this
+    /// recipient (the others stay).
+    Refuse(Reply),
+}
+
+/// A verdict a filter gave at connect or HELO: it holds for the whole
+/// session.
+#[derive(Debug, Clone)]
+enum Sticky {
+    /// No more steps for this filter in this session.
+    Accept,
+    /// Every message of the session is refused.
+    Refuse(Reply),
+}
+
+/// One filter's part in a [`Session`].
+struct Slot {
+    name: String,
+    address: Address,
+    conn: Option<Connection>,
+    /// The HELO argument sent on `conn` (sent again when the client's
+    /// changes, after STARTTLS say).
+    helo: Option<String>,
+    sticky: Option<Sticky>,
+    /// Done with the current message: it accepted it, discarded it, or
+    /// failed under `milter_default_action = "accept"`.
+    done: bool,
+    /// MAIL was sent on `conn`, and neither end of message nor abort since.
+    in_message: bool,
+}
+
+/// A conversation with every filter of a list over one SMTP session (or
+/// one local submission): each filter's connection is opened at the first
+/// MAIL, given connect and HELO once, and kept from message to message,
+/// as libmilter and Postfix do; MAIL and each RCPT are sent when the
+/// client sends them, so that a filter can refuse a single recipient at
+/// once; the content at the end of the text ([`Session::end`]).
+pub struct Session {
+    default_action: MilterAction,
+    timeouts: Timeouts,
+    slots: Vec<Slot>,
+    /// A filter discarded the current message.
+    discard: bool,
+    /// A filter failed under `tempfail` or `reject`: the current message
+    /// gets this.
+    doomed: Option<Reply>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("filters", &self.slots.len())
+            .field("discard", &self.discard)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A verdict as the session acts on it.
+enum Judged {
+    Continue,
+    Accept,
+    Discard,
+    Refuse(Reply),
+}
+
+fn judge(verdict: Verdict) -> Judged {
+    match verdict {
+        Verdict::Continue | Verdict::Skip => Judged::Continue,
+        Verdict::Accept => Judged::Accept,
+        Verdict::Discard => Judged::Discard,
+        Verdict::Reject(reply) => Judged::Refuse(refusal(reply, false)),
+        Verdict::Tempfail(reply) => Judged::Refuse(refusal(reply, true)),
+    }
+}
+
+/// The value of macro `name` for a message from `sender` (and at RCPT,
+/// to `rcpt`).
+fn macro_of(ctx: &Context<'_>, sender: &str, rcpt: Option<&str>, name: &str) -> Option<String> {
+    let tls = ctx.tls;
+    Some(match name {
+        "j" => ctx.hostname.to_owned(),
+        "{daemon_name}" => "skein".to_owned(),
+        "v" => format!("skein {}", env!("CARGO_PKG_VERSION")),
+        "_" => format!("{} [{}]", ctx.client_name, ctx.peer),
+        "{client_addr}" => ctx.peer.to_string(),
+        "{client_name}" | "{client_ptr}" => ctx.client_name.to_owned(),
+        "i" if !ctx.queue_id.is_empty() => ctx.queue_id.to_owned(),
+        "{mail_addr}" => sender.to_owned(),
+        "{rcpt_addr}" => rcpt?.to_owned(),
+        "{auth_authen}" => ctx.auth?.to_owned(),
+        "{auth_type}" => ctx.auth.map(|_| "PLAIN".to_owned())?,
+        "{tls_version}" => tls?.split_whitespace().next()?.to_owned(),
+        "{cipher}" => tls?.split_whitespace().nth(1)?.to_owned(),
+        _ => return None,
+    })
+}
+
+impl Session {
+    /// A session with the filters of `milters`; nothing is connected yet.
+    pub fn new(milters: &Milters) -> Session {
+        Session {
+            default_action: milters.default_action,
+            timeouts: milters.timeouts,
+            slots: milters
+                .filters
+                .iter()
+                .map(|(name, address)| Slot {
+                    name: name.clone(),
+                    address: address.clone(),
+                    conn: None,
+                    helo: None,
+                    sticky: None,
+                    done: false,
+                    in_message: false,
+                })
+                .collect(),
+            discard: false,
+            doomed: None,
+        }
+    }
+
+    /// A filter failed: logged, its connection dropped (the next message
+    /// connects again); returns what the message gets under the default
+    /// action (`None`: go on without it).
+    fn fail(&mut self, i: usize, queue_id: &str, e: &MilterError) -> Option<Reply> {
+        let slot = &mut self.slots[i];
+        tracing::warn!(
+            milter = %slot.name,
+            queue_id,
+            error = %e,
+            default_action = self.default_action.as_str(),
+            "milter failed: its default action applies to this message"
+        );
+        slot.conn = None;
+        slot.helo = None;
+        slot.in_message = false;
+        slot.done = true;
+        match self.default_action {
+            MilterAction::Accept => None,
+            MilterAction::Tempfail => Some(Reply::new(
+                451,
+                "4.7.1",
+                "Content filter unavailable - try again later",
+            )),
+            MilterAction::Reject => Some(Reply::new(
+                550,
+                "5.7.1",
+                "Content filter unavailable - message rejected",
+            )),
+        }
+    }
+
+    /// MAIL FROM `sender`: each filter is connected (and given connect and
+    /// HELO) if it is not yet, then given MAIL. A refusal ends the
+    /// transaction for every filter.
+    pub async fn mail(&mut self, ctx: &Context<'_>, sender: &str) -> Step {
+        // A transaction that ended without its text or an RSET (the MTA
+        // refused its DATA, say) ends for the filters now.
+        if self.slots.iter().any(|slot| slot.in_message) {
+            self.abort().await;
+        }
+        self.discard = false;
+        self.doomed = None;
+        for i in 0..self.slots.len() {
+            self.slots[i].done = false;
+            match &self.slots[i].sticky {
+                Some(Sticky::Accept) => {
+                    self.slots[i].done = true;
+                    continue;
                 }
+                Some(Sticky::Refuse(reply)) => {
+                    let reply = reply.clone();
+                    self.abort().await;
+                    return Step::Refuse(reply);
+                }
+                None => {}
             }
-            Ok(FilterResult::Stop(outcome)) => {
-                tracing::info!(milter = %name, queue_id = ctx.queue_id, outcome = ?outcome, "milter verdict");
-                return outcome;
+            let timeouts = self.timeouts;
+            let reused = self.slots[i].conn.is_some();
+            let mut judged = mail_one(&mut self.slots[i], timeouts, ctx, sender).await;
+            if reused && judged.is_err() {
+                // A kept connection the filter closed while it was idle
+                // (between messages): once more on a new one.
+                let slot = &mut self.slots[i];
+                slot.conn = None;
+                slot.helo = None;
+                slot.in_message = false;
+                judged = mail_one(slot, timeouts, ctx, sender).await;
             }
-            Err(e) => {
-                tracing::warn!(
-                    milter = %name,
-                    queue_id = ctx.queue_id,
-                    error = %e,
-                    default_action = milters.default_action.as_str(),
-                    "milter failed: its default action applies to this message"
-                );
-                match milters.default_action {
-                    MilterAction::Accept => {}
-                    MilterAction::Tempfail => {
-                        return Outcome::Refuse(Reply::new(
-                            451,
-                            "4.7.1",
-                            "Content filter unavailable - try again later",
-                        ));
-                    }
-                    MilterAction::Reject => {
-                        return Outcome::Refuse(Reply::new(
-                            550,
-                            "5.7.1",
-                            "Content filter unavailable - message rejected",
-                        ));
+            match judged {
+                Ok(Judged::Continue) => {}
+                Ok(Judged::Accept) => self.slots[i].done = true,
+                Ok(Judged::Discard) => {
+                    self.discard = true;
+                    self.slots[i].done = true;
+                }
+                Ok(Judged::Refuse(reply)) => {
+                    tracing::info!(milter = %self.slots[i].name, code = reply.code, text = reply.text.as_str(), "milter refused MAIL");
+                    self.abort().await;
+                    return Step::Refuse(reply);
+                }
+                Err(e) => {
+                    if let Some(reply) = self.fail(i, ctx.queue_id, &e) {
+                        self.abort().await;
+                        return Step::Refuse(reply);
                     }
                 }
             }
         }
+        Step::Go
     }
-    Outcome::Accept {
-        changed,
-        quarantine,
+
+    /// RCPT TO `rcpt` (after the MTA's own checks accepted it): a refusal
+    /// refuses this recipient only.
+    pub async fn rcpt(&mut self, ctx: &Context<'_>, sender: &str, rcpt: &str) -> Step {
+        if let Some(reply) = &self.doomed {
+            return Step::Refuse(reply.clone());
+        }
+        for i in 0..self.slots.len() {
+            let slot = &mut self.slots[i];
+            let Some(c) = slot.conn.as_mut().filter(|_| !slot.done && slot.in_message) else {
+                continue;
+            };
+            let v = |m: &str| macro_of(ctx, sender, Some(rcpt), m);
+            let macros = c.macros_for(Stage::Rcpt, &["{rcpt_addr}"], &v);
+            let command = Command::Rcpt(vec![format!("<{rcpt}>")]);
+            let verdict = c
+                .step(
+                    Some(Stage::Rcpt),
+                    macros,
+                    command,
+                    protocol::NO_RCPT,
+                    protocol::NR_RCPT,
+                    false,
+                )
+                .await;
+            match verdict.map(judge) {
+                Ok(Judged::Continue) => {}
+                Ok(Judged::Accept) => slot.done = true,
+                Ok(Judged::Discard) => {
+                    self.discard = true;
+                    slot.done = true;
+                }
+                Ok(Judged::Refuse(reply)) => {
+                    tracing::info!(milter = %slot.name, rcpt, code = reply.code, text = reply.text.as_str(), "milter refused a recipient");
+                    return Step::Refuse(reply);
+                }
+                Err(e) => {
+                    if let Some(reply) = self.fail(i, ctx.queue_id, &e) {
+                        self.doomed = Some(reply.clone());
+                        return Step::Refuse(reply);
+                    }
+                }
+            }
+        }
+        Step::Go
     }
+
+    /// The message text is complete: DATA, the header fields, end of
+    /// header, the body and end of message for every filter still in the
+    /// message, their modifications applied to `message` in order.
+    pub async fn end(&mut self, ctx: &Context<'_>, message: &mut Message) -> Outcome {
+        if let Some(reply) = self.doomed.take() {
+            self.abort().await;
+            return Outcome::Refuse(reply);
+        }
+        let mut changed = false;
+        let mut quarantine = None;
+        for i in 0..self.slots.len() {
+            let slot = &mut self.slots[i];
+            let Some(c) = slot.conn.as_mut().filter(|_| !slot.done && slot.in_message) else {
+                continue;
+            };
+            let result = content(c, &mut slot.in_message, &slot.name, ctx, message).await;
+            match result {
+                Ok(FilterResult::Go(c, q)) => {
+                    changed |= c;
+                    if q.is_some() {
+                        quarantine = q;
+                    }
+                }
+                Ok(FilterResult::Stop(outcome)) => {
+                    tracing::info!(milter = %slot.name, queue_id = ctx.queue_id, outcome = ?outcome, "milter verdict");
+                    self.abort().await;
+                    return outcome;
+                }
+                Err(e) => {
+                    if let Some(reply) = self.fail(i, ctx.queue_id, &e) {
+                        self.abort().await;
+                        return Outcome::Refuse(reply);
+                    }
+                }
+            }
+        }
+        self.abort().await;
+        if std::mem::take(&mut self.discard) {
+            return Outcome::Discard;
+        }
+        Outcome::Accept {
+            changed,
+            quarantine,
+        }
+    }
+
+    /// Ends the current transaction for every filter still in it (RSET,
+    /// or a transaction that ends without its text). The connections stay.
+    pub async fn abort(&mut self) {
+        for slot in &mut self.slots {
+            if slot.in_message
+                && let Some(c) = slot.conn.as_mut()
+                && c.abort().await.is_err()
+            {
+                slot.conn = None;
+                slot.helo = None;
+            }
+            slot.in_message = false;
+        }
+        self.doomed = None;
+    }
+
+    /// Says goodbye to every filter.
+    pub async fn close(mut self) {
+        for slot in &mut self.slots {
+            if let Some(c) = slot.conn.take() {
+                c.quit().await;
+            }
+        }
+    }
+}
+
+/// One filter's MAIL, connecting it first (connect and HELO) if need be.
+async fn mail_one(
+    slot: &mut Slot,
+    timeouts: Timeouts,
+    ctx: &Context<'_>,
+    sender: &str,
+) -> Result<Judged, MilterError> {
+    let v = |m: &str| macro_of(ctx, sender, None, m);
+    if slot.conn.is_none() {
+        let mut c = Connection::open(&slot.address, timeouts).await?;
+        let family = match ctx.peer {
+            IpAddr::V4(ip) => Family::Inet(ip, 0),
+            IpAddr::V6(ip) => Family::Inet6(ip, 0),
+        };
+        let macros = c.macros_for(
+            Stage::Connect,
+            &[
+                "j",
+                "{daemon_name}",
+                "v",
+                "_",
+                "{client_addr}",
+                "{client_name}",
+            ],
+            &v,
+        );
+        let command = Command::Connect {
+            hostname: ctx.client_name.to_owned(),
+            family,
+        };
+        let verdict = c
+            .step(
+                Some(Stage::Connect),
+                macros,
+                command,
+                protocol::NO_CONNECT,
+                protocol::NR_CONNECT,
+                false,
+            )
+            .await?;
+        slot.conn = Some(c);
+        if let Some(judged) = session_verdict(&mut slot.sticky, judge(verdict)) {
+            return Ok(judged);
+        }
+    }
+    let Some(c) = slot.conn.as_mut() else {
+        return Ok(Judged::Continue);
+    };
+    if slot.helo.as_deref() != Some(ctx.helo) {
+        let macros = c.macros_for(Stage::Helo, &["{tls_version}", "{cipher}"], &v);
+        let verdict = c
+            .step(
+                Some(Stage::Helo),
+                macros,
+                Command::Helo(ctx.helo.to_owned()),
+                protocol::NO_HELO,
+                protocol::NR_HELO,
+                false,
+            )
+            .await?;
+        slot.helo = Some(ctx.helo.to_owned());
+        if let Some(judged) = session_verdict(&mut slot.sticky, judge(verdict)) {
+            return Ok(judged);
+        }
+    }
+    let macros = c.macros_for(
+        Stage::Mail,
+        &["i", "{mail_addr}", "{auth_authen}", "{auth_type}"],
+        &v,
+    );
+    slot.in_message = true;
+    let verdict = c
+        .step(
+            Some(Stage::Mail),
+            macros,
+            Command::Mail(vec![format!("<{sender}>")]),
+            protocol::NO_MAIL,
+            protocol::NR_MAIL,
+            false,
+        )
+        .await?;
+    Ok(judge(verdict))
+}
+
+/// A verdict at connect or HELO holds for the session: remembered, and
+/// returned as this message's; `None` to go on.
+fn session_verdict(sticky: &mut Option<Sticky>, judged: Judged) -> Option<Judged> {
+    match judged {
+        Judged::Continue => None,
+        Judged::Accept => {
+            *sticky = Some(Sticky::Accept);
+            Some(Judged::Accept)
+        }
+        // A discard at connect or HELO discards this message; the next
+        // one is asked again at MAIL.
+        Judged::Discard => Some(Judged::Discard),
+        Judged::Refuse(reply) => {
+            *sticky = Some(Sticky::Refuse(reply.clone()));
+            Some(Judged::Refuse(reply))
+        }
+    }
+}
+
+/// Runs every filter on a whole message at once (a local submission):
+/// MAIL, each RCPT, the content. A recipient a filter refuses is taken
+/// out of `message` and returned with the reply; a message left without
+/// recipients is refused with the last such reply.
+pub async fn run(
+    milters: &Milters,
+    ctx: &Context<'_>,
+    message: &mut Message,
+) -> (Outcome, Vec<(String, Reply)>) {
+    let mut session = Session::new(milters);
+    let mut refused = Vec::new();
+    let outcome = match session.mail(ctx, &message.sender).await {
+        Step::Refuse(reply) => Outcome::Refuse(reply),
+        Step::Go => {
+            let mut kept = Vec::new();
+            for rcpt in std::mem::take(&mut message.recipients) {
+                match session.rcpt(ctx, &message.sender, &rcpt).await {
+                    Step::Go => kept.push(rcpt),
+                    Step::Refuse(reply) => refused.push((rcpt, reply)),
+                }
+            }
+            message.recipients = kept;
+            if message.recipients.is_empty() {
+                let reply = refused
+                    .last()
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or_else(|| Reply::new(550, "5.7.1", "Message content rejected"));
+                session.abort().await;
+                Outcome::Refuse(reply)
+            } else {
+                session.end(ctx, message).await
+            }
+        }
+    };
+    session.close().await;
+    (outcome, refused)
 }
 
 enum FilterResult {
@@ -323,7 +756,8 @@ enum FilterResult {
     Stop(Outcome),
 }
 
-/// What a step's verdict means here: `None` to go on with this filter.
+/// What a content step's verdict means here: `None` to go on with this
+/// filter.
 fn stop(verdict: Verdict) -> Option<FilterResult> {
     match verdict {
         Verdict::Continue | Verdict::Skip => None,
@@ -334,139 +768,18 @@ fn stop(verdict: Verdict) -> Option<FilterResult> {
     }
 }
 
-async fn one(
-    name: &str,
-    address: &Address,
-    timeouts: Timeouts,
-    ctx: &Context<'_>,
-    message: &mut Message,
-) -> Result<FilterResult, MilterError> {
-    let mut c = Connection::open(address, timeouts).await?;
-    let result = steps(&mut c, name, ctx, message).await;
-    c.quit().await;
-    result
-}
-
-async fn steps(
+/// One filter's part of the content: DATA, the header, the body, end of
+/// message and the modifications. `in_message` is cleared once end of
+/// message has been answered.
+async fn content(
     c: &mut Connection,
+    in_message: &mut bool,
     name: &str,
     ctx: &Context<'_>,
     message: &mut Message,
 ) -> Result<FilterResult, MilterError> {
-    let client_addr = ctx.peer.to_string();
-    let client_name = ctx.client_name.to_owned();
-    let macro_value = |rcpt: Option<&str>| {
-        let sender = message.sender.clone();
-        let rcpt = rcpt.map(str::to_owned);
-        let ctx_auth = ctx.auth.map(str::to_owned);
-        let tls = ctx.tls.map(str::to_owned);
-        let client_addr = client_addr.clone();
-        let client_name = client_name.clone();
-        move |m: &str| -> Option<String> {
-            Some(match m {
-                "j" => ctx.hostname.to_owned(),
-                "{daemon_name}" => "skein".to_owned(),
-                "v" => format!("skein {}", env!("CARGO_PKG_VERSION")),
-                "_" => format!("{client_name} [{client_addr}]"),
-                "{client_addr}" => client_addr.clone(),
-                "{client_name}" => client_name.clone(),
-                "{client_ptr}" => client_name.clone(),
-                "i" => ctx.queue_id.to_owned(),
-                "{mail_addr}" => sender.clone(),
-                "{rcpt_addr}" => rcpt.clone()?,
-                "{auth_authen}" => ctx_auth.clone()?,
-                "{auth_type}" => ctx_auth.as_ref().map(|_| "PLAIN".to_owned())?,
-                "{tls_version}" => tls.as_ref()?.split_whitespace().next()?.to_owned(),
-                "{cipher}" => tls.as_ref()?.split_whitespace().nth(1)?.to_owned(),
-                _ => return None,
-            })
-        }
-    };
-    let v = macro_value(None);
-    let family = match ctx.peer {
-        IpAddr::V4(ip) => Family::Inet(ip, 0),
-        IpAddr::V6(ip) => Family::Inet6(ip, 0),
-    };
-    let macros = c.macros_for(
-        Stage::Connect,
-        &[
-            "j",
-            "{daemon_name}",
-            "v",
-            "_",
-            "{client_addr}",
-            "{client_name}",
-        ],
-        &v,
-    );
-    let command = Command::Connect {
-        hostname: client_name.clone(),
-        family,
-    };
-    let verdict = c
-        .step(
-            Some(Stage::Connect),
-            macros,
-            command,
-            protocol::NO_CONNECT,
-            protocol::NR_CONNECT,
-            false,
-        )
-        .await?;
-    if let Some(r) = stop(verdict) {
-        return Ok(r);
-    }
-    let macros = c.macros_for(Stage::Helo, &["{tls_version}", "{cipher}"], &v);
-    let verdict = c
-        .step(
-            Some(Stage::Helo),
-            macros,
-            Command::Helo(ctx.helo.to_owned()),
-            protocol::NO_HELO,
-            protocol::NR_HELO,
-            false,
-        )
-        .await?;
-    if let Some(r) = stop(verdict) {
-        return Ok(r);
-    }
-    let macros = c.macros_for(
-        Stage::Mail,
-        &["i", "{mail_addr}", "{auth_authen}", "{auth_type}"],
-        &v,
-    );
-    let mail = Command::Mail(vec![format!("<{}>", message.sender)]);
-    let verdict = c
-        .step(
-            Some(Stage::Mail),
-            macros,
-            mail,
-            protocol::NO_MAIL,
-            protocol::NR_MAIL,
-            false,
-        )
-        .await?;
-    if let Some(r) = stop(verdict) {
-        return Ok(r);
-    }
-    for rcpt in message.recipients.clone() {
-        let v = macro_value(Some(&rcpt));
-        let macros = c.macros_for(Stage::Rcpt, &["{rcpt_addr}"], &v);
-        let command = Command::Rcpt(vec![format!("<{rcpt}>")]);
-        let verdict = c
-            .step(
-                Some(Stage::Rcpt),
-                macros,
-                command,
-                protocol::NO_RCPT,
-                protocol::NR_RCPT,
-                false,
-            )
-            .await?;
-        if let Some(r) = stop(verdict) {
-            return Ok(r);
-        }
-    }
+    let sender = message.sender.clone();
+    let v = |m: &str| macro_of(ctx, &sender, None, m);
     let verdict = c
         .step(
             Some(Stage::Data),
@@ -535,6 +848,7 @@ async fn steps(
     }
     let macros = c.macros_for(Stage::EndOfMessage, &["i"], &v);
     let end = c.end_of_message(macros).await?;
+    *in_message = false;
     match &end.verdict {
         Verdict::Discard | Verdict::Reject(_) | Verdict::Tempfail(_) => {
             return Ok(stop(end.verdict).unwrap_or(FilterResult::Go(false, None)));

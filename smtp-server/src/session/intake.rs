@@ -199,18 +199,16 @@ impl Session {
                 recipients: tx.recipients.iter().map(|r| r.address.clone()).collect(),
                 text,
             };
-            let client_name = format!("[{}]", self.peer);
-            let ctx = filter::Context {
-                peer: self.peer,
-                client_name: &client_name,
-                helo: &client.helo,
-                hostname: &self.server.hostname,
-                queue_id: sink.id(),
-                auth: self.authenticated.as_deref(),
-                tls: self.tls.as_deref(),
-            };
             let queue_id = sink.id().to_owned();
-            match filter::run(self.server.milters.on(self.port), &ctx, &mut message).await {
+            let mut filters = self
+                .filters
+                .take()
+                .unwrap_or_else(|| filter::Session::new(self.server.milters.on(self.port)));
+            let client_name = self.client_name();
+            let ctx = self.filter_context(&client_name, &client.helo, &queue_id);
+            let outcome = filters.end(&ctx, &mut message).await;
+            self.filters = Some(filters);
+            match outcome {
                 Outcome::Accept {
                     changed: false,
                     quarantine: None,
