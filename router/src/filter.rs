@@ -88,7 +88,7 @@ pub struct Decided {
 
 impl Filtering {
     /// The filters `list` names, with the `smtpd.milter_*` settings.
-    pub fn new(list: &[String], smtpd: &skein_config::SmtpdConfig) -> Filtering {
+    pub fn new(list: &[skein_config::MilterSpec], smtpd: &skein_config::SmtpdConfig) -> Filtering {
         Filtering {
             milters: Milters::configured(list, smtpd),
             later: HashMap::new(),
@@ -96,7 +96,7 @@ impl Filtering {
     }
 
     /// New filters (a reload); deferrals stay.
-    pub fn set(&mut self, list: &[String], smtpd: &skein_config::SmtpdConfig) {
+    pub fn set(&mut self, list: &[skein_config::MilterSpec], smtpd: &skein_config::SmtpdConfig) {
         self.milters = Milters::configured(list, smtpd);
     }
 

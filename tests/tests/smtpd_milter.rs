@@ -388,3 +388,41 @@ fn a_kept_connection_the_filter_closed_is_opened_again() {
     assert_eq!(smtpd.incoming().len(), 3);
     assert_eq!(connects.load(Ordering::SeqCst), 3);
 }
+
+/// Each filter may have its own timeouts and default action: here one
+/// that hangs at end of message is given up on after its own 1 s and
+/// passed over (its `default_action = "accept"`), although the list's
+/// default is to reject and its content timeout a minute; the other
+/// filter, plain, still sees the message and adds its field.
+#[test]
+fn a_filter_with_its_own_settings_keeps_them() {
+    let hangs = milter(Arc::new(
+        |code, _| if code == b'E' { Act::Hang } else { cont() },
+    ));
+    let tags = milter(Arc::new(|code, _| match code {
+        b'E' => Act::Send([packet(b'h', b"X-Second\0seen\0"), packet(b'a', b"")].concat()),
+        _ => cont(),
+    }));
+    let smtpd = Smtpd::start(
+        &format!(
+            "milters = [{{ address = \"inet:127.0.0.1:{hangs}\", default_action = \"accept\", content_timeout = \"1s\" }}, \"inet:127.0.0.1:{tags}\"]\n\
+             milter_default_action = \"reject\"\nmilter_content_timeout = \"1m\""
+        ),
+        "",
+    );
+    let (code, reply) = send(&smtpd);
+    assert_eq!(code, 250, "{reply}");
+    let files = smtpd.incoming();
+    assert_eq!(files.len(), 1);
+    let (_, text) = skein_spool::read_message(&files[0]).expect("verifies");
+    assert!(
+        String::from_utf8_lossy(&text).contains("X-Second: seen\r\n"),
+        "{}",
+        String::from_utf8_lossy(&text)
+    );
+    let log = smtpd.daemon.log_text();
+    assert!(
+        log.contains("milter failed") && log.contains("default_action=accept"),
+        "{log}"
+    );
+}

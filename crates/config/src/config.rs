@@ -155,11 +155,11 @@ pub struct SmtpdConfig {
     pub min_data_rate: u32,
     /// `smtpd.milters`: content filters (`unix:/path`, `inet:host:port`),
     /// in order. Default none.
-    pub milters: Vec<String>,
+    pub milters: Vec<MilterSpec>,
     /// `smtpd.submission_milters`: the filters for mail on the
     /// submission listener. `None` (the default, or `""`): the same as
     /// `smtpd.milters`; `[]`: none there.
-    pub submission_milters: Option<Vec<String>>,
+    pub submission_milters: Option<Vec<MilterSpec>>,
     /// `smtpd.milter_default_action`: what a message gets when a filter
     /// fails or times out. Default tempfail.
     pub milter_default_action: MilterAction,
@@ -194,6 +194,54 @@ impl MilterAction {
             MilterAction::Tempfail => "tempfail",
             MilterAction::Reject => "reject",
         }
+    }
+}
+
+/// One content filter in a list: its address and, where it sets them,
+/// its own timeouts and default action (Postfix 3's `{ inet:…,
+/// connect_timeout=…, default_action=… }`). Written as the address alone,
+/// or as a table: `{ address = "inet:127.0.0.1:3310", default_action =
+/// "accept", timeout = "10s" }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MilterSpec {
+    /// `unix:/path` or `inet:ADDRESS:PORT` (sendmail's `inet:PORT@ADDRESS`
+    /// too), the address an IP address.
+    pub address: String,
+    /// Instead of `smtpd.milter_connect_timeout`.
+    pub connect_timeout: Option<Duration>,
+    /// Instead of `smtpd.milter_timeout`.
+    pub timeout: Option<Duration>,
+    /// Instead of `smtpd.milter_content_timeout`.
+    pub content_timeout: Option<Duration>,
+    /// Instead of `smtpd.milter_default_action`.
+    pub default_action: Option<MilterAction>,
+}
+
+impl MilterSpec {
+    /// A filter at `address` with the list's settings.
+    pub fn new(address: impl Into<String>) -> MilterSpec {
+        MilterSpec {
+            address: address.into(),
+            connect_timeout: None,
+            timeout: None,
+            content_timeout: None,
+            default_action: None,
+        }
+    }
+
+    /// Whether it sets nothing of its own (then it is written as its
+    /// address alone).
+    pub fn is_plain(&self) -> bool {
+        self.connect_timeout.is_none()
+            && self.timeout.is_none()
+            && self.content_timeout.is_none()
+            && self.default_action.is_none()
+    }
+}
+
+impl From<&str> for MilterSpec {
+    fn from(address: &str) -> MilterSpec {
+        MilterSpec::new(address)
     }
 }
 
@@ -264,8 +312,8 @@ pub struct RouterConfig {
     /// `router.milters`: content filters for local submissions
     /// (`sendmail`, and through `maildrop/`), Postfix's
     /// `non_smtpd_milters`; the `smtpd.milter_*` timeouts and default
-    /// action apply. Default none.
-    pub milters: Vec<String>,
+    /// action apply unless a filter sets its own. Default none.
+    pub milters: Vec<MilterSpec>,
 }
 
 impl RouterConfig {

@@ -20,8 +20,8 @@ use toml::de::{DeTable, DeValue};
 
 use crate::clause::Clause;
 use crate::config::{
-    Config, LocalConfig, RouterConfig, SchedulerConfig, SmtpConfig, SmtpdConfig, SpoolConfig,
-    SupervisorConfig, TlsConfig, resolve,
+    Config, LocalConfig, MilterSpec, RouterConfig, SchedulerConfig, SmtpConfig, SmtpdConfig,
+    SpoolConfig, SupervisorConfig, TlsConfig, resolve,
 };
 use crate::dkim::{
     Canonicalization, DEFAULT_SIGNED_HEADERS, DkimAlgorithm, DkimKey, is_valid_dns_name,
@@ -380,11 +380,49 @@ fn decode_router(item: &Item<'_, '_>, cwd: &Path, out: &mut RouterConfig) -> Res
     Ok(())
 }
 
-/// A list of content filters: `unix:/path` or `inet:ADDRESS:PORT` (and
-/// sendmail's `inet:PORT@ADDRESS`), the address an IP address.
-fn milter_list(v: &Item<'_, '_>) -> Result<Vec<String>> {
+/// A list of content filters, each its address (`unix:/path` or
+/// `inet:ADDRESS:PORT`, sendmail's `inet:PORT@ADDRESS` too, the address an
+/// IP address) or a table with the address and its own settings.
+fn milter_list(v: &Item<'_, '_>) -> Result<Vec<MilterSpec>> {
     v.list(|item| {
-        let text = item.string()?;
+        let (address_item, mut spec) = match item.value.get_ref() {
+            DeValue::Table(_) => {
+                let table = item.table(&[
+                    "address",
+                    "connect_timeout",
+                    "timeout",
+                    "content_timeout",
+                    "default_action",
+                ])?;
+                let address = table.require("address", "every milter needs its address")?;
+                let mut spec = MilterSpec::new(address.string()?);
+                if let Some(v) = table.get("connect_timeout") {
+                    spec.connect_timeout = Some(v.timeout()?);
+                }
+                if let Some(v) = table.get("timeout") {
+                    spec.timeout = Some(v.timeout()?);
+                }
+                if let Some(v) = table.get("content_timeout") {
+                    spec.content_timeout = Some(v.timeout()?);
+                }
+                if let Some(v) = table.get("default_action") {
+                    spec.default_action = Some(v.parsed()?);
+                }
+                (address, spec)
+            }
+            _ => {
+                let spec = MilterSpec::new(item.string()?);
+                (
+                    Item {
+                        doc: item.doc,
+                        path: item.path.clone(),
+                        value: item.value,
+                    },
+                    spec,
+                )
+            }
+        };
+        let text = std::mem::take(&mut spec.address);
         let ok = match (text.strip_prefix("unix:"), text.strip_prefix("inet:")) {
             (Some(path), _) => path.starts_with('/'),
             (_, Some(addr)) => {
@@ -396,11 +434,12 @@ fn milter_list(v: &Item<'_, '_>) -> Result<Vec<String>> {
             _ => false,
         };
         if !ok {
-            return Err(item.invalid(format!(
+            return Err(address_item.invalid(format!(
                 "invalid milter {text:?} (expected \"unix:/path\" or \"inet:ADDRESS:PORT\" with an IP address)"
             )));
         }
-        Ok(text.to_owned())
+        spec.address = text;
+        Ok(spec)
     })
 }
 

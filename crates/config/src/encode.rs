@@ -80,13 +80,13 @@ fn write(config: &Config) -> Writer {
     );
     out.kv("stress_max_errors", &smtpd.stress_max_errors.to_string());
     out.kv("min_data_rate", &smtpd.min_data_rate.to_string());
-    out.kv("milters", &list(&smtpd.milters));
+    out.kv("milters", &milters(&smtpd.milters));
     out.kv(
         "submission_milters",
         &smtpd
             .submission_milters
             .as_ref()
-            .map_or_else(|| string(""), |l| list(l)),
+            .map_or_else(|| string(""), |l| milters(l)),
     );
     out.kv(
         "milter_default_action",
@@ -109,7 +109,7 @@ fn write(config: &Config) -> Writer {
     out.kv("allow_pipe_targets", &router.allow_pipe_targets.to_string());
     out.kv("allow_file_targets", &router.allow_file_targets.to_string());
     out.kv("scan_interval", &duration(router.scan_interval));
-    out.kv("milters", &list(&router.milters));
+    out.kv("milters", &milters(&router.milters));
 
     for route in &config.route {
         out.section("[[route]]");
@@ -270,6 +270,34 @@ fn path(p: Option<&Path>) -> String {
         &p.map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default(),
     )
+}
+
+/// A filter list: each filter its address, or an inline table with the
+/// settings it has of its own.
+fn milters(specs: &[crate::MilterSpec]) -> String {
+    let items: Vec<String> = specs
+        .iter()
+        .map(|m| {
+            if m.is_plain() {
+                return string(&m.address);
+            }
+            let mut fields = vec![format!("address = {}", string(&m.address))];
+            if let Some(d) = m.connect_timeout {
+                fields.push(format!("connect_timeout = {}", duration(d)));
+            }
+            if let Some(d) = m.timeout {
+                fields.push(format!("timeout = {}", duration(d)));
+            }
+            if let Some(d) = m.content_timeout {
+                fields.push(format!("content_timeout = {}", duration(d)));
+            }
+            if let Some(a) = m.default_action {
+                fields.push(format!("default_action = {}", string(a.as_str())));
+            }
+            format!("{{ {} }}", fields.join(", "))
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
 }
 
 fn list<T: ToString>(items: &[T]) -> String {

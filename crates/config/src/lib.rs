@@ -41,8 +41,8 @@ use std::path::{Path, PathBuf};
 
 pub use clause::Clause;
 pub use config::{
-    Config, DEFAULT_USER, LocalConfig, MetricsConfig, MilterAction, RouterConfig, SchedulerConfig,
-    SmtpConfig, SmtpdConfig, SpoolConfig, SupervisorConfig, TlsConfig,
+    Config, DEFAULT_USER, LocalConfig, MetricsConfig, MilterAction, MilterSpec, RouterConfig,
+    SchedulerConfig, SmtpConfig, SmtpdConfig, SpoolConfig, SupervisorConfig, TlsConfig,
 };
 pub use dkim::{
     Canonicalization, DEFAULT_SIGNED_HEADERS, DkimAlgorithm, DkimKey, parse_canonicalization,

@@ -59,7 +59,7 @@ stress_command_timeout = "20s"
 stress_max_errors = 1
 min_data_rate = 0
 milters = ["inet:127.0.0.1:11332", "unix:/run/opendkim/opendkim.sock"]
-submission_milters = ["unix:/run/opendkim/opendkim.sock"]
+submission_milters = [{ address = "unix:/run/opendkim/opendkim.sock", default_action = "accept", timeout = "5s" }]
 milter_default_action = "accept"
 milter_connect_timeout = "5s"
 milter_timeout = "10s"
@@ -200,7 +200,11 @@ fn full_expected() -> Config {
                 "inet:127.0.0.1:11332".into(),
                 "unix:/run/opendkim/opendkim.sock".into(),
             ],
-            submission_milters: Some(vec!["unix:/run/opendkim/opendkim.sock".into()]),
+            submission_milters: Some(vec![MilterSpec {
+                default_action: Some(MilterAction::Accept),
+                timeout: Some(secs(5)),
+                ..MilterSpec::new("unix:/run/opendkim/opendkim.sock")
+            }]),
             milter_default_action: MilterAction::Accept,
             milter_connect_timeout: secs(5),
             milter_timeout: secs(10),
@@ -801,6 +805,10 @@ const ERROR_CASES: &[Case] = &[
     case("[smtpd]\nsubmission_milters = [\"tcp:1\"]\n", Invalid, 2, "smtpd.submission_milters[0]", "invalid milter"),
     case("[smtpd]\nsubmission_milters = \"inet:127.0.0.1:1\"\n", WrongType, 2, "smtpd.submission_milters", "expected an array of milters"),
     case("[router]\nmilters = [\"inet:localhost:11332\"]\n", Invalid, 2, "router.milters[0]", "invalid milter"),
+    case("[router]\nmilters = [{ address = \"inet:localhost:1\" }]\n", Invalid, 2, "router.milters[0].address", "invalid milter"),
+    case("[smtpd]\nmilters = [{ timeout = \"5s\" }]\n", Missing, 2, "smtpd.milters[0].address", "every milter needs its address"),
+    case("[smtpd]\nmilters = [{ address = \"inet:127.0.0.1:1\", default_action = \"drop\" }]\n", Invalid, 2, "smtpd.milters[0].default_action", "invalid milter action"),
+    case("[smtpd]\nmilters = [{ address = \"inet:127.0.0.1:1\", timout = \"5s\" }]\n", UnknownKey, 2, "smtpd.milters[0].timout", "did you mean \"timeout\"?"),
     case("[smtpd]\nmilter_default_action = \"ignore\"\n", Invalid, 2, "smtpd.milter_default_action", "invalid milter action"),
     case("[[dkim]]\ndomain = \"x.test\"\nkey = \"k\"\n", Missing, 1, "dkim[0].selector", "needs a selector"),
     case("[[dkim]]\ndomain = \"x.test\"\nselector = \"s\"\n", Missing, 1, "dkim[0].key", "private key file"),

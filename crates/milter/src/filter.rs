@@ -20,61 +20,63 @@
 //! connection and its negotiation, connect and HELO once.
 //!
 //! A filter that cannot be reached, hangs past its timeout, closes, or
-//! breaks the protocol gets the list's default action (`milter_default_action`) for this message
+//! breaks the protocol gets its default action (its own, else
+//! `milter_default_action`) for this message
 //! only, logged with the filter's name; the next message opens a new
 //! connection. A filter's own reply text is checked
 //! ([`crate::checked_reply`]) before it becomes a [`Reply`].
 
 use std::net::IpAddr;
 
-use skein_config::{MilterAction, SmtpdConfig};
+use skein_config::{MilterAction, MilterSpec, SmtpdConfig};
 
 use crate::client::{Address, Connection, MilterError, Timeouts, Verdict};
 use crate::{Command, Family, Response, Stage, protocol};
 
-/// A list of filters, in order, with what a failing one means.
+/// One filter of a list, with its settings.
+#[derive(Debug, Clone)]
+struct Filter {
+    /// As configured, for the log.
+    name: String,
+    address: Address,
+    timeouts: Timeouts,
+    default_action: MilterAction,
+}
+
+/// A list of filters, in order, each with its timeouts and what it means
+/// when it fails.
 #[derive(Debug, Clone, Default)]
 pub struct Milters {
-    filters: Vec<(String, Address)>,
-    default_action: MilterAction,
-    timeouts: Timeouts,
+    filters: Vec<Filter>,
 }
 
 impl Milters {
-    /// The filters named in `list` (`unix:/path`, `inet:ADDRESS:PORT`);
-    /// one that does not parse is left out with a warning (the
-    /// configuration has validated them already).
-    pub fn new(list: &[String], default_action: MilterAction, timeouts: Timeouts) -> Milters {
+    /// The filters in `list`, each with its own settings where it has
+    /// them and the `smtpd.milter_*` ones otherwise (which the router's
+    /// list shares, as Postfix's `milter_*` settings apply to both of its
+    /// lists). One whose address does not parse is left out with a
+    /// warning (the configuration has validated them already).
+    pub fn configured(list: &[MilterSpec], smtpd: &SmtpdConfig) -> Milters {
         let filters = list
             .iter()
-            .filter_map(|text| match text.parse::<Address>() {
-                Ok(address) => Some((text.clone(), address)),
+            .filter_map(|spec| match spec.address.parse::<Address>() {
+                Ok(address) => Some(Filter {
+                    name: spec.address.clone(),
+                    address,
+                    timeouts: Timeouts {
+                        connect: spec.connect_timeout.unwrap_or(smtpd.milter_connect_timeout),
+                        command: spec.timeout.unwrap_or(smtpd.milter_timeout),
+                        content: spec.content_timeout.unwrap_or(smtpd.milter_content_timeout),
+                    },
+                    default_action: spec.default_action.unwrap_or(smtpd.milter_default_action),
+                }),
                 Err(e) => {
-                    tracing::warn!(milter = %text, error = %e, "milter ignored");
+                    tracing::warn!(milter = %spec.address, error = %e, "milter ignored");
                     None
                 }
             })
             .collect();
-        Milters {
-            filters,
-            default_action,
-            timeouts,
-        }
-    }
-
-    /// The filters in `list` with the `smtpd.milter_*` timeouts and
-    /// default action (which the router's list shares, as Postfix's
-    /// `milter_*` settings apply to both of its lists).
-    pub fn configured(list: &[String], smtpd: &SmtpdConfig) -> Milters {
-        Milters::new(
-            list,
-            smtpd.milter_default_action,
-            Timeouts {
-                connect: smtpd.milter_connect_timeout,
-                command: smtpd.milter_timeout,
-                content: smtpd.milter_content_timeout,
-            },
-        )
+        Milters { filters }
     }
 
     /// Whether there are none (then nothing here runs).
@@ -294,8 +296,7 @@ enum Sticky {
 
 /// One filter's part in a [`Session`].
 struct Slot {
-    name: String,
-    address: Address,
+    filter: Filter,
     conn: Option<Connection>,
     /// The HELO argument sent on `conn` (sent again when the client's
     /// changes, after STARTTLS say).
@@ -315,8 +316,6 @@ struct Slot {
 /// client sends them, so that a filter can refuse a single recipient at
 /// once; the content at the end of the text ([`Session::end`]).
 pub struct Session {
-    default_action: MilterAction,
-    timeouts: Timeouts,
     slots: Vec<Slot>,
     /// A filter discarded the current message.
     discard: bool,
@@ -378,14 +377,11 @@ impl Session {
     /// A session with the filters of `milters`; nothing is connected yet.
     pub fn new(milters: &Milters) -> Session {
         Session {
-            default_action: milters.default_action,
-            timeouts: milters.timeouts,
             slots: milters
                 .filters
                 .iter()
-                .map(|(name, address)| Slot {
-                    name: name.clone(),
-                    address: address.clone(),
+                .map(|filter| Slot {
+                    filter: filter.clone(),
                     conn: None,
                     helo: None,
                     sticky: None,
@@ -404,17 +400,17 @@ impl Session {
     fn fail(&mut self, i: usize, queue_id: &str, e: &MilterError) -> Option<Reply> {
         let slot = &mut self.slots[i];
         tracing::warn!(
-            milter = %slot.name,
+            milter = %slot.filter.name,
             queue_id,
             error = %e,
-            default_action = self.default_action.as_str(),
+            default_action = slot.filter.default_action.as_str(),
             "milter failed: its default action applies to this message"
         );
         slot.conn = None;
         slot.helo = None;
         slot.in_message = false;
         slot.done = true;
-        match self.default_action {
+        match slot.filter.default_action {
             MilterAction::Accept => None,
             MilterAction::Tempfail => Some(Reply::new(
                 451,
@@ -454,9 +450,8 @@ impl Session {
                 }
                 None => {}
             }
-            let timeouts = self.timeouts;
             let reused = self.slots[i].conn.is_some();
-            let mut judged = mail_one(&mut self.slots[i], timeouts, ctx, sender).await;
+            let mut judged = mail_one(&mut self.slots[i], ctx, sender).await;
             if reused && judged.is_err() {
                 // A kept connection the filter closed while it was idle
                 // (between messages): once more on a new one.
@@ -464,7 +459,7 @@ impl Session {
                 slot.conn = None;
                 slot.helo = None;
                 slot.in_message = false;
-                judged = mail_one(slot, timeouts, ctx, sender).await;
+                judged = mail_one(slot, ctx, sender).await;
             }
             match judged {
                 Ok(Judged::Continue) => {}
@@ -474,7 +469,7 @@ impl Session {
                     self.slots[i].done = true;
                 }
                 Ok(Judged::Refuse(reply)) => {
-                    tracing::info!(milter = %self.slots[i].name, code = reply.code, text = reply.text.as_str(), "milter refused MAIL");
+                    tracing::info!(milter = %self.slots[i].filter.name, code = reply.code, text = reply.text.as_str(), "milter refused MAIL");
                     self.abort().await;
                     return Step::Refuse(reply);
                 }
@@ -521,7 +516,7 @@ impl Session {
                     slot.done = true;
                 }
                 Ok(Judged::Refuse(reply)) => {
-                    tracing::info!(milter = %slot.name, rcpt, code = reply.code, text = reply.text.as_str(), "milter refused a recipient");
+                    tracing::info!(milter = %slot.filter.name, rcpt, code = reply.code, text = reply.text.as_str(), "milter refused a recipient");
                     return Step::Refuse(reply);
                 }
                 Err(e) => {
@@ -550,7 +545,7 @@ impl Session {
             let Some(c) = slot.conn.as_mut().filter(|_| !slot.done && slot.in_message) else {
                 continue;
             };
-            let result = content(c, &mut slot.in_message, &slot.name, ctx, message).await;
+            let result = content(c, &mut slot.in_message, &slot.filter.name, ctx, message).await;
             match result {
                 Ok(FilterResult::Go(c, q)) => {
                     changed |= c;
@@ -559,7 +554,7 @@ impl Session {
                     }
                 }
                 Ok(FilterResult::Stop(outcome)) => {
-                    tracing::info!(milter = %slot.name, queue_id = ctx.queue_id, outcome = ?outcome, "milter verdict");
+                    tracing::info!(milter = %slot.filter.name, queue_id = ctx.queue_id, outcome = ?outcome, "milter verdict");
                     self.abort().await;
                     return outcome;
                 }
@@ -608,15 +603,10 @@ impl Session {
 }
 
 /// One filter's MAIL, connecting it first (connect and HELO) if need be.
-async fn mail_one(
-    slot: &mut Slot,
-    timeouts: Timeouts,
-    ctx: &Context<'_>,
-    sender: &str,
-) -> Result<Judged, MilterError> {
+async fn mail_one(slot: &mut Slot, ctx: &Context<'_>, sender: &str) -> Result<Judged, MilterError> {
     let v = |m: &str| macro_of(ctx, sender, None, m);
     if slot.conn.is_none() {
-        let mut c = Connection::open(&slot.address, timeouts).await?;
+        let mut c = Connection::open(&slot.filter.address, slot.filter.timeouts).await?;
         let family = match ctx.peer {
             IpAddr::V4(ip) => Family::Inet(ip, 0),
             IpAddr::V6(ip) => Family::Inet6(ip, 0),
