@@ -492,6 +492,27 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// `bytes` in base64 (RFC 4648, with padding): AUTH PLAIN credentials,
+/// attachments.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// dkimpy's verdict on `message` with `records` (TXT name → text) as
 /// the DNS: "pass" or "fail".
 pub fn dkimpy(message: &[u8], records: &[(String, String)]) -> String {

@@ -25,7 +25,7 @@ mod smtpd_support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use skein_integration_tests::KillOnDrop;
+use skein_integration_tests::{KillOnDrop, base64};
 use smtpd_support::{Smtpd, free_port};
 
 const EICAR: &str = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
@@ -57,25 +57,6 @@ fn with_attachment(subject: &str, attachment: &str) -> String {
          Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"file.com\"\r\n\r\n\
          {encoded}\r\n--b1--\r\n"
     )
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// clamd and clamav-milter in `dir`, the milter on `port`.
