@@ -74,6 +74,11 @@ struct TlsOutcome {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MilterVerdictLabel {
+    verdict: String,
+}
+
 fn delay_histogram() -> Histogram {
     // 10 ms to about 11.6 h, ×4 each.
     Histogram::new(exponential_buckets(0.01, 4.0, 12))
@@ -116,6 +121,8 @@ pub struct Metrics {
     smtpd_messages: Counter,
     smtpd_bytes: Counter,
     smtpd_tls: Family<TlsOutcome, Counter>,
+    smtpd_milter_verdicts: Family<MilterVerdictLabel, Counter>,
+    smtpd_milter_failures: Counter,
     outbound_tls: Family<TlsOutcome, Counter>,
     /// The smtpd's counters at the last scrape, to add only what grew.
     smtpd_last: SmtpdStats,
@@ -228,6 +235,18 @@ impl Metrics {
             "Inbound STARTTLS handshakes by outcome (ok, failed)",
             smtpd_tls.clone(),
         );
+        let smtpd_milter_verdicts = Family::<MilterVerdictLabel, Counter>::default();
+        registry.register(
+            "smtpd_milter_verdicts",
+            "Content filters' verdicts in the smtpd (refused, rcpt_refused, discarded, quarantined)",
+            smtpd_milter_verdicts.clone(),
+        );
+        let smtpd_milter_failures = Counter::default();
+        registry.register(
+            "smtpd_milter_failures",
+            "Content filters that failed in the smtpd (their default action applied)",
+            smtpd_milter_failures.clone(),
+        );
         let outbound_tls = Family::<TlsOutcome, Counter>::default();
         registry.register(
             "outbound_tls_sessions",
@@ -253,6 +272,8 @@ impl Metrics {
             smtpd_messages,
             smtpd_bytes,
             smtpd_tls,
+            smtpd_milter_verdicts,
+            smtpd_milter_failures,
             smtpd_last: SmtpdStats::default(),
         }
     }
@@ -349,6 +370,36 @@ impl Metrics {
                     })
                     .inc_by(grown(now, then));
             }
+            for (verdict, now, then) in [
+                (
+                    "refused",
+                    now.milter_refused_total,
+                    last.milter_refused_total,
+                ),
+                (
+                    "rcpt_refused",
+                    now.milter_rcpt_refused_total,
+                    last.milter_rcpt_refused_total,
+                ),
+                (
+                    "discarded",
+                    now.milter_discarded_total,
+                    last.milter_discarded_total,
+                ),
+                (
+                    "quarantined",
+                    now.milter_quarantined_total,
+                    last.milter_quarantined_total,
+                ),
+            ] {
+                self.smtpd_milter_verdicts
+                    .get_or_create(&MilterVerdictLabel {
+                        verdict: verdict.to_owned(),
+                    })
+                    .inc_by(grown(now, then));
+            }
+            self.smtpd_milter_failures
+                .inc_by(grown(now.milter_failures_total, last.milter_failures_total));
             self.smtpd_last = now;
         } else {
             // Not running: when it comes back, its counters start at 0.
@@ -610,6 +661,8 @@ mod tests {
             connections_open: 2,
             connections_total: 10,
             tls_ok_total: 3,
+            milter_rcpt_refused_total: 4,
+            milter_failures_total: 2,
             ..SmtpdStats::default()
         };
         let text = m.render(&queue, Some(smtpd));
@@ -631,6 +684,9 @@ mod tests {
             "skein_smtpd_connections_open 2",
             "skein_smtpd_connections_total 10",
             "skein_smtpd_tls_sessions_total{outcome=\"ok\"} 3",
+            "skein_smtpd_milter_verdicts_total{verdict=\"rcpt_refused\"} 4",
+            "skein_smtpd_milter_verdicts_total{verdict=\"refused\"} 0",
+            "skein_smtpd_milter_failures_total 2",
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }

@@ -34,6 +34,7 @@ use crate::error::SessionEnd;
 use crate::policy::{Refusal, Verdict};
 use crate::recipients;
 use crate::sink::MessageSink;
+use crate::stats::MilterVerdict;
 
 /// How much the session asks the socket for at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -686,10 +687,14 @@ impl Session {
         let client_name = self.client_name();
         let ctx = self.filter_context(&client_name, helo, "");
         let step = filters.mail(&ctx, sender).await;
+        self.server.stats.milter_failures(filters.take_failures());
         self.filters = Some(filters);
         match step {
             skein_milter::filter::Step::Go => None,
-            skein_milter::filter::Step::Refuse(reply) => Some(crate::milter::refusal(reply)),
+            skein_milter::filter::Step::Refuse(reply) => {
+                self.server.stats.milter(MilterVerdict::Refused);
+                Some(crate::milter::refusal(reply))
+            }
         }
     }
 
@@ -699,10 +704,12 @@ impl Session {
         let client_name = self.client_name();
         let ctx = self.filter_context(&client_name, helo, "");
         let step = filters.rcpt(&ctx, sender, rcpt).await;
+        self.server.stats.milter_failures(filters.take_failures());
         self.filters = Some(filters);
         match step {
             skein_milter::filter::Step::Go => None,
             skein_milter::filter::Step::Refuse(reply) => {
+                self.server.stats.milter(MilterVerdict::RcptRefused);
                 tracing::info!(client = %self.peer, rcpt, code = reply.code, text = reply.text.as_str(), "recipient refused by a content filter");
                 Some(crate::milter::refusal(reply))
             }

@@ -26,6 +26,24 @@ pub struct Stats {
     message_bytes_total: AtomicU64,
     tls_ok_total: AtomicU64,
     tls_failed_total: AtomicU64,
+    milter_refused_total: AtomicU64,
+    milter_rcpt_refused_total: AtomicU64,
+    milter_discarded_total: AtomicU64,
+    milter_quarantined_total: AtomicU64,
+    milter_failures_total: AtomicU64,
+}
+
+/// A content filter's verdict, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MilterVerdict {
+    /// A transaction (at MAIL) or a message (at its end) refused.
+    Refused,
+    /// A recipient refused at RCPT.
+    RcptRefused,
+    /// A message discarded.
+    Discarded,
+    /// A message quarantined.
+    Quarantined,
 }
 
 impl Stats {
@@ -56,6 +74,24 @@ impl Stats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A content filter's verdict.
+    pub fn milter(&self, verdict: MilterVerdict) {
+        let counter = match verdict {
+            MilterVerdict::Refused => &self.milter_refused_total,
+            MilterVerdict::RcptRefused => &self.milter_rcpt_refused_total,
+            MilterVerdict::Discarded => &self.milter_discarded_total,
+            MilterVerdict::Quarantined => &self.milter_quarantined_total,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Content filters failed `n` times (their default action applied).
+    pub fn milter_failures(&self, n: u64) {
+        if n > 0 {
+            self.milter_failures_total.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// The counters now, with `open` sessions.
     pub fn snapshot(&self, open: usize) -> SmtpdStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -67,6 +103,11 @@ impl Stats {
             message_bytes_total: get(&self.message_bytes_total),
             tls_ok_total: get(&self.tls_ok_total),
             tls_failed_total: get(&self.tls_failed_total),
+            milter_refused_total: get(&self.milter_refused_total),
+            milter_rcpt_refused_total: get(&self.milter_rcpt_refused_total),
+            milter_discarded_total: get(&self.milter_discarded_total),
+            milter_quarantined_total: get(&self.milter_quarantined_total),
+            milter_failures_total: get(&self.milter_failures_total),
         }
     }
 }

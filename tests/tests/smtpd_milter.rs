@@ -354,6 +354,18 @@ fn mail_and_rcpt_are_answered_as_they_come_and_one_recipient_can_be_refused() {
         1,
         "one filter connection for the session's three transactions"
     );
+    // Counted for the metrics: one transaction and two recipients refused.
+    let stats = smtpd.env.spool().join("run/smtpd.stats");
+    let counted = skein_integration_tests::poll(|| {
+        std::fs::read_to_string(&stats).is_ok_and(|t| {
+            t.contains("milter_refused_total 1\n") && t.contains("milter_rcpt_refused_total 2\n")
+        })
+    });
+    assert!(
+        counted,
+        "{}",
+        std::fs::read_to_string(&stats).unwrap_or_default()
+    );
 }
 
 /// A filter that closes its connection between messages (when it is idle)

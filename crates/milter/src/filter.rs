@@ -322,6 +322,8 @@ pub struct Session {
     /// A filter failed under `tempfail` or `reject`: the current message
     /// gets this.
     doomed: Option<Reply>,
+    /// Filter failures since [`Session::take_failures`] last looked.
+    failures: u64,
 }
 
 impl std::fmt::Debug for Session {
@@ -391,13 +393,21 @@ impl Session {
                 .collect(),
             discard: false,
             doomed: None,
+            failures: 0,
         }
+    }
+
+    /// How many times a filter failed (and its default action applied)
+    /// since the last call: for the MTA's counters.
+    pub fn take_failures(&mut self) -> u64 {
+        std::mem::take(&mut self.failures)
     }
 
     /// A filter failed: logged, its connection dropped (the next message
     /// connects again); returns what the message gets under the default
     /// action (`None`: go on without it).
     fn fail(&mut self, i: usize, queue_id: &str, e: &MilterError) -> Option<Reply> {
+        self.failures += 1;
         let slot = &mut self.slots[i];
         tracing::warn!(
             milter = %slot.filter.name,

@@ -14,6 +14,7 @@ use crate::error::SessionEnd;
 use crate::policy::Refusal;
 use crate::received::Trace;
 use crate::sink::{Accepted, MessageSink};
+use crate::stats::MilterVerdict;
 
 impl Session {
     /// Why a transaction cannot take message text now, if it cannot.
@@ -207,6 +208,17 @@ impl Session {
             let client_name = self.client_name();
             let ctx = self.filter_context(&client_name, &client.helo, &queue_id);
             let outcome = filters.end(&ctx, &mut message).await;
+            let stats = &self.server.stats;
+            stats.milter_failures(filters.take_failures());
+            match &outcome {
+                Outcome::Refuse(_) => stats.milter(MilterVerdict::Refused),
+                Outcome::Discard => stats.milter(MilterVerdict::Discarded),
+                Outcome::Accept {
+                    quarantine: Some(_),
+                    ..
+                } => stats.milter(MilterVerdict::Quarantined),
+                Outcome::Accept { .. } => {}
+            }
             self.filters = Some(filters);
             match outcome {
                 Outcome::Accept {
