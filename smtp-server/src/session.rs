@@ -295,6 +295,11 @@ impl Session {
                 // Best effort: the last replies (221, 421) may not get out
                 // to a client that is already gone.
                 let _ = self.flush().await;
+                // The content filters hear the session is over (each
+                // write bounded by its command timeout).
+                if let Some(filters) = self.filters.take() {
+                    filters.close().await;
+                }
                 // TLS sends close_notify here: bounded like any write.
                 let limit = self.limit(Wait::Command);
                 let _ = tokio::time::timeout(limit, self.stream.shutdown()).await;
